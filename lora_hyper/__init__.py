@@ -1,0 +1,1 @@
+"""lora-hyper: documents and task descriptions to LoRA adapters for Gemma, in JAX."""

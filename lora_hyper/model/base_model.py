@@ -1,0 +1,53 @@
+"""The frozen base model as users name it: config + params + tokenizer, loaded in one call."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from lora_hyper.model import weights
+from lora_hyper.model.config import GemmaConfig
+from lora_hyper.model.tokenizer import Tokenizer
+
+DEFAULT_MODEL = "gemma3-270m"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BaseModel:
+  config: GemmaConfig
+  params: Any
+  tokenizer: Tokenizer
+  name: str
+
+
+def load_base_model(source: str | os.PathLike | None = None, *, dtype: str = "float32",
+                    log: Callable[[str], None] = lambda msg: None) -> BaseModel:
+  """Loads `source`: None or "gemma3-270m" (the embedded default), a `.gguf` file, or a local
+  Hugging Face folder (config.json + safetensors + tokenizer.json) of a Gemma 2/3 text model.
+
+  `dtype` ("float32" | "bfloat16") sets both the stored params and the compute dtype.
+  """
+  source = DEFAULT_MODEL if source is None else str(source)
+  if source == DEFAULT_MODEL:
+    path, digest = weights.embedded_gguf_path()
+    config, params = weights.load_gguf(path, source_digest=digest, log=log)
+    tokenizer, name = Tokenizer.from_gguf(path, source_digest=digest), "google/gemma-3-270m (GGUF Q4_K_M)"
+  elif source.endswith(".gguf"):
+    config, params = weights.load_gguf(source, log=log)
+    tokenizer, name = Tokenizer.from_gguf(source), Path(source).stem
+  elif os.path.isdir(source):
+    config, params = weights.load_hf_checkpoint(source)
+    tokenizer, name = Tokenizer.from_hf_dir(source), Path(source).name
+  else:
+    raise FileNotFoundError(
+        f"unknown base model {source!r}: expected {DEFAULT_MODEL!r}, a .gguf file or a Hugging Face "
+        "model folder with config.json and *.safetensors")
+  if dtype != config.param_dtype:
+    config = config.replace(dtype=dtype, param_dtype=dtype)
+    params = jax.tree.map(lambda p: p.astype(jnp.dtype(dtype)), params)
+  return BaseModel(config, params, tokenizer, name)

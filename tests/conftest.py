@@ -1,0 +1,18 @@
+"""Shared fixtures. Eight simulated CPU devices let sharding tests build real meshes."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+
+import jax  # noqa: E402  (after XLA_FLAGS, which jax reads on import)
+import pytest  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+@pytest.fixture(scope="session")
+def embedded_model():
+  """The real embedded Gemma 3 270M (config, params), converted once and cached."""
+  from lora_hyper.model import weights
+
+  path, digest = weights.embedded_gguf_path()
+  return weights.load_gguf(path, source_digest=digest)
