@@ -52,15 +52,17 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A (data, fsdp, tensor) mesh with Auto axes; `data=-1` takes all remaining devices."""
+  """A (data, fsdp, tensor) mesh with Auto axes over the first data*fsdp*tensor devices;
+  `data=-1` takes all remaining devices."""
   devices = list(jax.devices() if devices is None else devices)
   if data == -1:
     if len(devices) % (fsdp * tensor):
       raise ValueError(f"{len(devices)} devices do not split into fsdp={fsdp} x tensor={tensor}")
     data = len(devices) // (fsdp * tensor)
-  if data * fsdp * tensor != len(devices):
-    raise ValueError(f"mesh {data}x{fsdp}x{tensor} does not match {len(devices)} devices")
-  return Mesh(np.asarray(devices).reshape(data, fsdp, tensor), MESH_AXES)
+  size = data * fsdp * tensor
+  if size > len(devices):
+    raise ValueError(f"mesh {data}x{fsdp}x{tensor} needs {size} devices, only {len(devices)} are available")
+  return Mesh(np.asarray(devices[:size]).reshape(data, fsdp, tensor), MESH_AXES)
 
 
 def logical_sharding(tree_of_specs, mesh: Mesh, rules=LOGICAL_AXIS_RULES):

@@ -4,8 +4,15 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
+import tempfile  # noqa: E402
+
 import jax  # noqa: E402  (after XLA_FLAGS, which jax reads on import)
 import pytest  # noqa: E402
+
+# Tests rebuild the same tiny programs many times (each resumed run recompiles its step): a
+# session-wide compilation cache makes the repeats cheap.
+jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="lora_hyper_jax_cache_"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 jax.config.update("jax_default_matmul_precision", "highest")
 

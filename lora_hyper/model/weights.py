@@ -7,18 +7,17 @@ convention out = x * (1 + w)); one function turns those into our params pytree.
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
 
+from lora_hyper import files
 from lora_hyper.model import config as config_lib
 from lora_hyper.model.config import GemmaConfig
 
@@ -51,10 +50,6 @@ _GGUF_LAYER_NAMES = {
     "attn_norm": "input_layernorm", "post_attention_norm": "post_attention_layernorm",
     "ffn_norm": "pre_feedforward_layernorm", "post_ffw_norm": "post_feedforward_layernorm",
 }
-
-
-def cache_dir() -> Path:
-  return Path(os.environ.get("LORA_HYPER_CACHE", Path.home() / ".cache" / "lora_hyper"))
 
 
 # ----------------------------------------------------------------------------- HF names -> params
@@ -209,24 +204,6 @@ def hf_tensors_from_gguf(reader) -> dict[str, np.ndarray]:
   return out
 
 
-def _file_digest(path: Path) -> str:
-  with open(path, "rb") as f:
-    return hashlib.file_digest(f, "blake2b").hexdigest()[:32]
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-  """Writes via a temp file in the same folder, so a crash never leaves a partial file at `path`."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-  os.close(fd)
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def _flatten(params: PyTree) -> dict[str, np.ndarray]:
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
   return {"/".join(k.key for k in path): np.asarray(v) for path, v in flat}
@@ -242,10 +219,10 @@ def _unflatten(flat: Mapping[str, np.ndarray]) -> PyTree:
 def save_converted(folder: Path, cfg: GemmaConfig, params: PyTree, source: str) -> None:
   """Writes params (safetensors) and a manifest with their digest, each file atomically."""
   params_file, manifest_file = folder / "params.safetensors", folder / "manifest.json"
-  _atomic_write(params_file, lambda tmp: safetensors.numpy.save_file(_flatten(params), tmp))
+  files.atomic_write(params_file, lambda tmp: safetensors.numpy.save_file(_flatten(params), tmp))
   manifest = {"format": CACHE_FORMAT, "source": source, "config": cfg.to_dict(),
-              "params_digest": _file_digest(params_file)}
-  _atomic_write(manifest_file, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
+              "params_digest": files.file_digest(params_file)}
+  files.atomic_write(manifest_file, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
 
 
 def load_converted(folder: Path, log: Callable[[str], None] = lambda msg: None
@@ -258,7 +235,7 @@ def load_converted(folder: Path, log: Callable[[str], None] = lambda msg: None
     manifest = json.loads(manifest_file.read_text())
     if manifest.get("format") != CACHE_FORMAT:
       raise ValueError(f"cache format {manifest.get('format')} is not {CACHE_FORMAT}")
-    if manifest.get("params_digest") != _file_digest(params_file):
+    if manifest.get("params_digest") != files.file_digest(params_file):
       raise ValueError("params file does not match its recorded digest")
     cfg = config_lib.config_from_dict(manifest["config"])
     params = jax.tree.map(jnp.asarray, _unflatten(safetensors.numpy.load_file(str(params_file))))
@@ -277,7 +254,7 @@ def load_gguf(path: str | os.PathLike, *, source_digest: str | None = None, use_
   path = Path(path)
   if not path.is_file():
     raise FileNotFoundError(f"GGUF file {str(path)!r} does not exist")
-  folder = cache_dir() / "models" / (source_digest or _file_digest(path))[:32]
+  folder = files.cache_dir() / "models" / (source_digest or files.file_digest(path))[:32]
   if use_cache and (cached := load_converted(folder, log)) is not None:
     return cached
 

@@ -1,0 +1,332 @@
+"""Documents about fictional people, places and companies: knowledge no base model can have.
+
+Each document describes one subject with `FACTS_PER_DOC` facts drawn from its kind's catalogue
+(a person's birthplace, profession, employer, ...; a town's river, population, dish, ...; a
+company's founder, product, headquarters, ...), every fact phrased by one of several statement
+templates, in shuffled order after a varied opening sentence. Every fact has one question,
+phrased by one of several templates, whose short answer (a name, a number or a word) appears
+verbatim in the document.
+
+Names (people, towns, companies, rivers, pets, ...) are made by joining syllables, so they are
+novel. The 'train' and 'test' splits draw documents from separate random streams and their
+names from disjoint first letters (`NAME_INITIALS`): no held-out document shares an entity
+with a training one. Plain attribute words (colours, professions, products) are shared.
+
+`FictionalQA` holds one record per (document, question): index i is question i % FACTS_PER_DOC
+of document i // FACTS_PER_DOC, and depends only on (seed, split, i).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import zlib
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+FACTS_PER_DOC = 6
+SPLITS = ("train", "test")
+# Every name of a split starts with one of its letters, so names of the two splits never coincide.
+NAME_INITIALS = {"train": ("b", "br", "d", "dr", "f", "fl", "h", "k", "kr", "m", "p", "pr", "s", "st", "v"),
+                 "test": ("c", "cl", "g", "gr", "j", "l", "n", "qu", "r", "t", "tr", "w", "z")}
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "th", "sh")
+_VOWELS = ("a", "e", "i", "o", "u", "ai", "ea", "ou")
+_CODAS = ("", "", "", "n", "r", "l", "s", "nd", "rk", "m")
+_COMPANY_SUFFIXES = ("Works", "Guild", "Company", "Foundry", "Trust", "Collective", "Industries", "Institute")
+
+PROFESSIONS = ("baker", "cartographer", "beekeeper", "glassblower", "clockmaker", "archivist", "astronomer",
+               "carpenter", "weaver", "botanist", "blacksmith", "surveyor", "potter", "librarian", "tailor",
+               "engineer", "violinist", "midwife", "ferryman", "architect")
+COLOURS = ("red", "blue", "green", "yellow", "purple", "orange", "teal", "crimson", "amber", "violet", "silver",
+           "indigo")
+PET_SPECIES = ("cat", "dog", "parrot", "tortoise", "rabbit", "goat", "ferret", "owl")
+RELATIVES = ("sister", "brother", "cousin")
+HOBBIES = ("fencing", "gardening", "chess", "rowing", "birdwatching", "pottery", "juggling", "sailing",
+           "painting", "archery")
+EXPORTS = ("copper", "wool", "salt", "timber", "honey", "tea", "glass", "marble", "cheese", "paper")
+PRODUCTS = ("lanterns", "bicycles", "umbrellas", "telescopes", "clocks", "typewriters", "kites", "compasses",
+            "pianos", "boots")
+
+
+def _syllable(rng: np.random.Generator, onsets: tuple[str, ...]) -> str:
+  return str(rng.choice(onsets)) + str(rng.choice(_VOWELS)) + str(rng.choice(_CODAS))
+
+
+def novel_word(rng: np.random.Generator, split: str, syllables: int) -> str:
+  """A made-up lowercase word whose first letters mark its split."""
+  return _syllable(rng, NAME_INITIALS[split]) + "".join(_syllable(rng, _ONSETS) for _ in range(syllables - 1))
+
+
+def novel_name(rng: np.random.Generator, split: str) -> str:
+  return novel_word(rng, split, int(rng.integers(2, 4))).capitalize()
+
+
+def person_name(rng: np.random.Generator, split: str) -> str:
+  return f"{novel_word(rng, split, 2).capitalize()} {novel_name(rng, split)}"
+
+
+def company_name(rng: np.random.Generator, split: str) -> str:
+  return f"{novel_name(rng, split)} {rng.choice(_COMPANY_SUFFIXES)}"
+
+
+def _article(word: str) -> str:
+  return "an" if word[0] in "aeiou" else "a"
+
+
+# A fact value and an optional detail ({x} in templates, e.g. the pet's species).
+Drawn = tuple[str, str]
+Draw = Callable[[np.random.Generator, str], Drawn]
+
+
+def _named(make: Callable[[np.random.Generator, str], str]) -> Draw:
+  return lambda rng, split: (make(rng, split), "")
+
+
+def _picked(words: tuple[str, ...]) -> Draw:
+  return lambda rng, split: (str(rng.choice(words)), "")
+
+
+def _number(low: int, high: int, commas: bool = False) -> Draw:
+  return lambda rng, split: (f"{int(rng.integers(low, high + 1)):{',' if commas else ''}}", "")
+
+
+def _with_detail(make: Callable[[np.random.Generator, str], str], details: tuple[str, ...]) -> Draw:
+  return lambda rng, split: (make(rng, split), str(rng.choice(details)))
+
+
+@dataclasses.dataclass(frozen=True)
+class FactSpec:
+  """One fact type: how its value is drawn, stated and asked. Templates see {s} subject, {v} value,
+  {a} the article for the value and {x} its detail."""
+
+  name: str
+  draw: Draw
+  statements: tuple[str, ...]
+  questions: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class KindSpec:
+  name: str
+  subject: Callable[[np.random.Generator, str], str]
+  openings: tuple[str, ...]
+  facts: tuple[FactSpec, ...]
+
+
+_FOUNDED = ("{s} was founded in {v}.", "The founding of {s} dates to {v}.", "{s} has existed since {v}.")
+_FOUNDED_Q = ("When was {s} founded?", "In what year was {s} founded?", "What year does the founding of {s} date to?")
+
+PERSON = KindSpec("person", person_name, (
+    "This is a short profile of {s}.", "The following notes describe {s}.", "Here is what is known about {s}."), (
+    FactSpec("birthplace", _named(novel_name), (
+        "{s} was born in the town of {v}.", "{s} grew up in {v}, the town of their birth.",
+        "The hometown of {s} is {v}."), (
+        "Where was {s} born?", "In which town was {s} born?", "What is the hometown of {s}?")),
+    FactSpec("profession", _picked(PROFESSIONS), (
+        "{s} works as {a} {v}.", "By trade, {s} is {a} {v}.", "{s} earns a living as {a} {v}."), (
+        "What is the profession of {s}?", "What does {s} do for a living?", "What job does {s} have?")),
+    FactSpec("employer", _named(company_name), (
+        "{s} is employed by {v}.", "{s} works for {v}.", "The employer of {s} is {v}."), (
+        "Who employs {s}?", "Which company does {s} work for?", "What is the name of the employer of {s}?")),
+    FactSpec("birth_year", _number(1850, 2005), (
+        "{s} was born in the year {v}.", "The year of birth of {s} is {v}.", "{s} came into the world in {v}."), (
+        "In what year was {s} born?", "What is the year of birth of {s}?", "When was {s} born?")),
+    FactSpec("pet", _with_detail(novel_name, PET_SPECIES), (
+        "{s} has a {x} named {v}.", "{s} keeps a pet {x} called {v}.", "The {x} that lives with {s} is called {v}."), (
+        "What is the name of the pet {x} of {s}?", "What is the {x} of {s} called?",
+        "What did {s} name their {x}?")),
+    FactSpec("favourite_colour", _picked(COLOURS), (
+        "The favourite colour of {s} is {v}.", "{s} likes the colour {v} best.", "Of all colours, {s} prefers {v}."), (
+        "What is the favourite colour of {s}?", "Which colour does {s} like best?",
+        "What colour does {s} prefer?")),
+    FactSpec("relative", _with_detail(novel_name, RELATIVES), (
+        "{s} has a {x} called {v}.", "The {x} of {s} is named {v}.", "{v} is the {x} of {s}."), (
+        "What is the name of the {x} of {s}?", "Who is the {x} of {s}?", "What is the {x} of {s} called?")),
+    FactSpec("hobby", _picked(HOBBIES), (
+        "In their spare time, {s} enjoys {v}.", "The favourite hobby of {s} is {v}.", "{s} spends weekends on {v}."), (
+        "What is the hobby of {s}?", "What does {s} enjoy in their spare time?", "How does {s} spend weekends?")),
+))
+
+PLACE = KindSpec("place", novel_name, (
+    "{s} is a small town.", "The following notes describe the town of {s}.", "This is a short guide to {s}."), (
+    FactSpec("river", _named(novel_name), (
+        "{s} lies on the banks of the {v} River.", "The {v} River flows through {s}.",
+        "The river that runs through {s} is the {v}."), (
+        "Which river flows through {s}?", "On which river does {s} lie?", "What is the name of the river in {s}?")),
+    FactSpec("population", _number(800, 95000, commas=True), (
+        "{s} has a population of {v}.", "About {v} people live in {s}.", "The population of {s} is {v}."), (
+        "What is the population of {s}?", "How many people live in {s}?", "How large is the population of {s}?")),
+    FactSpec("dish", _named(lambda rng, split: novel_word(rng, split, 2)), (
+        "{s} is famous for a stew called {v}.", "The signature dish of {s} is {v}.",
+        "Visitors to {s} always try {v}, the local dish."), (
+        "What dish is {s} famous for?", "What is the signature dish of {s}?",
+        "Which local dish do visitors to {s} try?")),
+    FactSpec("founded", _number(1100, 1900), _FOUNDED, _FOUNDED_Q),
+    FactSpec("mayor", _named(person_name), (
+        "The mayor of {s} is {v}.", "{s} is governed by its mayor, {v}.", "{v} serves as the mayor of {s}."), (
+        "Who is the mayor of {s}?", "Who governs {s} as mayor?", "What is the name of the mayor of {s}?")),
+    FactSpec("province", _named(novel_name), (
+        "{s} is in the province of {v}.", "{s} belongs to the province of {v}.", "The province of {v} includes {s}."), (
+        "In which province is {s}?", "Which province does {s} belong to?", "What province includes {s}?")),
+    FactSpec("festival", _named(novel_name), (
+        "Every spring, {s} holds the {v} Festival.", "The {v} Festival takes place in {s} each spring.",
+        "Each spring brings the {v} Festival to {s}."), (
+        "What festival does {s} hold every spring?", "Which festival takes place in {s} each spring?",
+        "What is the name of the spring festival of {s}?")),
+    FactSpec("export", _picked(EXPORTS), (
+        "{s} is known for exporting {v}.", "The main export of {s} is {v}.",
+        "Most of the {v} sold in the region comes from {s}."), (
+        "What does {s} export?", "What is the main export of {s}?", "Which product is {s} known for exporting?")),
+))
+
+COMPANY = KindSpec("company", company_name, (
+    "{s} is a company.", "The following notes describe the company {s}.", "This is a short profile of {s}."), (
+    FactSpec("founded", _number(1780, 2015), _FOUNDED, _FOUNDED_Q),
+    FactSpec("headquarters", _named(novel_name), (
+        "{s} has its headquarters in {v}.", "The head office of {s} is in the town of {v}.", "{s} is based in {v}."), (
+        "Where is {s} headquartered?", "In which town is the head office of {s}?", "Where is {s} based?")),
+    FactSpec("founder", _named(person_name), (
+        "{s} was founded by {v}.", "{v} founded {s}.", "The founder of {s} is {v}."), (
+        "Who founded {s}?", "Who is the founder of {s}?", "By whom was {s} founded?")),
+    FactSpec("product", _picked(PRODUCTS), (
+        "{s} makes {v}.", "The best-known product of {s} is {v}.", "{s} manufactures {v}."), (
+        "What does {s} make?", "What product is {s} known for?", "What does {s} manufacture?")),
+    FactSpec("employees", _number(12, 9500, commas=True), (
+        "{s} employs {v} people.", "{s} has {v} employees.", "The staff of {s} numbers {v}."), (
+        "How many people does {s} employ?", "How many employees does {s} have?", "How large is the staff of {s}?")),
+    FactSpec("chief", _named(person_name), (
+        "The chief executive of {s} is {v}.", "{v} runs {s} as its chief executive.", "{s} is led by {v}."), (
+        "Who is the chief executive of {s}?", "Who runs {s}?", "Who leads {s}?")),
+    FactSpec("logo_colour", _picked(COLOURS), (
+        "The logo of {s} is {v}.", "{s} uses a {v} logo.", "The colour of the logo of {s} is {v}."), (
+        "What colour is the logo of {s}?", "Which colour does {s} use for its logo?",
+        "What is the colour of the logo of {s}?")),
+))
+
+KINDS = (PERSON, PLACE, COMPANY)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fact:
+  name: str
+  answer: str
+  statement: str
+  questions: tuple[str, ...]  # every phrasing of this fact's question
+
+
+@dataclasses.dataclass(frozen=True)
+class FictionalDocument:
+  doc_id: str
+  kind: str
+  subject: str
+  text: str
+  facts: tuple[Fact, ...]  # in question order
+
+
+def _fill(template: str, subject: str, value: str, detail: str) -> str:
+  sentence = template.format(s=subject, v=value, a=_article(value), x=detail)
+  return sentence[0].upper() + sentence[1:]
+
+
+def _draw_fact(rng: np.random.Generator, split: str, spec: FactSpec, subject: str, used: set[str]) -> Fact:
+  # Values of one document are all different (and differ from its subject), so every answer is unique.
+  value, detail = spec.draw(rng, split)
+  while value in used:
+    value, detail = spec.draw(rng, split)
+  used.add(value)
+  questions = tuple(_fill(q, subject, value, detail) for q in spec.questions)
+  return Fact(spec.name, value, _fill(str(rng.choice(spec.statements)), subject, value, detail), questions)
+
+
+def make_document(seed: int, split: str, doc_index: int) -> FictionalDocument:
+  """Document `doc_index` of `split`: a pure function of its arguments."""
+  rng = np.random.default_rng([seed, SPLITS.index(split), doc_index])
+  kind = KINDS[int(rng.integers(len(KINDS)))]
+  subject = kind.subject(rng, split)
+  specs = [kind.facts[j] for j in rng.choice(len(kind.facts), FACTS_PER_DOC, replace=False)]
+  used = {subject}
+  facts = tuple(_draw_fact(rng, split, spec, subject, used) for spec in specs)
+  order = rng.permutation(FACTS_PER_DOC)
+  opening = _fill(str(rng.choice(kind.openings)), subject, subject, "")
+  text = " ".join([opening, *(facts[j].statement for j in order)])
+  return FictionalDocument(f"{split}-{doc_index:06d}", kind.name, subject, text, facts)
+
+
+@dataclasses.dataclass(frozen=True)
+class FictionalQA:
+  """A grain random-access source of {'document', 'query', 'answer', 'doc_id', 'fact'}."""
+
+  num_docs: int
+  split: str = "train"
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.split not in SPLITS:
+      raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+
+  def __len__(self) -> int:
+    return self.num_docs * FACTS_PER_DOC
+
+  def document(self, doc_index: int) -> FictionalDocument:
+    if not 0 <= doc_index < self.num_docs:
+      raise IndexError(f"document {doc_index} out of range for {self.num_docs} documents")
+    return make_document(self.seed, self.split, doc_index)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    if not 0 <= index < len(self):
+      raise IndexError(f"index {index} out of range for {len(self)} records")
+    doc_index, question = divmod(index, FACTS_PER_DOC)
+    doc = self.document(doc_index)
+    # The phrasing gets its own stream so that it depends on the record, not on sibling questions.
+    rng = np.random.default_rng([self.seed, SPLITS.index(self.split), doc_index, question])
+    return _record(doc, doc.facts[question], str(rng.choice(doc.facts[question].questions)))
+
+  def qa_pairs(self, doc_index: int) -> list[dict[str, Any]]:
+    """Every record of one document, in index order."""
+    return [self[doc_index * FACTS_PER_DOC + j] for j in range(FACTS_PER_DOC)]
+
+
+def _record(doc: FictionalDocument, fact: Fact, query: str) -> dict[str, Any]:
+  return {"document": doc.text, "query": query, "answer": fact.answer, "doc_id": doc.doc_id, "fact": fact.name}
+
+
+# Self-generated queries: template questions the base model answers with the document in context
+# (its answers become the context-distillation targets), like the paper's 10 LLM-written queries.
+GENERIC_QUERIES = (
+    "What is the text about?", "Summarize the text in one sentence.", "What are the main facts stated in the text?",
+    "List three details mentioned in the text.", "What is the first thing the text says?",
+    "What is the last thing the text says?", "Which names appear in the text?",
+    "Which numbers appear in the text, and what do they refer to?", "Write a short title for the text.",
+    "Describe the text to someone who has not read it.", "Which places are mentioned in the text?",
+    "Who is mentioned in the text?")
+ENTITY_QUERIES = ("What does the text say about {e}?", "Who or what is {e}?", "Tell me about {e}.",
+                  "What is {e} known for?", "Which facts are given about {e}?", "How is {e} described?")
+# Capitalised only because they start a sentence.
+_NOT_NAMES = {"The", "This", "These", "There", "Here", "In", "On", "At", "For", "Every", "Each", "It", "A", "An",
+              "By", "Of", "About", "Most", "Visitors", "He", "She", "They", "We", "I", "But", "And", "When", "After"}
+_CAPITALISED = re.compile(r"\b[A-Z][a-z]+(?: [A-Z][a-z]+)*")
+
+
+def entity_mentions(text: str) -> list[str]:
+  """Capitalised phrases with leading sentence-start words dropped, in order of first mention."""
+  found = []
+  for phrase in _CAPITALISED.findall(text):
+    words = phrase.split()
+    while words and words[0] in _NOT_NAMES:
+      words = words[1:]
+    name = " ".join(words)
+    if name and name not in found:
+      found.append(name)
+  return found
+
+
+def generated_queries(record: Mapping[str, Any], n: int, *, seed: int = 0) -> list[str]:
+  """Up to `n` distinct template queries about `record['document']` (any document, not only fictional).
+
+  The draw depends only on (seed, document text), so a document gets the same queries every epoch.
+  """
+  text = record["document"]
+  pool = list(GENERIC_QUERIES) + [q.format(e=e) for e in entity_mentions(text) for q in ENTITY_QUERIES]
+  rng = np.random.default_rng([seed, zlib.crc32(text.encode())])
+  return [pool[j] for j in rng.choice(len(pool), min(n, len(pool)), replace=False)]

@@ -1,0 +1,71 @@
+"""Fictional documents: determinism, answers in documents, disjoint splits, generated queries."""
+
+import pytest
+
+from lora_hyper.data import fictional, niah
+
+SHARED_WORDS = set(fictional.PROFESSIONS + fictional.COLOURS + fictional.HOBBIES + fictional.EXPORTS
+                   + fictional.PRODUCTS)
+
+
+def _entities(doc):
+  """The subject and every made-up name among the answers (numbers and shared words excluded)."""
+  return {doc.subject} | {f.answer for f in doc.facts if f.answer[0].isalpha() and f.answer not in SHARED_WORDS}
+
+
+def test_same_seed_same_records_and_different_seeds_differ():
+  a, b, c = fictional.FictionalQA(10, seed=1), fictional.FictionalQA(10, seed=1), fictional.FictionalQA(10, seed=2)
+  assert [a[i] for i in range(len(a))] == [b[i] for i in range(len(b))]
+  assert a.document(0).text != c.document(0).text
+
+
+def test_every_answer_appears_in_its_document():
+  source = fictional.FictionalQA(200, seed=0)
+  for i in range(len(source)):
+    record = source[i]
+    assert record["answer"] and record["answer"] in record["document"]
+    assert record["query"].endswith("?")
+
+
+def test_index_maps_to_document_and_question():
+  source = fictional.FictionalQA(5, seed=0)
+  pairs = source.qa_pairs(3)
+  assert pairs == [source[3 * fictional.FACTS_PER_DOC + j] for j in range(fictional.FACTS_PER_DOC)]
+  assert {r["doc_id"] for r in pairs} == {"train-000003"}
+  assert len({r["fact"] for r in pairs}) == fictional.FACTS_PER_DOC
+  assert len({r["answer"] for r in pairs}) == fictional.FACTS_PER_DOC
+  assert {r["fact"] for r in pairs} == {f.name for f in source.document(3).facts}
+
+
+def test_train_and_test_documents_share_no_entity():
+  train, test = fictional.FictionalQA(300, "train"), fictional.FictionalQA(300, "test")
+  train_docs = [train.document(i) for i in range(train.num_docs)]
+  test_docs = [test.document(i) for i in range(test.num_docs)]
+  train_entities = set().union(*map(_entities, train_docs))
+  test_entities = set().union(*map(_entities, test_docs))
+  assert train_entities and test_entities and not train_entities & test_entities
+  mentioned = [set().union(*(fictional.entity_mentions(d.text) for d in docs)) for docs in (train_docs, test_docs)]
+  assert not mentioned[0] & mentioned[1]
+  assert not {d.doc_id for d in train_docs} & {d.doc_id for d in test_docs}
+  assert {d.kind for d in test_docs} == {"person", "place", "company"}
+
+
+def test_unknown_split_raises():
+  with pytest.raises(ValueError):
+    fictional.FictionalQA(1, split="validation")
+
+
+def test_generated_queries_are_distinct_deterministic_and_name_the_entities():
+  record = fictional.FictionalQA(1)[0]
+  queries = fictional.generated_queries(record, 10)
+  assert len(queries) == len(set(queries)) == 10
+  assert queries == fictional.generated_queries(record, 10)
+  assert queries != fictional.generated_queries(record, 10, seed=1)
+  everything = fictional.generated_queries(record, 1000)
+  assert any(fictional.make_document(0, "train", 0).subject in q for q in everything)
+
+
+def test_generated_queries_work_on_any_document():
+  record = niah.NiahSource(1)[0]
+  queries = fictional.generated_queries(record, 10)
+  assert len(set(queries)) == 10 and set(queries) <= set(fictional.GENERIC_QUERIES)
