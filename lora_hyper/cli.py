@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Sequence
@@ -51,6 +52,25 @@ def _cmd_generate(args: argparse.Namespace) -> int:
   return EXIT_OK
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+  import gin
+
+  from lora_hyper import configurables  # noqa: F401 pylint: disable=unused-import  (registers gin names)
+  from lora_hyper.training import trainer
+
+  for folder in dict.fromkeys(os.path.dirname(os.path.abspath(f)) for f in args.gin_file):
+    gin.add_config_file_search_path(folder)  # `include 'x.gin'` resolves beside the including file
+  try:
+    gin.parse_config_files_and_bindings(args.gin_file, args.gin_param, finalize_config=True)
+  except (ValueError, KeyError, IOError) as e:  # unknown or misspelt bindings stop before any compute
+    _log(f"error in gin configuration: {e}")
+    return EXIT_USAGE
+  result = trainer.train()
+  _log(f"stopped at step {result.step}" + (" (preempted; rerun the same command to resume)" if result.preempted
+                                           else "") + f"; final loss {result.metrics.get('loss', float('nan')):.4f}")
+  return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="lora-hyper",
@@ -63,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
   _add_model_args(gen)
   _add_sampling_args(gen)
   gen.set_defaults(run=_cmd_generate)
+
+  tr = sub.add_parser("train", help="meta-train a hypernetwork from gin configs (resumes from its workdir)",
+                      description="Meta-train Doc-to-LoRA or Text-to-LoRA. Every hyperparameter is a gin "
+                                  "binding of lora_hyper.train; see gin_configs/. Rerunning the same command "
+                                  "resumes from the last checkpoint in the workdir.")
+  tr.add_argument("--gin_file", action="append", required=True, metavar="FILE",
+                  help="gin config file (repeatable; later files override earlier ones)")
+  tr.add_argument("--gin_param", action="append", default=[], metavar="BINDING",
+                  help="one gin binding, e.g. \"lora_hyper.train.steps = 100\" (repeatable)")
+  tr.set_defaults(run=_cmd_train)
   return parser
 
 

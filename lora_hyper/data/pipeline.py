@@ -1,0 +1,126 @@
+"""Records (dicts of strings) -> fixed-shape numpy training examples -> sharded grain pipelines.
+
+Prompt formats live here, once, so training, evaluation and the CLI ask questions alike:
+  student (adapter, no document):  "Question: {query}\nAnswer:" + " {answer}"
+  teacher (document in context):   "{document}\n\n" + the student's text
+Every sequence starts with BOS and is right-padded; `*_logits_at` are the positions whose
+next-token logits predict the answer tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Sequence
+
+import grain
+import jax
+import numpy as np
+
+from lora_hyper.hypernetworks import doc_to_lora
+from lora_hyper.hypernetworks.doc_to_lora import DocToLoraConfig
+
+Record = Mapping[str, Any]
+Example = dict[str, np.ndarray]
+
+
+def query_prompt(query: str) -> str:
+  return f"Question: {query}\nAnswer:"
+
+
+def context_prompt(document: str, query: str) -> str:
+  return f"{document}\n\n{query_prompt(query)}"
+
+
+def _right_pad(ids: Sequence[int], length: int, pad_id: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+  if len(ids) > length:
+    raise ValueError(f"{what} has {len(ids)} tokens, more than the configured {length}")
+  tokens = np.full((length,), pad_id, np.int32)
+  tokens[:len(ids)] = ids
+  mask = np.zeros((length,), bool)
+  mask[:len(ids)] = True
+  return tokens, mask
+
+
+def _answer_positions(prefix_len: int, answer_len: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+  """Positions whose logits predict the answer (the token before each answer token) and their mask."""
+  at = np.zeros((width,), np.int32)
+  at[:answer_len] = np.arange(prefix_len - 1, prefix_len - 1 + answer_len)
+  mask = np.zeros((width,), bool)
+  mask[:answer_len] = True
+  return at, mask
+
+
+@dataclasses.dataclass(frozen=True)
+class DocExampleShapes:
+  """Fixed shapes of Doc-to-LoRA training examples (one compilation for the whole run)."""
+
+  num_chunks: int = 1
+  student_len: int = 64
+  teacher_len: int = 512
+  answer_len: int = 16
+
+
+def doc_example(record: Record, tokenizer, hyper: DocToLoraConfig, shapes: DocExampleShapes) -> Example:
+  """{'document', 'query', 'answer'} -> chunked document, teacher and student sequences."""
+  pad, bos = hyper.base.pad_id, hyper.base.bos_id
+  doc_ids = tokenizer.encode(record["document"], add_bos=False)
+  chunks = doc_to_lora.chunk_documents([doc_ids], config=hyper, num_chunks=shapes.num_chunks)
+  chunk_tokens = np.full((shapes.num_chunks, hyper.chunk_len), pad, np.int32)
+  chunk_mask = np.zeros((shapes.num_chunks, hyper.chunk_len), bool)
+  chunk_tokens[:, :chunks.tokens.shape[-1]] = chunks.tokens[0]
+  chunk_mask[:, :chunks.mask.shape[-1]] = chunks.mask[0]
+
+  question = tokenizer.encode(query_prompt(record["query"]), add_bos=False)
+  answer = tokenizer.encode(" " + record["answer"], add_bos=False)[:shapes.answer_len]
+  context = tokenizer.encode(record["document"] + "\n\n", add_bos=False)
+  student_prefix = [bos, *question]
+  teacher_prefix = [bos, *context, *question]
+  student_tokens, student_mask = _right_pad(student_prefix + answer, shapes.student_len, pad, "question + answer")
+  teacher_tokens, teacher_mask = _right_pad(teacher_prefix + answer, shapes.teacher_len, pad,
+                                            "document + question + answer")
+  student_at, loss_mask = _answer_positions(len(student_prefix), len(answer), shapes.answer_len)
+  teacher_at, _ = _answer_positions(len(teacher_prefix), len(answer), shapes.answer_len)
+  targets = np.full((shapes.answer_len,), pad, np.int32)
+  targets[:len(answer)] = answer
+  return {"chunk_tokens": chunk_tokens, "chunk_mask": chunk_mask,
+          "student_tokens": student_tokens, "student_mask": student_mask, "student_logits_at": student_at,
+          "teacher_tokens": teacher_tokens, "teacher_mask": teacher_mask, "teacher_logits_at": teacher_at,
+          "targets": targets, "loss_mask": loss_mask}
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskExampleShapes:
+  seq_len: int = 64
+  answer_len: int = 16
+
+
+def task_example(record: Record, tokenizer, embeddings: Mapping[str, np.ndarray], bos_id: int, pad_id: int,
+                 shapes: TaskExampleShapes, format_prompt: Callable[[str], str]) -> Example:
+  """{'description', 'input', 'output'} -> the SFT sequence and the description's embedding."""
+  prefix = [bos_id, *tokenizer.encode(format_prompt(record["input"]), add_bos=False)]
+  answer = tokenizer.encode(" " + record["output"], add_bos=False)[:shapes.answer_len]
+  tokens, mask = _right_pad(prefix + answer, shapes.seq_len, pad_id, "prompt + answer")
+  at, loss_mask = _answer_positions(len(prefix), len(answer), shapes.answer_len)
+  targets = np.full((shapes.answer_len,), pad_id, np.int32)
+  targets[:len(answer)] = answer
+  return {"task_emb": np.asarray(embeddings[record["description"]], np.float32), "student_tokens": tokens,
+          "student_mask": mask, "student_logits_at": at, "targets": targets, "loss_mask": loss_mask}
+
+
+def batches(source, to_example: Callable[[Record], Example], *, global_batch_size: int, seed: int,
+            shuffle: bool = True) -> grain.IterDataset:
+  """An endless, deterministic iterator of this process's share of each global batch.
+
+  Every process reads a disjoint slice of the source; its iterator state (`get_state`) is what
+  the checkpoint saves, so a resumed run continues with the very next batch.
+  """
+  processes, index = jax.process_count(), jax.process_index()
+  if global_batch_size % processes:
+    raise ValueError(f"global batch {global_batch_size} does not split over {processes} processes")
+  dataset = grain.MapDataset.source(source)
+  if len(dataset) < global_batch_size:
+    raise ValueError(f"the data source has {len(dataset)} records, fewer than one batch of {global_batch_size}")
+  if shuffle:
+    dataset = dataset.shuffle(seed=seed)
+  dataset = dataset[index::processes].map(to_example).repeat()
+  return dataset.batch(global_batch_size // processes, drop_remainder=True).to_iter_dataset()

@@ -1,0 +1,35 @@
+"""Hypernetworks that turn a document (Doc-to-LoRA) or a task description (Text-to-LoRA) into a
+LoRA adapter for the base model (`lora_hyper.adapters.lora.LoraAdapter`).
+
+  params = doc_to_lora.init(cfg, key);  adapter = internalize(params, base_params, text, config=cfg, tokenizer=tok)
+  params = text_to_lora.init(cfg, key); adapter = generate_adapter(params, desc, config=cfg, encoder=enc)
+"""
+
+from lora_hyper.hypernetworks import doc_to_lora, perceiver, task_encoders, text_to_lora
+from lora_hyper.hypernetworks.doc_to_lora import (
+    DocToLoraConfig,
+    adapter_from_chunks,
+    chunk_documents,
+    d2l_paper,
+    d2l_small,
+    d2l_tiny,
+    internalize,
+)
+from lora_hyper.hypernetworks.perceiver import PerceiverConfig
+from lora_hyper.hypernetworks.task_encoders import BaseModelEncoder, TaskEncoder
+from lora_hyper.hypernetworks.text_to_lora import (
+    TextToLoraConfig,
+    generate_adapter,
+    t2l_l,
+    t2l_m,
+    t2l_s,
+    t2l_small,
+    t2l_tiny,
+)
+
+__all__ = [
+    "BaseModelEncoder", "DocToLoraConfig", "PerceiverConfig", "TaskEncoder", "TextToLoraConfig",
+    "adapter_from_chunks", "chunk_documents", "d2l_paper", "d2l_small", "d2l_tiny", "doc_to_lora",
+    "generate_adapter", "internalize", "perceiver", "t2l_l", "t2l_m", "t2l_s", "t2l_small", "t2l_tiny",
+    "task_encoders", "text_to_lora",
+]

@@ -1,0 +1,377 @@
+"""Doc-to-LoRA: a document becomes a LoRA adapter of the base model in one forward pass.
+
+Pipeline (`internalize`): tokenize -> split into chunks -> encode every chunk with the frozen base
+model (one batched call) -> Perceiver per (chunk, layer) -> per-layer residual MLP, L2
+normalisation and per-layer linear heads -> per-rank scalers -> the K chunk adapters
+concatenated along the rank axis, followed by a learned bias block:
+
+  rank = K * r + r,   scaling = alpha (applied directly; paper: alpha = 2 * r**1.5).
+
+Context encoders (`DocToLoraConfig.context_encoder`):
+  per_layer_activations: Z_0 .. Z_{L-1} (the input of every decoder layer); Z_{l} feeds the
+    adapter of layer l, and the Perceiver is shared by all layers (each layer a batch item).
+  early_exit: only Z_{exit_layer} (default L // 4, the base model truncated after that many
+    layers) is encoded, once; the decoder then has one output latent per (layer, module, rank).
+
+Each chunk is encoded independently: BOS prepended, positions from 0, right padding masked
+both in the base model and in the Perceiver's cross-attention, so padding changes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Sequence
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lora_hyper.adapters import lora
+from lora_hyper.hypernetworks import _layers
+from lora_hyper.hypernetworks.perceiver import Perceiver, PerceiverConfig
+from lora_hyper.hypernetworks.task_encoders import TextTokenizer
+from lora_hyper.model import transformer
+from lora_hyper.model.config import MODULES, GemmaConfig
+
+Array = jax.Array
+PyTree = Any
+
+CONTEXT_ENCODERS = ("per_layer_activations", "early_exit")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DocToLoraConfig:
+  """Sizes of a Doc-to-LoRA hypernetwork for one base model. Build with `d2l_paper` & co."""
+
+  base: GemmaConfig
+  perceiver: PerceiverConfig = PerceiverConfig()
+  target_modules: tuple[str, ...] = ("down",)
+  rank: int = 8
+  alpha: float | None = None  # None: 2 * rank ** 1.5, as published.
+  context_encoder: str = "per_layer_activations"
+  exit_layer: int | None = None  # early_exit only; None: base.num_layers // 4.
+  pre_head_blocks: int = 1  # per-layer residual MLP blocks before the heads
+  pre_head_mlp_dim: int = 2048
+  chunk_len: int = 8192  # tokens per chunk, BOS included
+  max_chunks: int = 16
+
+  def __post_init__(self):
+    if not self.target_modules or any(m not in MODULES for m in self.target_modules):
+      raise ValueError(f"target_modules must be a non-empty subset of {MODULES}, got {self.target_modules}")
+    if self.context_encoder not in CONTEXT_ENCODERS:
+      raise ValueError(f"context_encoder must be one of {CONTEXT_ENCODERS}, got {self.context_encoder!r}")
+    if not 0 <= self.feature_layer < self.base.num_layers:
+      raise ValueError(f"exit_layer={self.exit_layer} is outside the base model's {self.base.num_layers} layers")
+    if self.chunk_len < 2 or self.max_chunks < 1 or self.rank < 1:
+      raise ValueError(f"need chunk_len >= 2, max_chunks >= 1, rank >= 1; got {self.chunk_len}, "
+                       f"{self.max_chunks}, {self.rank}")
+
+  @property
+  def scaling(self) -> float:
+    return 2 * self.rank ** 1.5 if self.alpha is None else self.alpha
+
+  @property
+  def modules(self) -> tuple[str, ...]:
+    """Target modules in the forward-pass order used by adapters."""
+    return tuple(m for m in MODULES if m in self.target_modules)
+
+  @property
+  def feature_layer(self) -> int:
+    return self.base.num_layers // 4 if self.exit_layer is None else self.exit_layer
+
+  @property
+  def num_feature_layers(self) -> int:
+    """How many activation layers the Perceiver reads per chunk."""
+    return self.base.num_layers if self.context_encoder == "per_layer_activations" else 1
+
+  @property
+  def num_output_latents(self) -> int:
+    """Decoder queries per Perceiver call: one per (module, rank row), times layers for early_exit."""
+    per_layer = len(self.target_modules) * self.rank
+    return per_layer if self.context_encoder == "per_layer_activations" else self.base.num_layers * per_layer
+
+  def replace(self, **changes: Any) -> "DocToLoraConfig":
+    return dataclasses.replace(self, **changes)
+
+
+def d2l_paper(base: GemmaConfig, **overrides: Any) -> DocToLoraConfig:
+  """Published sizes: width 512, 8 latents, 8 blocks, 16x128 queries, 4 KV heads, MLP 2048, r 8, down_proj."""
+  return DocToLoraConfig(base=base, **overrides)
+
+
+def d2l_small(base: GemmaConfig, **overrides: Any) -> DocToLoraConfig:
+  """For gemma3_270m (~32M params, 12% of the base as in the paper): width 256, 4 encoder blocks,
+  8 query heads x 64, 2 KV heads, MLP 1024; rank 8 on down_proj; 1024-token chunks, up to 32."""
+  perceiver = PerceiverConfig(latent_dim=256, num_latents=8, num_blocks=4, num_heads=8, num_kv_heads=2,
+                              head_dim=64, mlp_dim=1024)
+  kw = dict(perceiver=perceiver, pre_head_mlp_dim=1024, chunk_len=1024, max_chunks=32)
+  return DocToLoraConfig(base=base, **{**kw, **overrides})
+
+
+def d2l_tiny(base: GemmaConfig, **overrides: Any) -> DocToLoraConfig:
+  """A few-thousand-parameter hypernetwork for tests."""
+  perceiver = PerceiverConfig(latent_dim=16, num_latents=4, num_blocks=2, num_heads=4, num_kv_heads=2, head_dim=8,
+                              mlp_dim=32, input_mlp_factor=2)
+  kw = dict(perceiver=perceiver, rank=2, pre_head_mlp_dim=32, chunk_len=8, max_chunks=6)
+  return DocToLoraConfig(base=base, **{**kw, **overrides})
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+class PerLayerResidualMLP(nn.Module):
+  """x + LN(W2_l silu(W1_l LN(x) + b1_l) + b2_l), with separate W1, W2 per base layer l."""
+
+  num_layers: int
+  hidden_dim: int
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:  # [N, L, M, r, d]
+    d, f, n = x.shape[-1], self.hidden_dim, self.num_layers
+    w1 = _layers.param(self, "w1", _layers.uniform_fan_in(d), (n, d, f), ("layers", "hyper_embed", "hyper_mlp"))
+    b1 = _layers.param(self, "b1", _layers.uniform_fan_in(d), (n, f), ("layers", "hyper_mlp"))
+    w2 = _layers.param(self, "w2", _layers.uniform_fan_in(f), (n, f, d), ("layers", "hyper_mlp", "hyper_embed"))
+    b2 = _layers.param(self, "b2", _layers.uniform_fan_in(f), (n, d), ("layers", "hyper_embed"))
+    h = _layers.LayerNorm(name="pre_norm")(x)
+    h = jax.nn.silu(jnp.einsum("nlmrd,ldf->nlmrf", h, w1) + b1[:, None, None, :])
+    h = jnp.einsum("nlmrf,lfd->nlmrd", h, w2) + b2[:, None, None, :]
+    return x + _layers.LayerNorm(name="post_norm")(h)
+
+
+class TargetHead(nn.Module):
+  """One target module: per-layer linear heads to A rows and B columns, scalers, bias block."""
+
+  num_layers: int
+  rank: int
+  d_in: int
+  d_out: int
+  latent_dim: int
+
+  def setup(self):
+    n, r, d_in, d_out = self.num_layers, self.rank, self.d_in, self.d_out
+    latent = self.latent_dim
+    # The reference's head init: small, and scaled down by r since every rank row shares it.
+    head_init = _layers.normal(0.5 / math.sqrt(latent + (d_in + d_out) * r))
+    self.head_a = _layers.param(self, "head_a", head_init, (n, latent, d_in), ("layers", "hyper_embed", "lora_in"))
+    self.head_b = _layers.param(self, "head_b", head_init, (n, latent, d_out), ("layers", "hyper_embed", "lora_out"))
+    # scale_b = 0 makes every generated B, hence the first adapter, exactly zero.
+    self.scale_a = _layers.param(self, "scale_a", nn.initializers.ones_init(), (n, r), ("layers", "lora_rank"))
+    self.scale_b = _layers.param(self, "scale_b", nn.initializers.zeros_init(), (n, r), ("layers", "lora_rank"))
+    self.bias_a = _layers.param(self, "bias_a", _layers.normal(0.2 / math.sqrt(d_in * r)), (n, r, d_in),
+                                ("layers", "lora_rank", "lora_in"))
+    self.bias_b = _layers.param(self, "bias_b", nn.initializers.zeros_init(), (n, r, d_out),
+                                ("layers", "lora_rank", "lora_out"))
+
+  def __call__(self, x: Array) -> dict[str, Array]:  # x [N, L, r, d] -> a [N, L, r, d_in], b [N, L, r, d_out]
+    a = jnp.einsum("nlrd,ldi->nlri", x, self.head_a.astype(x.dtype)) * self.scale_a[..., None]
+    b = jnp.einsum("nlrd,ldo->nlro", x, self.head_b.astype(x.dtype)) * self.scale_b[..., None]
+    return {"a": a.astype(jnp.float32), "b": b.astype(jnp.float32)}
+
+  def bias_block(self) -> dict[str, Array]:
+    return {"a": self.bias_a, "b": self.bias_b}
+
+
+class DocToLora(nn.Module):
+  """The hypernetwork. `encode`: activations -> latents; `decode`: latents -> per-chunk factors."""
+
+  config: DocToLoraConfig
+
+  def setup(self):
+    cfg = self.config
+    layers = cfg.base.num_layers
+    self.perceiver = Perceiver(cfg.perceiver, cfg.num_output_latents)
+    self.pre_head = [PerLayerResidualMLP(layers, cfg.pre_head_mlp_dim) for _ in range(cfg.pre_head_blocks)]
+    self.heads = {m: TargetHead(layers, cfg.rank, *cfg.base.module_shape(m), latent_dim=cfg.perceiver.latent_dim)
+                  for m in cfg.modules}
+
+  def encode(self, features: Array, mask: Array) -> Array:
+    """features [B, T, D], mask [B, T] -> latents [B, num_output_latents, latent_dim]."""
+    return self.perceiver(features, mask)
+
+  def decode(self, latents: Array) -> dict[str, dict[str, Array]]:
+    """latents [F, N, num_output_latents, d] (F feature layers) -> {module: a [N, L, r, d_in], b}."""
+    cfg = self.config
+    n = latents.shape[1]
+    x = jnp.moveaxis(latents, 0, 1).reshape(n, cfg.base.num_layers, len(cfg.modules), cfg.rank, latents.shape[-1])
+    for block in self.pre_head:
+      x = block(x)
+    x32 = x.astype(jnp.float32)
+    x = (x32 * jax.lax.rsqrt(jnp.sum(x32 * x32, axis=-1, keepdims=True) + 1e-12)).astype(x.dtype)
+    return {m: self.heads[m](x[:, :, i]) for i, m in enumerate(cfg.modules)}
+
+  def bias_block(self) -> dict[str, dict[str, Array]]:
+    """The learned, document-independent rank-r block {module: a [L, r, d_in], b [L, r, d_out]}."""
+    return {m: self.heads[m].bias_block() for m in self.config.modules}
+
+  def __call__(self, features: Array, mask: Array) -> dict[str, dict[str, Array]]:
+    """features [F, N, T, D], mask [N, T] -> per-chunk factors; all F layers in one Perceiver batch."""
+    f, n, t, d = features.shape
+    latents = self.encode(features.reshape(f * n, t, d), jnp.tile(mask, (f, 1)))
+    return self.decode(latents.reshape(f, n, *latents.shape[1:]))
+
+
+# ----------------------------------------------------------------------------- params
+
+
+def _boxed_params(config: DocToLoraConfig, key: Array) -> PyTree:
+  features = jnp.zeros((config.num_feature_layers, 1, 1, config.base.embed_dim), jnp.float32)
+  return DocToLora(config).init(key, features, jnp.ones((1, 1), bool))["params"]
+
+
+@functools.partial(jax.jit, static_argnames="config")  # one compiled init, not hundreds of eager ops
+def init(config: DocToLoraConfig, key: Array) -> PyTree:
+  """Random hypernetwork params as a plain pytree; the first adapter they generate is zero."""
+  return nn.unbox(_boxed_params(config, key))
+
+
+def param_shapes(config: DocToLoraConfig) -> PyTree:
+  """ShapeDtypeStructs of the params, without allocating them."""
+  return nn.unbox(jax.eval_shape(functools.partial(_boxed_params, config), jax.random.key(0)))
+
+
+def param_specs(config: DocToLoraConfig) -> PyTree:
+  """Logical PartitionSpecs of the params (map to a mesh with `sharding.logical_sharding`)."""
+  return nn.get_partition_spec(jax.eval_shape(functools.partial(_boxed_params, config), jax.random.key(0)))
+
+
+def num_params(config: DocToLoraConfig) -> int:
+  return _layers.count_params(param_shapes(config))
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def encode_context(base_params: PyTree, tokens: Array, mask: Array, *, config: DocToLoraConfig) -> Array:
+  """Frozen base-model activations of chunks [B, T] -> features [F, B, T, D] (no gradient)."""
+  base = config.base
+  if config.context_encoder == "early_exit":
+    # Z_k is the input of layer k: run only the first k + 1 layers.
+    k = config.feature_layer
+    base_params = {**base_params, "layers": jax.tree.map(lambda w: w[:k + 1], base_params["layers"])}
+    base = base.replace(num_layers=k + 1, sliding_layers=base.sliding_layers[:k + 1])
+  hidden = transformer.forward(base_params, tokens, config=base, mask=mask, logits=False).per_layer_hidden
+  if config.context_encoder == "early_exit":
+    hidden = hidden[-1:]
+  return jax.lax.stop_gradient(hidden)
+
+
+def generate(params: PyTree, features: Array, mask: Array, *, config: DocToLoraConfig,
+             iterative: bool = False) -> dict[str, dict[str, Array]]:
+  """features [F, B, T, D] of B chunks -> per-chunk factors {module: a [B, L, r, d_in], b [B, L, r, d_out]}.
+
+  `iterative` runs the Perceiver one feature layer at a time (`lax.map`): its activations then
+  take 1/F of the memory, and the result is the same.
+  """
+  chex.assert_rank(features, 4)
+  chex.assert_shape(mask, features.shape[1:3])
+  chex.assert_equal(features.shape[0], config.num_feature_layers)
+  model = DocToLora(config)
+  apply = functools.partial(model.apply, {"params": params})
+  if not iterative:
+    return apply(features, mask)
+  latents = jax.lax.map(lambda f: apply(f, mask, method=DocToLora.encode), features)
+  return apply(latents, method=DocToLora.decode)
+
+
+def combine(params: PyTree, chunk_weights: dict[str, dict[str, Array]], chunk_valid: Array, *,
+            config: DocToLoraConfig) -> lora.LoraAdapter:
+  """Per-chunk factors [N, K, L, r, d] -> one adapter per document [N, L, K*r + r, d].
+
+  Chunks are concatenated along the rank axis in document order, then the bias block. Chunk
+  slots that a shorter document does not fill (chunk_valid [N, K] False) become exact zeros.
+  """
+  bias = DocToLora(config).apply({"params": params}, method=DocToLora.bias_block)
+  weights = {}
+  for m, ab in chunk_weights.items():
+    weights[m] = {}
+    for key, w in ab.items():
+      n, k, layers, r, d = w.shape
+      w = jnp.where(chunk_valid[:, :, None, None, None], w, 0.0)
+      w = jnp.transpose(w, (0, 2, 1, 3, 4)).reshape(n, layers, k * r, d)
+      weights[m][key] = jnp.concatenate([w, jnp.broadcast_to(bias[m][key], (n, layers, r, d))], axis=-2)
+  return lora.LoraAdapter(weights, config.scaling)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "iterative"))
+def adapter_from_chunks(params: PyTree, base_params: PyTree, tokens: Array, mask: Array, *,
+                        config: DocToLoraConfig, iterative: bool = False) -> lora.LoraAdapter:
+  """Chunked documents tokens/mask [N, K, T] -> adapters [N, L, K*r + r, d], all chunks in one batch."""
+  chex.assert_rank(tokens, 3)
+  chex.assert_equal_shape([tokens, mask])
+  n, k, t = tokens.shape
+  flat_tokens, flat_mask = tokens.reshape(n * k, t), mask.reshape(n * k, t)
+  features = encode_context(base_params, flat_tokens, flat_mask, config=config)
+  weights = generate(params, features, flat_mask, config=config, iterative=iterative)
+  weights = jax.tree.map(lambda w: w.reshape(n, k, *w.shape[1:]), weights)
+  return combine(params, weights, mask.any(axis=-1), config=config)
+
+
+# ----------------------------------------------------------------------------- documents
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunks:
+  """Documents split into chunks: tokens [N, K, T] int32 and mask [N, K, T] bool (True = token)."""
+
+  tokens: np.ndarray
+  mask: np.ndarray
+
+
+def _bucket(length: int, cap: int) -> int:
+  """Chunk arrays are padded to a power of two (at least 16, at most `cap`) to limit recompiles."""
+  return min(cap, max(16, 1 << (length - 1).bit_length()))
+
+
+def chunk_documents(documents: Sequence[Sequence[int]], *, config: DocToLoraConfig,
+                    num_chunks: int | None = None) -> Chunks:
+  """Token ids (no BOS) of N documents -> BOS-prefixed, right-padded chunks of at most `chunk_len`.
+
+  K is the largest chunk count in the batch, or `num_chunks` (fixed shapes for training).
+  """
+  if not documents:
+    raise ValueError("no documents given")
+  per_chunk = config.chunk_len - 1
+  split = []
+  for i, ids in enumerate(documents):
+    ids = list(ids)
+    if not ids:
+      raise ValueError(f"document {i} is empty: it has no tokens")
+    count = math.ceil(len(ids) / per_chunk)
+    if count > config.max_chunks:
+      raise ValueError(
+          f"document {i} has {len(ids)} tokens, {count} chunks of {per_chunk}; the configured maximum is "
+          f"max_chunks={config.max_chunks} ({config.max_chunks * per_chunk} tokens)")
+    split.append([ids[j:j + per_chunk] for j in range(0, len(ids), per_chunk)])
+  k = max(len(s) for s in split) if num_chunks is None else num_chunks
+  if k < max(len(s) for s in split):
+    raise ValueError(f"num_chunks={num_chunks} is fewer than the {max(len(s) for s in split)} chunks needed")
+  t = _bucket(1 + max(len(c) for s in split for c in s), config.chunk_len)
+  tokens = np.full((len(split), k, t), config.base.pad_id, np.int32)
+  mask = np.zeros((len(split), k, t), bool)
+  for i, chunks in enumerate(split):
+    for j, chunk in enumerate(chunks):
+      tokens[i, j, :len(chunk) + 1] = [config.base.bos_id, *chunk]
+      mask[i, j, :len(chunk) + 1] = True
+  return Chunks(tokens, mask)
+
+
+def internalize(params: PyTree, base_params: PyTree, documents: str | Sequence[str], *,
+                config: DocToLoraConfig, tokenizer: TextTokenizer, iterative: bool = False) -> lora.LoraAdapter:
+  """Document(s) -> adapter: tokenize, chunk, encode, generate.
+
+  One string gives an unbatched adapter [L, K*r + r, d]; a list gives one per document
+  [N, L, K*r + r, d]. Time it with `jax.block_until_ready(internalize(...))`.
+  """
+  single = isinstance(documents, str)
+  texts = [documents] if single else list(documents)
+  for i, text in enumerate(texts):
+    if not isinstance(text, str) or not text.strip():
+      raise ValueError(f"document {i} is empty or not a string: {text!r}")
+  chunks = chunk_documents([tokenizer.encode(text, add_bos=False) for text in texts], config=config)
+  adapter = adapter_from_chunks(params, base_params, jnp.asarray(chunks.tokens), jnp.asarray(chunks.mask),
+                                config=config, iterative=iterative)
+  return lora.take(adapter, 0) if single else adapter

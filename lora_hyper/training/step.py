@@ -1,0 +1,95 @@
+"""The meta-training step: one jitted function, sharded over a mesh by logical-axis rules.
+
+Only the hypernetwork is trained: the frozen base params enter as an argument (sharded too) and
+never reach the optimizer. The step's random key is folded from (seed, step), so a resumed run
+draws exactly the keys an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from lora_hyper import sharding
+
+Array = jax.Array
+PyTree = Any
+Objective = Callable[[PyTree, PyTree, dict, Array], tuple[Array, dict]]
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: Array
+  params: PyTree
+  opt_state: PyTree
+
+
+def create_state(params: PyTree, tx: optax.GradientTransformation) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def make_train_step(objective: Objective, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                    seed: int = 0) -> Callable[[TrainState, PyTree, dict], tuple[TrainState, dict]]:
+  """(state, base_params, batch) -> (new state, metrics); pure, ready for `jax.jit`."""
+
+  def train_step(state: TrainState, base_params: PyTree, batch: dict) -> tuple[TrainState, dict]:
+    rng = jax.random.fold_in(jax.random.key(seed), state.step)
+    base_params = jax.lax.stop_gradient(base_params)
+    (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params, base_params, batch, rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads),
+               "learning_rate": schedule(_optimizer_step(opt_state, state.step))}
+    return TrainState(state.step + 1, params, opt_state), metrics
+
+  return train_step
+
+
+def _optimizer_step(opt_state: PyTree, step: Array) -> Array:
+  """Updates applied so far: with gradient accumulation (optax.MultiSteps) fewer than steps."""
+  return opt_state.gradient_step if isinstance(opt_state, optax.MultiStepsState) else step
+
+
+# ----------------------------------------------------------------------------- sharding
+
+
+def _boxed(specs: PyTree, shapes: PyTree) -> PyTree:
+  """ShapeDtypeStructs boxed with their logical axes, so optax's state inherits them."""
+  return jax.tree.map(lambda spec, shape: nn.LogicallyPartitioned(shape, tuple(spec)), specs, shapes,
+                      is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
+def state_shardings(param_specs: PyTree, param_shapes: PyTree, tx: optax.GradientTransformation,
+                    mesh: Mesh) -> TrainState:
+  """NamedShardings of the whole TrainState: params by their logical axes, Adam moments like
+  their params, counters replicated."""
+  boxed = _boxed(param_specs, param_shapes)
+  abstract = jax.eval_shape(lambda p: create_state(p, tx), boxed)
+  return sharding.logical_sharding(nn.get_partition_spec(abstract), mesh)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Batches split their leading axis over the data-parallel mesh axes."""
+  return sharding.logical_sharding(PartitionSpec("batch"), mesh)
+
+
+def jit_train_step(train_step, mesh: Mesh, state_sharding: TrainState, base_sharding: PyTree, batch_example: dict):
+  """jit with declared in/out shardings; the old state is donated (updated in place)."""
+  data = batch_sharding(mesh)
+  batch_shardings = jax.tree.map(lambda _: data, batch_example)
+  metrics_sharding = sharding.replicated(mesh)
+  jitted = jax.jit(train_step, in_shardings=(state_sharding, base_sharding, batch_shardings),
+                   out_shardings=(state_sharding, metrics_sharding), donate_argnums=(0,))
+
+  def run(state, base_params, batch):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.LOGICAL_AXIS_RULES):
+      return jitted(state, base_params, batch)
+
+  run.jitted = jitted
+  return run

@@ -1,0 +1,196 @@
+"""The one meta-training loop, read top to bottom: mesh, base model, data, init, shard, step,
+checkpoint, loop. Configured by gin at the edge (`gin_configs/`, `lora-hyper train`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import gin
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from lora_hyper import sharding
+from lora_hyper.data import pipeline
+from lora_hyper.hypernetworks import doc_to_lora, text_to_lora
+from lora_hyper.hypernetworks.task_encoders import BaseModelEncoder
+from lora_hyper.model import base_model as base_model_lib
+from lora_hyper.model import transformer
+from lora_hyper.training import checkpointing, distributed, objectives, step as step_lib
+from lora_hyper.training.metrics import MetricsLogger
+from lora_hyper.training.optimizer import OptimizerConfig, learning_rate_schedule, make_optimizer
+
+PyTree = Any
+
+HYPERNETWORKS = {
+    "d2l_paper": doc_to_lora.d2l_paper, "d2l_small": doc_to_lora.d2l_small, "d2l_tiny": doc_to_lora.d2l_tiny,
+    "t2l_l": text_to_lora.t2l_l, "t2l_m": text_to_lora.t2l_m, "t2l_s": text_to_lora.t2l_s,
+    "t2l_small": text_to_lora.t2l_small, "t2l_tiny": text_to_lora.t2l_tiny,
+}
+OBJECTIVES = {"d2l_kl": (objectives.DocDistillation, {"loss": "kl"}),
+              "d2l_topk": (objectives.DocDistillation, {"loss": "topk"}),
+              "d2l_ce": (objectives.DocDistillation, {"loss": "ce"}),
+              "t2l_sft": (objectives.TaskSFT, {})}
+
+
+@dataclasses.dataclass
+class TrainResult:
+  params: PyTree
+  step: int
+  metrics: dict[str, float]
+  preempted: bool
+
+
+def _make_objective(name: str, hyper, overrides: dict):
+  if name not in OBJECTIVES:
+    raise ValueError(f"unknown objective {name!r}; expected one of {sorted(OBJECTIVES)}")
+  cls, defaults = OBJECTIVES[name]
+  return cls(hyper, **{**defaults, **overrides})
+
+
+def _task_embeddings(source, encoder: BaseModelEncoder, batch: int = 32) -> dict[str, np.ndarray]:
+  """Every distinct description in the source, embedded once by the frozen encoder."""
+  if hasattr(source, "tasks"):  # the task library: read descriptions without generating examples
+    descriptions = sorted({d for t in source.tasks for d in t.split_descriptions(source.descriptions)})
+  else:
+    descriptions = sorted({source[i]["description"] for i in range(len(source))})
+  out = {}
+  for start in range(0, len(descriptions), batch):
+    chunk = descriptions[start:start + batch]
+    out.update(zip(chunk, np.asarray(encoder(chunk))))
+  return out
+
+
+def _global_batch(local: dict[str, np.ndarray], data_sharding) -> dict[str, jax.Array]:
+  return {k: jax.make_array_from_process_local_data(data_sharding, v) for k, v in local.items()}
+
+
+def _tokens_in(batch: dict[str, np.ndarray]) -> int:
+  return int(sum(batch[k].sum() for k in ("chunk_mask", "student_mask", "teacher_mask") if k in batch))
+
+
+@gin.configurable(module="lora_hyper")
+def train(
+    *,
+    workdir: str = gin.REQUIRED,
+    data: Any = gin.REQUIRED,
+    objective: str = "d2l_kl",
+    hypernetwork: str = "d2l_small",
+    hyper_overrides: dict | None = None,
+    objective_overrides: dict | None = None,
+    base_model: str | None = None,
+    base_dtype: str = "float32",
+    compute_dtype: str = "float32",
+    remat: bool = False,
+    global_batch_size: int = 8,
+    steps: int = 1000,
+    optimizer: OptimizerConfig = OptimizerConfig(),
+    doc_shapes: pipeline.DocExampleShapes = pipeline.DocExampleShapes(),
+    task_shapes: pipeline.TaskExampleShapes = pipeline.TaskExampleShapes(),
+    mesh_shape: Sequence[int] = (-1, 1, 1),
+    save_every: int = 500,
+    keep_checkpoints: int = 3,
+    log_every: int = 10,
+    seed: int = 0,
+    stop_after: int | None = None,
+    loaded_base: base_model_lib.BaseModel | None = None,
+) -> TrainResult:
+  """Meta-trains a hypernetwork; resumes from `workdir`'s latest checkpoint when there is one.
+
+  `base_dtype` stores the frozen base params, `compute_dtype` runs its matmuls (bfloat16 on
+  accelerators); the hypernetwork's params and optimizer state stay float32 (master weights)
+  and it computes in the dtype of the activations it reads.
+
+  `stop_after` ends this run after that many steps (a checkpoint is saved), as a preemption would.
+  `loaded_base` lets callers (tests, notebooks) pass an already loaded base model.
+  """
+  # ---- mesh and base model
+  distributed.maybe_initialize()
+  mesh = sharding.make_mesh(*mesh_shape)
+  base = loaded_base or base_model_lib.load_base_model(base_model, dtype=base_dtype)
+  base_config = base.config.replace(remat=remat, dtype=compute_dtype)
+  base_shardings = sharding.logical_sharding(transformer.param_logical_axes(base_config), mesh)
+  base_params = jax.device_put(base.params, base_shardings)
+
+  # ---- hypernetwork, objective, optimizer
+  if hypernetwork not in HYPERNETWORKS:
+    raise ValueError(f"unknown hypernetwork {hypernetwork!r}; expected one of {sorted(HYPERNETWORKS)}")
+  hyper = HYPERNETWORKS[hypernetwork](base_config, **(hyper_overrides or {}))
+  objective_fn = _make_objective(objective, hyper, objective_overrides or {})
+  tx = make_optimizer(optimizer)
+  schedule = learning_rate_schedule(optimizer)
+
+  # ---- data
+  if isinstance(objective_fn, objectives.DocDistillation):
+    to_example = functools.partial(pipeline.doc_example, tokenizer=base.tokenizer, hyper=hyper, shapes=doc_shapes)
+  else:
+    from lora_hyper.data.tasks import format_prompt
+
+    encoder = BaseModelEncoder(base.params, base.config, base.tokenizer)
+    to_example = functools.partial(pipeline.task_example, tokenizer=base.tokenizer,
+                                   embeddings=_task_embeddings(data, encoder), bos_id=base_config.bos_id,
+                                   pad_id=base_config.pad_id, shapes=task_shapes, format_prompt=format_prompt)
+  data_iter = iter(pipeline.batches(data, to_example, global_batch_size=global_batch_size, seed=seed))
+  data_sharding = step_lib.batch_sharding(mesh)
+
+  # ---- init (created already sharded), or restore
+  param_specs = objective_fn.param_specs()
+  param_shapes = jax.eval_shape(objective_fn.init, jax.random.key(seed))
+  state_sharding = step_lib.state_shardings(param_specs, param_shapes, tx, mesh)
+  init_state = jax.jit(lambda key: step_lib.create_state(objective_fn.init(key), tx), out_shardings=state_sharding)
+  state = init_state(jax.random.key(seed))
+  ckpt = checkpointing.manager(Path(workdir) / "checkpoints", save_every=save_every, keep=keep_checkpoints)
+  restored = checkpointing.restore(ckpt, checkpointing.abstract_like(state), data_iter)
+  if restored is not None:
+    state = restored[1]
+  start = int(state.step)
+  _write_run_config(workdir, start)
+
+  # ---- step
+  train_step = step_lib.make_train_step(objective_fn, tx, schedule, seed=seed)
+  first = next(data_iter)
+  run_step = step_lib.jit_train_step(train_step, mesh, state_sharding, base_shardings, first)
+  pending = [first]
+
+  # ---- loop
+  end = steps if stop_after is None else min(steps, start + stop_after)
+  metrics: dict[str, float] = {}
+  preempted = False
+  with checkpointing.PreemptionFlag() as flag, \
+      MetricsLogger(Path(workdir) / "logs", total_steps=steps, log_every=log_every, initial_step=start) as logger:
+    for step in range(start, end):
+      local = pending.pop() if pending else next(data_iter)
+      state, step_metrics = run_step(state, base_params, _global_batch(local, data_sharding))
+      metrics = {k: float(v) for k, v in step_metrics.items()}
+      logger.log(step + 1, metrics, tokens=_tokens_in(local) * jax.process_count())
+      if not np.isfinite(metrics["loss"]):
+        raise FloatingPointError(f"loss became {metrics['loss']} at step {step + 1}; last checkpoint kept")
+      preempted = _agree(flag.is_set)
+      last = step + 1 == end
+      checkpointing.save(ckpt, step + 1, state, data_iter, force=last or preempted)
+      if preempted:
+        break
+  ckpt.close()
+  return TrainResult(jax.device_get(state.params), int(state.step), metrics, preempted)
+
+
+def _agree(flag: bool) -> bool:
+  """Every process stops at the same step if any of them was told to."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
+
+
+def _write_run_config(workdir: str, start_step: int) -> None:
+  """The operative gin config beside the checkpoints: every run is traceable to its settings."""
+  if jax.process_index() != 0:
+    return
+  path = Path(workdir)
+  path.mkdir(parents=True, exist_ok=True)
+  (path / "config.gin").write_text(gin.config_str())
+  (path / "run.json").write_text(json.dumps({"started_at_step": start_step, "time": time.time()}))

@@ -1,0 +1,189 @@
+"""Doc-to-LoRA: published size, zero init, chunking equivalences, gradients and input errors."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lora_hyper.adapters import lora
+from lora_hyper.hypernetworks import doc_to_lora
+from lora_hyper.model import config as config_lib
+from lora_hyper.model import transformer
+
+ENCODERS = doc_to_lora.CONTEXT_ENCODERS
+
+
+def _tiny(base_cfg, encoder="per_layer_activations"):
+  # The tiny base has 3 layers, so L // 4 would read the embeddings; layer 1 exercises truncation.
+  exit_layer = 1 if encoder == "early_exit" else None
+  return doc_to_lora.d2l_tiny(base_cfg, context_encoder=encoder, exit_layer=exit_layer)
+
+
+def _chunk_arrays(chunks):
+  return jnp.asarray(chunks.tokens), jnp.asarray(chunks.mask)
+
+
+def _trained_like(params):
+  """Params as after some training: B scalers on and a non-zero bias B, so every param matters."""
+  def edit(path, w):
+    name = jax.tree_util.keystr(path)
+    if "scale_b" in name:
+      return jnp.ones_like(w)
+    if "bias_b" in name:
+      return 0.1 * np.random.default_rng(7).standard_normal(w.shape, np.float32)
+    return w
+  return jax.tree_util.tree_map_with_path(edit, params)
+
+
+# ----------------------------------------------------------------------------- sizes
+
+
+def test_paper_config_matches_published_parameter_count():
+  cfg = doc_to_lora.d2l_paper(config_lib.gemma2_2b())
+  n = doc_to_lora.num_params(cfg)  # eval_shape only: nothing is allocated
+  assert abs(n / 309e6 - 1) < 0.02, n
+  assert cfg.scaling == pytest.approx(2 * 8 ** 1.5)
+  shapes = doc_to_lora.param_shapes(cfg)
+  assert shapes["heads_down"]["head_a"].shape == (26, 512, 9216)
+  assert shapes["heads_down"]["head_b"].shape == (26, 512, 2304)
+
+
+def test_small_config_for_270m_is_about_a_tenth_of_the_base():
+  n = doc_to_lora.num_params(doc_to_lora.d2l_small(config_lib.gemma3_270m()))
+  assert 25e6 < n < 40e6, n
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_every_param_has_logical_axes(base_cfg, encoder, check_logical_axes):
+  cfg = _tiny(base_cfg, encoder)
+  check_logical_axes(doc_to_lora.param_shapes(cfg), doc_to_lora.param_specs(cfg))
+
+
+# ----------------------------------------------------------------------------- behaviour
+
+
+def test_context_encoders_read_the_frozen_base_model(base_cfg, base_params):
+  tokens = jnp.asarray([[2, 5, 6, 7, 0]], jnp.int32)
+  full = transformer.forward(base_params, tokens, config=base_cfg, mask=tokens > 0, logits=False).per_layer_hidden
+  per_layer = doc_to_lora.encode_context(base_params, tokens, tokens > 0, config=_tiny(base_cfg))
+  early = doc_to_lora.encode_context(base_params, tokens, tokens > 0, config=_tiny(base_cfg, "early_exit"))
+  np.testing.assert_array_equal(np.asarray(per_layer), np.asarray(full))  # Z_0 .. Z_{L-1}
+  np.testing.assert_allclose(np.asarray(early), np.asarray(full[1:2]), atol=1e-6)  # Z_1 from 2 of 3 layers
+  assert doc_to_lora.d2l_paper(config_lib.gemma2_2b(), context_encoder="early_exit").feature_layer == 26 // 4
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_zero_initialised_adapter_leaves_logits_unchanged(base_cfg, base_params, tokenizer, encoder):
+  cfg = _tiny(base_cfg, encoder)
+  params = doc_to_lora.init(cfg, jax.random.key(1))
+  adapter = doc_to_lora.internalize(params, base_params, ["A first document, long enough for chunks.", "Two."],
+                                    config=cfg, tokenizer=tokenizer)
+  lora.validate(adapter, base_cfg, batch_size=2)
+  assert adapter.rank == (6 + 1) * cfg.rank  # 41 tokens in chunks of 7, then the bias block
+  assert float(jnp.abs(adapter.weights["down"]["a"]).max()) > 0
+  tokens = jax.random.randint(jax.random.key(2), (2, 9), 3, base_cfg.vocab_size)
+  plain = transformer.forward(base_params, tokens, config=base_cfg).logits
+  adapted = transformer.forward(base_params, tokens, config=base_cfg, adapter=adapter).logits
+  np.testing.assert_array_equal(np.asarray(adapted), np.asarray(plain))
+
+
+def test_batched_chunks_equal_a_per_chunk_loop(base_cfg, base_params):
+  """Reference: each chunk encoded on its own, unpadded, its rank block concatenated by hand."""
+  cfg = _tiny(base_cfg)
+  params = _trained_like(doc_to_lora.init(cfg, jax.random.key(1)))
+  ids = list(range(3, 41))  # 38 tokens: five chunks of 7 and one of 3 (padded in the batch)
+  batch = doc_to_lora.chunk_documents([ids, ids[:10]], config=cfg)
+  batched = doc_to_lora.adapter_from_chunks(params, base_params, *_chunk_arrays(batch), config=cfg)
+  r, blocks = cfg.rank, []
+  for start in range(0, len(ids), 7):
+    chunk = jnp.asarray([[[base_cfg.bos_id, *ids[start:start + 7]]]], jnp.int32)
+    single = doc_to_lora.adapter_from_chunks(params, base_params, chunk, jnp.ones(chunk.shape, bool), config=cfg)
+    blocks.append(lora.LoraAdapter(jax.tree.map(lambda w: w[0, :, :r], single.weights), single.scaling))
+  bias = lora.LoraAdapter(jax.tree.map(lambda w: w[0, :, r:], single.weights), single.scaling)
+  expected = lora.concat(blocks + [bias])
+  chex_tree_close(lora.take(batched, 0).weights, expected.weights, atol=1e-5)
+
+
+def test_padding_the_last_chunk_changes_nothing(base_cfg, base_params):
+  cfg = _tiny(base_cfg)
+  params = _trained_like(doc_to_lora.init(cfg, jax.random.key(1)))
+  chunk = [base_cfg.bos_id, 5, 6, 7]
+  tokens = jnp.asarray([[chunk]], jnp.int32)
+  padded = jnp.asarray([[chunk + [base_cfg.pad_id] * 4]], jnp.int32)
+  unpadded_ad = doc_to_lora.adapter_from_chunks(params, base_params, tokens, tokens > 0, config=cfg)
+  padded_ad = doc_to_lora.adapter_from_chunks(params, base_params, padded, padded > 0, config=cfg)
+  chex_tree_close(padded_ad.weights, unpadded_ad.weights, atol=1e-5)
+
+
+def test_iterative_equals_batched(base_cfg, base_params, tokenizer):
+  cfg = _tiny(base_cfg)  # early_exit reads one layer: there is nothing to iterate over
+  params = _trained_like(doc_to_lora.init(cfg, jax.random.key(1)))
+  docs = ["Iterative mode: one layer at a time, same.", "Short doc."]  # 6 chunks
+  run = functools.partial(doc_to_lora.internalize, params, base_params, docs, config=cfg, tokenizer=tokenizer)
+  chex_tree_close(run(iterative=True).weights, run(iterative=False).weights, atol=1e-6)
+
+
+def test_different_documents_give_different_adapters_in_one_batch(base_cfg, base_params, tokenizer):
+  cfg = _tiny(base_cfg)
+  params = doc_to_lora.init(cfg, jax.random.key(1))
+  docs = ["The sky is blue and the grass is green.", "Magic number 4242."]  # 39 and 18 tokens: 6 and 3 chunks
+  r = cfg.rank
+  a = doc_to_lora.internalize(params, base_params, docs, config=cfg, tokenizer=tokenizer).weights["down"]["a"]
+  assert not np.allclose(a[0, :, :r], a[1, :, :r])
+  # Chunk slots the shorter document does not fill are exact zeros; both share the bias block.
+  np.testing.assert_array_equal(np.asarray(a[1, :, 3 * r:6 * r]), 0.0)
+  np.testing.assert_array_equal(np.asarray(a[0, :, -r:]), np.asarray(a[1, :, -r:]))
+  b = doc_to_lora.internalize(_trained_like(params), base_params, docs, config=cfg,
+                              tokenizer=tokenizer).weights["down"]["b"]
+  assert not np.allclose(b[0, :, :r], b[1, :, :r])
+
+
+def test_generator_jits_and_its_gradients_are_finite_and_non_zero(base_cfg, base_params):
+  cfg = _tiny(base_cfg)  # early_exit differs only in its inputs; its jitted path runs in the tests above
+  tokens, mask = _chunk_arrays(doc_to_lora.chunk_documents([list(range(3, 15)), [9, 8, 7]], config=cfg))
+  params = doc_to_lora.init(cfg, jax.random.key(1))
+
+  @jax.jit
+  @jax.grad
+  def grad(p):  # a smooth function of the full weight deltas (the base-model path is tested above)
+    adapter = doc_to_lora.adapter_from_chunks(p, base_params, tokens, mask, config=cfg)
+    return jnp.sum(jnp.sin(lora.merged_delta(adapter, "down")))
+
+  grads = grad(params)
+  assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
+  assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))  # at init: the B side only
+  for path, g in jax.tree_util.tree_leaves_with_path(grad(_trained_like(params))):
+    assert bool(jnp.isfinite(g).all()) and float(jnp.abs(g).max()) > 0, jax.tree_util.keystr(path)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_empty_or_too_long_documents_are_rejected(base_cfg, base_params, tokenizer):
+  cfg = _tiny(base_cfg)
+  params = doc_to_lora.init(cfg, jax.random.key(1))
+  with pytest.raises(ValueError, match="document 1 is empty"):
+    doc_to_lora.internalize(params, base_params, ["fine", "   "], config=cfg, tokenizer=tokenizer)
+  with pytest.raises(ValueError, match="document 0 is empty"):
+    doc_to_lora.chunk_documents([[]], config=cfg)
+  with pytest.raises(ValueError, match="no documents"):
+    doc_to_lora.chunk_documents([], config=cfg)
+  too_long = "x" * (cfg.max_chunks * (cfg.chunk_len - 1) + 1)
+  with pytest.raises(ValueError, match=r"max_chunks=6 \(42 tokens\)"):
+    doc_to_lora.internalize(params, base_params, too_long, config=cfg, tokenizer=tokenizer)
+
+
+def test_chunking_layout(base_cfg):
+  cfg = _tiny(base_cfg)
+  chunks = doc_to_lora.chunk_documents([list(range(3, 12)), [5]], config=cfg, num_chunks=3)
+  assert chunks.tokens.shape == (2, 3, 8)
+  np.testing.assert_array_equal(chunks.tokens[0, :, 0], [base_cfg.bos_id, base_cfg.bos_id, base_cfg.pad_id])
+  np.testing.assert_array_equal(chunks.tokens[0, 1, :3], [base_cfg.bos_id, 10, 11])
+  np.testing.assert_array_equal(chunks.mask.sum(-1), [[8, 3, 0], [2, 0, 0]])
+
+
+def chex_tree_close(actual, expected, atol):
+  jax.tree.map(lambda a, e: np.testing.assert_allclose(np.asarray(a), np.asarray(e), atol=atol, rtol=0),
+               actual, expected)
