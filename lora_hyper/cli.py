@@ -58,6 +58,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
   from lora_hyper import configurables  # noqa: F401 pylint: disable=unused-import  (registers gin names)
   from lora_hyper.training import trainer
 
+  missing = [f for f in args.gin_file if not os.path.isfile(f)]
+  if missing:
+    _log(f"error: gin file(s) not found: {', '.join(missing)}")
+    return EXIT_USAGE
   for folder in dict.fromkeys(os.path.dirname(os.path.abspath(f)) for f in args.gin_file):
     gin.add_config_file_search_path(folder)  # `include 'x.gin'` resolves beside the including file
   try:

@@ -17,9 +17,13 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_default_matmul_precision", "highest")
 
 @pytest.fixture(scope="session")
-def embedded_model():
-  """The real embedded Gemma 3 270M (config, params), converted once and cached."""
-  from lora_hyper.model import weights
+def embedded_base():
+  """The real embedded Gemma 3 270M (BaseModel: config, params, tokenizer), loaded once."""
+  from lora_hyper.model import base_model
 
-  path, digest = weights.embedded_gguf_path()
-  return weights.load_gguf(path, source_digest=digest)
+  return base_model.load_base_model()
+
+
+@pytest.fixture(scope="session")
+def embedded_model(embedded_base):
+  return embedded_base.config, embedded_base.params

@@ -112,6 +112,10 @@ def train(
   # ---- mesh and base model
   distributed.maybe_initialize()
   mesh = sharding.make_mesh(*mesh_shape)
+  data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+  if global_batch_size % data_parallel:
+    raise ValueError(f"global_batch_size={global_batch_size} does not split over the mesh's {data_parallel} "
+                     f"data-parallel devices (data x fsdp of mesh_shape={tuple(mesh_shape)})")
   base = loaded_base or base_model_lib.load_base_model(base_model, dtype=base_dtype)
   base_config = base.config.replace(remat=remat, dtype=compute_dtype)
   base_shardings = sharding.logical_sharding(transformer.param_logical_axes(base_config), mesh)

@@ -2,6 +2,14 @@
 
 import dataclasses
 import functools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -86,3 +94,58 @@ def test_resume_continues_exactly(tmp_path):
   assert second.step == 4
   _assert_same(straight.params, second.params)
   assert straight.metrics["loss"] == second.metrics["loss"]
+
+
+def _run_tiny(workdir, steps, *extra, env=None, wait=True):
+  cmd = [sys.executable, str(Path(__file__).parent / "tiny_run.py"), str(workdir), str(steps), *map(str, extra)]
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", **(env or {})}
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+  if not wait:
+    return proc
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  return out
+
+
+def _result(out):
+  line = next(l for l in out.splitlines() if l.startswith("RESULT"))
+  return dict(kv.split("=") for kv in line.split()[1:])
+
+
+def test_sigterm_saves_then_resume_finishes(tmp_path):
+  proc = _run_tiny(tmp_path, 50, 0.5, wait=False)
+  metrics_file = tmp_path / "logs" / "metrics.jsonl"
+  deadline = time.time() + 240
+  while time.time() < deadline and not (metrics_file.exists() and len(metrics_file.read_text().splitlines()) >= 2):
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-3000:]
+  stopped = _result(out)
+  assert stopped["preempted"] == "True" and 2 <= int(stopped["step"]) < 50
+  saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved[-1] == int(stopped["step"])
+  resumed = _result(_run_tiny(tmp_path, int(stopped["step"]) + 2))
+  assert resumed["step"] == str(int(stopped["step"]) + 2) and resumed["preempted"] == "False"
+
+
+def test_two_processes_match_one(tmp_path):
+  """Two processes on localhost (CPU collectives), each with one device and half the global
+  batch, log the same losses as one process with two devices and the whole batch."""
+  one = _run_tiny(tmp_path / "one", 3)
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  procs = [_run_tiny(tmp_path / "two", 3, wait=False, env={
+      "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "LORA_HYPER_COORDINATOR": f"127.0.0.1:{port}",
+      "LORA_HYPER_NUM_PROCESSES": "2", "LORA_HYPER_PROCESS_ID": str(i)}) for i in range(2)]
+  outs = []
+  for proc in procs:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    outs.append(_result(out))
+  single = _result(one)
+  for result in outs:
+    assert float(result["loss"]) == pytest.approx(float(single["loss"]), rel=1e-5)
+  logged = lambda path: [json.loads(l)["loss"] for l in (path / "logs" / "metrics.jsonl").read_text().splitlines()]
+  np.testing.assert_allclose(logged(tmp_path / "two"), logged(tmp_path / "one"), rtol=1e-5)

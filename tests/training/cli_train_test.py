@@ -1,0 +1,38 @@
+"""`lora-hyper train` as a user runs it: gin errors stop before any compute, with exit code 2."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+
+
+def _cli(*args):
+  return subprocess.run([sys.executable, "-m", "lora_hyper.cli", *args], capture_output=True, text=True,
+                        cwd=ROOT, timeout=120)
+
+
+def test_misspelt_binding_stops_with_a_clear_error():
+  run = _cli("train", "--gin_file", "gin_configs/d2l_270m.gin", "--gin_param", "lora_hyper.train.stepz = 3")
+  assert run.returncode == 2
+  assert "doesn't have a parameter named 'stepz'" in run.stderr
+
+
+def test_missing_required_binding_and_file():
+  run = _cli("train", "--gin_file", "gin_configs/d2l_270m.gin")
+  assert run.returncode != 0 and "workdir" in run.stderr
+  run = _cli("train", "--gin_file", "gin_configs/missing.gin")
+  assert run.returncode == 2 and "missing.gin" in run.stderr
+
+
+def test_every_shipped_config_parses():
+  import gin
+
+  from lora_hyper import configurables  # noqa: F401
+
+  for path in sorted((ROOT / "gin_configs").glob("*.gin")):
+    gin.clear_config()
+    gin.add_config_file_search_path(str(path.parent))
+    gin.parse_config_files_and_bindings([str(path)], ["lora_hyper.train.workdir = '/tmp/x'",
+                                                      "lora_hyper.train.base_model = 'gemma3-270m'"])
+  gin.clear_config()

@@ -1,0 +1,52 @@
+"""Schedules, clipping and gradient accumulation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lora_hyper.training.optimizer import OptimizerConfig, learning_rate_schedule, make_optimizer
+
+
+def test_warmup_then_cosine_to_the_end_rate():
+  cfg = OptimizerConfig(learning_rate=1e-3, end_learning_rate=1e-5, warmup_steps=10, total_steps=110)
+  lr = learning_rate_schedule(cfg)
+  assert float(lr(0)) == 0.0 and float(lr(5)) == pytest.approx(5e-4)
+  assert float(lr(10)) == pytest.approx(1e-3)
+  assert float(lr(60)) == pytest.approx((1e-3 + 1e-5) / 2, rel=1e-3)
+  assert float(lr(110)) == pytest.approx(1e-5)
+
+
+def test_accumulation_equals_one_big_batch():
+  """Two accumulated half-batch gradients give the update of the whole batch (mean losses)."""
+  w = {"w": jnp.array([1.0, -2.0, 0.5])}
+  xs = jax.random.normal(jax.random.key(0), (8, 3))
+  loss = lambda p, x: jnp.mean((x @ p["w"]) ** 2)
+  big = make_optimizer(OptimizerConfig(learning_rate=0.1, total_steps=10))
+  state = big.init(w)
+  updates, _ = big.update(jax.grad(loss)(w, xs), state, w)
+  expected = optax.apply_updates(w, updates)
+
+  acc = make_optimizer(OptimizerConfig(learning_rate=0.1, total_steps=10, accumulation_steps=2))
+  state, params = acc.init(w), w
+  for half in (xs[:4], xs[4:]):
+    updates, state = acc.update(jax.grad(loss)(params, half), state, params)
+    params = optax.apply_updates(params, updates)
+  np.testing.assert_allclose(params["w"], expected["w"], rtol=1e-6)
+
+
+def test_clipping_bounds_the_update():
+  cfg = OptimizerConfig(learning_rate=1.0, total_steps=10, grad_clip_norm=1e-3, weight_decay=0.0, b1=0.0, b2=0.0,
+                        eps=0.0)
+  tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm))
+  clipped, _ = tx.update({"g": jnp.array([3.0, 4.0])}, tx.init(None))
+  assert float(optax.tree.norm(clipped)) == pytest.approx(1e-3)
+  assert make_optimizer(cfg) is not None
+
+
+def test_bad_settings_are_named():
+  with pytest.raises(ValueError, match="schedule"):
+    OptimizerConfig(schedule="step")
+  with pytest.raises(ValueError, match="warmup_steps"):
+    OptimizerConfig(warmup_steps=20, total_steps=10)
