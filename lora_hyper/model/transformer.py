@@ -53,8 +53,10 @@ def _project(x: Array, kernel: Array, equation: str, ab: dict[str, Array] | None
   return y + lora.delta(flat_x, ab["a"], ab["b"]).reshape(y.shape).astype(y.dtype)
 
 
-def rope(x: Array, positions: Array, base: float, scale: float = 1.0) -> Array:
-  """Rotary embedding on [B, T, N, H] with HF's rotate-half layout; positions [B, T]."""
+def rope(x: Array, positions: Array, base: float | Array, scale: float | Array = 1.0) -> Array:
+  """Rotary embedding on [B, T, N, H] with HF's rotate-half layout; positions [B, T].
+
+  `base` and `scale` may be traced scalars, so one scanned layer serves local and global layers."""
   half = x.shape[-1] // 2
   inv_freq = 1.0 / (base ** (jnp.arange(0, half, dtype=jnp.float32) * 2 / x.shape[-1]))
   angles = (positions.astype(jnp.float32) / scale)[..., None] * inv_freq  # [B, T, H/2]
@@ -98,13 +100,10 @@ class Attention(nn.Module):
       q = RMSNorm(cfg.rms_norm_eps, cfg.weight_dtype, name="q_norm")(q)
       key = RMSNorm(cfg.rms_norm_eps, cfg.weight_dtype, name="k_norm")(key)
 
-    def rotate(t, positions):
-      local = rope(t, positions, cfg.rope_base_local)
-      glob = rope(t, positions, cfg.rope_base_global, cfg.rope_scale_global)
-      return jnp.where(sliding, local, glob)
-
-    q = rotate(q, inputs.q_positions)
-    key = rotate(key, inputs.q_positions)
+    base = jnp.where(sliding, cfg.rope_base_local, cfg.rope_base_global)
+    scale = jnp.where(sliding, 1.0, cfg.rope_scale_global)
+    q = rope(q, inputs.q_positions, base, scale)
+    key = rope(key, inputs.q_positions, base, scale)
     q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", "head_dim"))
 
     new_cache = None

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lora_hyper import files
 from lora_hyper.model import tokenizer as tok_lib
 from lora_hyper.model.tokenizer import Tokenizer
 
@@ -256,7 +257,7 @@ def test_decode_round_trip(gemma):
 
 @pytest.mark.real_model
 def test_from_gguf_cached_beside_weights(gemma, gguf_path, cache):
-  folder = cache / "models" / tok_lib._file_digest(gguf_path)[:32]
+  folder = cache / "models" / files.file_digest(gguf_path)[:32]
   assert sorted(p.name for p in folder.iterdir()) == ["tokenizer.json", "tokenizer_config.json"]
   again = Tokenizer.from_gguf(gguf_path)  # from the cache
   assert again.encode_batch(_TEXTS) == gemma.encode_batch(_TEXTS)
