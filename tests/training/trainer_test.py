@@ -18,6 +18,7 @@ import pytest
 
 from lora_hyper import sharding
 from lora_hyper.data import pipeline
+from lora_hyper.hypernetworks import text_to_lora
 from lora_hyper.hypernetworks.doc_to_lora import d2l_tiny
 from lora_hyper.model import transformer
 from lora_hyper.training import objectives, step as step_lib, trainer
@@ -149,3 +150,32 @@ def test_two_processes_match_one(tmp_path):
     assert float(result["loss"]) == pytest.approx(float(single["loss"]), rel=1e-5)
   logged = lambda path: [json.loads(l)["loss"] for l in (path / "logs" / "metrics.jsonl").read_text().splitlines()]
   np.testing.assert_allclose(logged(tmp_path / "two"), logged(tmp_path / "one"), rtol=1e-5)
+
+
+def test_text_to_lora_objectives_train_through_the_step():
+  """SFT and reconstruction (L1 to target factors, z-scored) both lower their loss in a few steps."""
+  base = tiny_base()
+  hyper = text_to_lora.t2l_tiny(base.config)
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(3, 120, (4, 16)).astype(np.int32)
+  batch = {"task_emb": rng.normal(size=(4, hyper.emb_dim)).astype(np.float32), "student_tokens": tokens,
+           "student_mask": np.ones((4, 16), bool), "student_logits_at": np.tile(np.arange(8, 15), (4, 1)),
+           "targets": tokens[:, 9:16], "loss_mask": np.ones((4, 7), bool)}
+  for m in hyper.modules:
+    d_in, d_out = base.config.module_shape(m)
+    shape = (4, base.config.num_layers, hyper.rank)
+    batch[f"target_a_{m}"] = rng.normal(size=shape + (d_in,)).astype(np.float32) * 0.1
+    batch[f"target_b_{m}"] = rng.normal(size=shape + (d_out,)).astype(np.float32) * 0.1
+    for n, d in (("a", d_in), ("b", d_out)):
+      batch[f"target_mean_{n}_{m}"] = np.zeros((4, base.config.num_layers, hyper.rank, d), np.float32)
+      batch[f"target_std_{n}_{m}"] = np.full((4, base.config.num_layers, hyper.rank, d), 0.1, np.float32)
+  opt = OptimizerConfig(learning_rate=1e-2, total_steps=10)
+  for objective in (objectives.TaskSFT(hyper), objectives.TaskReconstruction(hyper, zscore=True)):
+    tx = make_optimizer(opt)
+    step = jax.jit(step_lib.make_train_step(objective, tx, learning_rate_schedule(opt)))
+    state = step_lib.create_state(objective.init(jax.random.key(0)), tx)
+    losses = []
+    for _ in range(12):
+      state, metrics = step(state, base.params, batch)
+      losses.append(float(metrics["task_loss"]))
+    assert losses[-1] < 0.85 * losses[0], (type(objective).__name__, losses)
