@@ -228,14 +228,18 @@ def init(config: DocToLoraConfig, key: Array) -> PyTree:
   return nn.unbox(_boxed_params(config, key))
 
 
+def abstract_params(config: DocToLoraConfig) -> PyTree:
+  """ShapeDtypeStructs of the params, still boxed with their logical axes (nothing allocated)."""
+  return jax.eval_shape(functools.partial(_boxed_params, config), jax.random.key(0))
+
+
 def param_shapes(config: DocToLoraConfig) -> PyTree:
-  """ShapeDtypeStructs of the params, without allocating them."""
-  return nn.unbox(jax.eval_shape(functools.partial(_boxed_params, config), jax.random.key(0)))
+  return nn.unbox(abstract_params(config))
 
 
 def param_specs(config: DocToLoraConfig) -> PyTree:
   """Logical PartitionSpecs of the params (map to a mesh with `sharding.logical_sharding`)."""
-  return nn.get_partition_spec(jax.eval_shape(functools.partial(_boxed_params, config), jax.random.key(0)))
+  return nn.get_partition_spec(abstract_params(config))
 
 
 def num_params(config: DocToLoraConfig) -> int:

@@ -323,12 +323,18 @@ def init(config: TextToLoraConfig, key: Array) -> PyTree:
   return nn.unbox(_boxed_params(config, key))
 
 
+def abstract_params(config: TextToLoraConfig) -> PyTree:
+  """ShapeDtypeStructs of the params, still boxed with their logical axes (nothing allocated)."""
+  return jax.eval_shape(functools.partial(_boxed_params, config), jax.random.key(0))
+
+
 def param_shapes(config: TextToLoraConfig) -> PyTree:
-  return nn.unbox(jax.eval_shape(functools.partial(_boxed_params, config), jax.random.key(0)))
+  return nn.unbox(abstract_params(config))
 
 
 def param_specs(config: TextToLoraConfig) -> PyTree:
-  return nn.get_partition_spec(jax.eval_shape(functools.partial(_boxed_params, config), jax.random.key(0)))
+  """Logical PartitionSpecs of the params (map to a mesh with `sharding.logical_sharding`)."""
+  return nn.get_partition_spec(abstract_params(config))
 
 
 def num_params(config: TextToLoraConfig) -> int:

@@ -50,8 +50,8 @@ class DocDistillation:
   def init(self, key: Array) -> PyTree:
     return doc_to_lora.init(self.hyper, key)
 
-  def param_specs(self) -> PyTree:
-    return doc_to_lora.param_specs(self.hyper)
+  def abstract_params(self) -> PyTree:
+    return doc_to_lora.abstract_params(self.hyper)
 
   def __call__(self, params: PyTree, base_params: PyTree, batch: Batch, rng: Array) -> tuple[Array, dict]:
     del rng  # deterministic
@@ -89,8 +89,8 @@ class TaskSFT:
   def init(self, key: Array) -> PyTree:
     return text_to_lora.init(self.hyper, key)
 
-  def param_specs(self) -> PyTree:
-    return text_to_lora.param_specs(self.hyper)
+  def abstract_params(self) -> PyTree:
+    return text_to_lora.abstract_params(self.hyper)
 
   def __call__(self, params: PyTree, base_params: PyTree, batch: Batch, rng: Array) -> tuple[Array, dict]:
     adapter = text_to_lora.generate(params, batch["task_emb"], config=self.hyper, deterministic=False,
@@ -113,8 +113,8 @@ class TaskReconstruction:
   def init(self, key: Array) -> PyTree:
     return text_to_lora.init(self.hyper, key)
 
-  def param_specs(self) -> PyTree:
-    return text_to_lora.param_specs(self.hyper)
+  def abstract_params(self) -> PyTree:
+    return text_to_lora.abstract_params(self.hyper)
 
   def __call__(self, params: PyTree, base_params: PyTree, batch: Batch, rng: Array) -> tuple[Array, dict]:
     del base_params

@@ -59,18 +59,10 @@ def _optimizer_step(opt_state: PyTree, step: Array) -> Array:
 # ----------------------------------------------------------------------------- sharding
 
 
-def _boxed(specs: PyTree, shapes: PyTree) -> PyTree:
-  """ShapeDtypeStructs boxed with their logical axes, so optax's state inherits them."""
-  return jax.tree.map(lambda spec, shape: nn.LogicallyPartitioned(shape, tuple(spec)), specs, shapes,
-                      is_leaf=lambda x: isinstance(x, PartitionSpec))
-
-
-def state_shardings(param_specs: PyTree, param_shapes: PyTree, tx: optax.GradientTransformation,
-                    mesh: Mesh) -> TrainState:
-  """NamedShardings of the whole TrainState: params by their logical axes, Adam moments like
-  their params, counters replicated."""
-  boxed = _boxed(param_specs, param_shapes)
-  abstract = jax.eval_shape(lambda p: create_state(p, tx), boxed)
+def state_shardings(abstract_params: PyTree, tx: optax.GradientTransformation, mesh: Mesh) -> TrainState:
+  """NamedShardings of the whole TrainState from params boxed with their logical axes: params by
+  those axes, Adam moments like their params (optax maps over the boxes), counters replicated."""
+  abstract = jax.eval_shape(lambda p: create_state(p, tx), abstract_params)
   return sharding.logical_sharding(nn.get_partition_spec(abstract), mesh)
 
 

@@ -143,9 +143,7 @@ def train(
   data_sharding = step_lib.batch_sharding(mesh)
 
   # ---- init (created already sharded), or restore
-  param_specs = objective_fn.param_specs()
-  param_shapes = jax.eval_shape(objective_fn.init, jax.random.key(seed))
-  state_sharding = step_lib.state_shardings(param_specs, param_shapes, tx, mesh)
+  state_sharding = step_lib.state_shardings(objective_fn.abstract_params(), tx, mesh)
   init_state = jax.jit(lambda key: step_lib.create_state(objective_fn.init(key), tx), out_shardings=state_sharding)
   state = init_state(jax.random.key(seed))
   ckpt = checkpointing.manager(Path(workdir) / "checkpoints", save_every=save_every, keep=keep_checkpoints)

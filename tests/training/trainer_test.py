@@ -52,8 +52,7 @@ def _on_mesh(mesh_shape, base, objective, batches):
   opt = dataclasses.replace(OPT, eps=1e-4)
   tx = make_optimizer(opt)
   base_sharding = sharding.logical_sharding(transformer.param_logical_axes(base.config), mesh)
-  state_sharding = step_lib.state_shardings(objective.param_specs(),
-                                            jax.eval_shape(objective.init, jax.random.key(0)), tx, mesh)
+  state_sharding = step_lib.state_shardings(objective.abstract_params(), tx, mesh)
   state = jax.jit(lambda k: step_lib.create_state(objective.init(k), tx), out_shardings=state_sharding)(
       jax.random.key(0))
   base_params = jax.device_put(base.params, base_sharding)
