@@ -1,14 +1,28 @@
-"""The `lora-hyper` command line. Each subcommand is a small function over the library's API."""
+"""The `lora-hyper` command line. Each subcommand is a small function over the library's API.
+
+Results go to stdout (an adapter folder, one answer per line, a JSON report), progress and
+errors to stderr, so scripts can rely on both. Exit codes: 0 done, 1 failed (a missing or
+invalid file, an adapter made for another base model, ...), 2 bad usage (unknown or missing
+options, empty input).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Sequence
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_CODES = "exit codes: 0 done, 1 failed (missing or invalid files, wrong base model, ...), 2 bad usage"
+
+
+class UsageError(Exception):
+  """Bad command-line input, found after parsing (empty text, conflicting options): exit code 2."""
 
 
 def _log(message: str) -> None:
@@ -69,34 +83,401 @@ def _cmd_train(args: argparse.Namespace) -> int:
   except (ValueError, KeyError, IOError) as e:  # unknown or misspelt bindings stop before any compute
     _log(f"error in gin configuration: {e}")
     return EXIT_USAGE
-  result = trainer.train()
+  base = None
+  if args.out:  # load the base here: the saved hypernetwork records its identity
+    base = _load_base(_train_setting("base_model"), _train_setting("base_dtype"))
+  result = trainer.train(loaded_base=base)
   _log(f"stopped at step {result.step}" + (" (preempted; rerun the same command to resume)" if result.preempted
                                            else "") + f"; final loss {result.metrics.get('loss', float('nan')):.4f}")
+  if args.out and result.preempted:
+    _log(f"the hypernetwork is saved to {args.out} when training ends")
+  elif args.out:
+    from lora_hyper.adapters import io
+    from lora_hyper.hypernetworks import saved
+
+    hyper = trainer.HYPERNETWORKS[_train_setting("hypernetwork")](base.config,
+                                                                   **(_train_setting("hyper_overrides") or {}))
+    folder = saved.save_hypernetwork(args.out, hyper, result.params, base=io.base_identity(base),
+                                     gin_config=gin.operative_config_str())
+    _log(f"saved the trained hypernetwork to {folder} (use it with --hypernetwork {folder})")
+    print(folder)
   return EXIT_OK
+
+
+def _train_setting(name: str):
+  """A `lora_hyper.train` argument as the parsed gin config sets it, else its default."""
+  import inspect
+
+  import gin
+
+  from lora_hyper.training import trainer
+
+  try:
+    return gin.query_parameter(f"lora_hyper.train.{name}")
+  except ValueError:  # not bound: the function's own default
+    return inspect.signature(trainer.train).parameters[name].default
+
+
+# ----------------------------------------------------------------------------- adapter workflow
+
+
+def _read_text(item: str, what: str) -> tuple[str, str]:
+  """(name, text) of a file path, or of stdin for '-'."""
+  if item == "-":
+    name, text = "<stdin>", sys.stdin.read()
+  else:
+    path = Path(item)
+    if not path.is_file():
+      raise FileNotFoundError(f"{what} file {item!r} does not exist")
+    name, text = path.name, path.read_text()
+  if not text.strip():
+    raise UsageError(f"{what} {name} is empty")
+  return name, text
+
+
+def _load_base(source: str | None, dtype: str):
+  from lora_hyper.model import base_model
+
+  start = time.perf_counter()
+  model = base_model.load_base_model(source, dtype=dtype, log=_log)
+  _log(f"loaded base model {model.name} in {time.perf_counter() - start:.1f}s")
+  return model
+
+
+def _load_hypernetwork(folder: str, kind: str, base):
+  """The hypernetwork in `folder`, checked against `kind` and `base`."""
+  from lora_hyper.hypernetworks import saved
+
+  start = time.perf_counter()
+  hyper = saved.load_hypernetwork(folder, base)
+  if hyper.kind != kind:
+    raise ValueError(f"{folder} holds a {hyper.kind} hypernetwork; this command needs a {kind} one")
+  _log(f"loaded {kind} hypernetwork {folder} in {time.perf_counter() - start:.1f}s")
+  return hyper
+
+
+def _hypernetwork_dir(arg: str | None, kind: str) -> str:
+  """--hypernetwork, else the shipped one; checked before the (slow) base model loads."""
+  from lora_hyper.hypernetworks import saved
+
+  return arg if arg is not None else str(saved.shipped(kind))
+
+
+def _cmd_internalize(args: argparse.Namespace) -> int:
+  from lora_hyper.adapters import io
+  from lora_hyper.hypernetworks import doc_to_lora
+
+  if args.documents.count("-") > 1:
+    raise UsageError("'-' (stdin) can be given once")
+  named = [_read_text(item, "document") for item in args.documents]
+  hyper_dir = _hypernetwork_dir(args.hypernetwork, "doc_to_lora")
+  base = _load_base(args.model, args.dtype)
+  hyper = _load_hypernetwork(hyper_dir, "doc_to_lora", base)
+  # Several documents become one adapter of their concatenation: ask about all of them at once.
+  text = "\n\n".join(t for _, t in named)
+  tokens = len(base.tokenizer.encode(text, add_bos=False))
+  chunks = math.ceil(tokens / (hyper.config.chunk_len - 1))
+  _log(f"internalizing {len(named)} document(s): {tokens:,} tokens in {chunks} chunk(s) of "
+       f"{hyper.config.chunk_len} (rank {chunks * hyper.config.rank + hyper.config.rank})")
+  start = time.perf_counter()
+  adapter = doc_to_lora.internalize(hyper.params, base.params, text, config=hyper.config, tokenizer=base.tokenizer,
+                                    iterative=args.iterative)
+  source = io.from_documents([t for _, t in named], [n for n, _ in named], hyper.describe())
+  path = io.save_adapter(args.out, adapter, base=io.base_identity(base), source=source)
+  _log(f"internalized in {time.perf_counter() - start:.1f}s; wrote {path}")
+  print(args.out)
+  return EXIT_OK
+
+
+def _cmd_adapt(args: argparse.Namespace) -> int:
+  from lora_hyper.adapters import io
+  from lora_hyper.hypernetworks import text_to_lora
+
+  description = sys.stdin.read() if args.task == "-" else args.task
+  if not description.strip():
+    raise UsageError("the task description is empty")
+  hyper_dir = _hypernetwork_dir(args.hypernetwork, "text_to_lora")
+  base = _load_base(args.model, args.dtype)
+  hyper = _load_hypernetwork(hyper_dir, "text_to_lora", base)
+  start = time.perf_counter()
+  adapter = text_to_lora.generate_adapter(hyper.params, description.strip(), config=hyper.config,
+                                          encoder=hyper.task_encoder(base))
+  path = io.save_adapter(args.out, adapter, base=io.base_identity(base),
+                         source=io.from_task(description.strip(), hyper.describe()))
+  _log(f"generated the adapter in {time.perf_counter() - start:.1f}s; wrote {path}")
+  print(args.out)
+  return EXIT_OK
+
+
+def _prompt(question: str, task_format: bool, context: str | None) -> str:
+  """The QA prompt of the data pipeline, or the task format for Text-to-LoRA adapters."""
+  from lora_hyper.data import pipeline, tasks
+
+  prompt = tasks.format_prompt(question) if task_format else pipeline.query_prompt(question)
+  return prompt if context is None else f"{context}\n\n{prompt}"
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+  if args.adapter is None and not args.no_adapter:
+    raise UsageError("give --adapter DIR (made by internalize, adapt or a PEFT export), or --no-adapter")
+  if bool(args.questions) == args.interactive:
+    raise UsageError("give QUESTION(s) ('-' reads one from stdin) or --interactive, not both")
+  questions = [sys.stdin.read().strip() if q == "-" else q.strip() for q in args.questions]
+  if any(not q for q in questions):
+    raise UsageError("empty question")
+  context = _read_text(args.context, "context")[1] if args.context else None
+
+  from lora_hyper import qa
+  from lora_hyper.adapters import io
+  from lora_hyper.model import decoding
+
+  sampling = decoding.SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                     top_k=args.top_k, top_p=args.top_p)
+  base = _load_base(args.model, args.dtype)
+  adapter, task_format = None, False
+  if args.adapter is not None:
+    adapter, info = io.load_adapter(args.adapter, base)
+    task_format = info.source.get("method") == "text_to_lora"
+    _log(f"loaded adapter {args.adapter} (rank {info.rank} on {', '.join(info.modules)})"
+         + ("; asking in the task format 'Input: ...\\nOutput:'" if task_format else ""))
+  if args.no_adapter:
+    adapter = None
+
+  def answer(batch: list[str]) -> list[str]:
+    return qa.complete(base, [_prompt(q, task_format, context) for q in batch], adapter=adapter,
+                       sampling=sampling, seed=args.seed)
+
+  if not args.interactive:
+    start = time.perf_counter()
+    answers = answer(questions)
+    _log(f"answered {len(questions)} question(s) in {time.perf_counter() - start:.1f}s")
+    for text in answers:
+      print(text, flush=True)
+    return EXIT_OK
+  _log("ask one question per line; end of input (Ctrl-D), 'exit' or 'quit' ends the chat")
+  tty = sys.stdin.isatty()
+  while True:
+    if tty:
+      print("> ", end="", file=sys.stderr, flush=True)
+    line = sys.stdin.readline()
+    if not line or line.strip() in ("exit", "quit"):
+      return EXIT_OK
+    if line.strip():
+      print(answer([line.strip()])[0], flush=True)
+
+
+def _cmd_export_peft(args: argparse.Namespace) -> int:
+  from lora_hyper.adapters import io, peft
+
+  adapter, info = io.load_adapter(args.adapter)
+  # The embedded default is named "<HF id> (<variant>)"; PEFT wants the HF id.
+  name = args.base_model_name_or_path or info.base.name.split(" (")[0]
+  folder = peft.export_peft(adapter, args.out, base_model_name_or_path=name)
+  _log(f"wrote a PEFT adapter (r={info.rank}, lora_alpha={info.scaling * info.rank:g}, "
+       f"{', '.join(info.modules)}) for {name} to {folder}")
+  print(folder)
+  return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+def _eval_records(data: str, kind: str, limit: int) -> list[dict]:
+  """`limit` records: held-out built-in data, or the lines of a JSONL file."""
+  fields = {"doc_to_lora": ("document", "query", "answer"), "text_to_lora": ("description", "input", "output")}[kind]
+  if data == "builtin":
+    from lora_hyper.data import fictional, tasks
+
+    if kind == "doc_to_lora":
+      source = fictional.FictionalQA(num_docs=math.ceil(limit / fictional.FACTS_PER_DOC), split="test")
+      return [source[i] for i in range(limit)]
+    held_out = tasks.held_out_tasks()
+    per_task = math.ceil(limit / len(held_out))
+    source = tasks.TaskExamples(held_out, num_examples_per_task=per_task, descriptions="test")
+    # Task-major indices; take them example-major so a small limit still covers many tasks.
+    return [source[t * per_task + j] for j in range(per_task) for t in range(len(held_out))][:limit]
+  path = Path(data)
+  if not path.is_file():
+    raise FileNotFoundError(f"data file {data!r} does not exist (or pass --data builtin)")
+  records = []
+  for number, line in enumerate(path.read_text().splitlines(), start=1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{data}:{number}: not a JSON object: {e}") from e
+    if not isinstance(record, dict) or any(not isinstance(record.get(f), str) for f in fields):
+      raise ValueError(f"{data}:{number}: a {kind} record needs string fields {', '.join(fields)}")
+    records.append(record)
+  if not records:
+    raise ValueError(f"{data} holds no records")
+  return records[:limit]
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+  import jax
+  import jax.numpy as jnp
+  from tqdm import tqdm
+
+  from lora_hyper import qa
+  from lora_hyper.adapters import lora
+  from lora_hyper.data import pipeline, tasks
+  from lora_hyper.hypernetworks import doc_to_lora, saved, text_to_lora
+  from lora_hyper.model import decoding
+
+  if args.limit < 1 or args.batch_size < 1:
+    raise UsageError("--limit and --batch-size must be at least 1")
+  hyper_dir = args.hypernetwork or str(saved.shipped("doc_to_lora"))
+  base = _load_base(args.model, args.dtype)
+  hyper = saved.load_hypernetwork(hyper_dir, base)
+  records = _eval_records(args.data, hyper.kind, args.limit)
+  documents = hyper.kind == "doc_to_lora"
+  source_key, input_key, ref_key = ("document", "query", "answer") if documents else ("description", "input", "output")
+  encoder = None if documents else hyper.task_encoder(base)
+  sampling = decoding.SamplingConfig(max_new_tokens=args.max_new_tokens)
+  by_source: dict[str, list[dict]] = {}
+  for record in records:
+    by_source.setdefault(record[source_key], []).append(record)
+  sources = list(by_source)
+  conditions = ("adapter", "base", "context") if documents else ("adapter", "base")
+  scores = {c: {"rouge_l": [], "contains": []} for c in conditions}
+  _log(f"evaluating {len(records)} record(s) from {len(sources)} {source_key}(s) with {hyper_dir}")
+  with tqdm(total=len(records), unit="record", file=sys.stderr, disable=None) as progress:
+    for start in range(0, len(sources), args.batch_size):
+      batch = sources[start:start + args.batch_size]
+      if documents:
+        adapters = doc_to_lora.internalize(hyper.params, base.params, batch, config=hyper.config,
+                                           tokenizer=base.tokenizer)
+      else:
+        adapters = text_to_lora.generate_adapter(hyper.params, batch, config=hyper.config, encoder=encoder)
+      rows = [(i, r) for i, s in enumerate(batch) for r in by_source[s]]
+      owner = jnp.asarray([i for i, _ in rows])
+      per_prompt = lora.LoraAdapter(jax.tree.map(lambda w: w[owner], dict(adapters.weights)), adapters.scaling)
+      prompts = [pipeline.query_prompt(r[input_key]) if documents else tasks.format_prompt(r[input_key])
+                 for _, r in rows]
+      predictions = {"adapter": qa.complete(base, prompts, adapter=per_prompt, sampling=sampling),
+                     "base": qa.complete(base, prompts, sampling=sampling)}
+      if documents:
+        predictions["context"] = qa.complete(
+            base, [pipeline.context_prompt(r["document"], r["query"]) for _, r in rows], sampling=sampling)
+      for condition, texts in predictions.items():
+        for text, (_, r) in zip(texts, rows):
+          scores[condition]["rouge_l"].append(qa.rouge_l(text, r[ref_key]))
+          scores[condition]["contains"].append(float(qa.contains(text, r[ref_key])))
+      progress.update(len(rows))
+  means = {c: {m: sum(v) / len(v) for m, v in s.items()} for c, s in scores.items()}
+  report = {"hypernetwork": hyper.describe(), "base_model": base.name, "data": args.data, "records": len(records),
+            "scores": means}
+  if documents and means["context"]["rouge_l"] > 0:
+    report["relative_rouge_l"] = means["adapter"]["rouge_l"] / means["context"]["rouge_l"]
+  _log("  ".join(f"{c}: ROUGE-L {m['rouge_l']:.3f}, contains {m['contains']:.3f}" for c, m in means.items()))
+  print(json.dumps(report, indent=1))
+  return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def _add_hypernetwork_arg(parser: argparse.ArgumentParser, kind: str) -> None:
+  parser.add_argument("--hypernetwork", metavar="DIR", default=None,
+                      help=f"a saved {kind} hypernetwork folder (lora-hyper train --out DIR writes one); "
+                           "default: the one shipped with lora-hyper, if any")
 
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="lora-hyper",
-      description="Turn documents and task descriptions into LoRA adapters for Gemma (JAX/Flax).")
+      description="Turn documents and task descriptions into LoRA adapters for Gemma (JAX/Flax).",
+      epilog="Typical use: lora-hyper internalize notes.txt --out notes_adapter; "
+             "lora-hyper ask --adapter notes_adapter \"What does it say about X?\". " + EXIT_CODES + ".")
   sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-  gen = sub.add_parser("generate", help="continue one or more prompts with the base model",
-                       description="Continue prompts with the base model (greedy unless --temperature > 0).")
+  def add(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=summary, description=description, epilog=EXIT_CODES + ".")
+
+  gen = add("generate", "continue one or more prompts with the base model",
+            "Continue prompts with the base model (greedy unless --temperature > 0).")
   gen.add_argument("prompts", nargs="+", metavar="PROMPT", help="prompt text; '-' reads it from stdin")
   _add_model_args(gen)
   _add_sampling_args(gen)
   gen.set_defaults(run=_cmd_generate)
 
-  tr = sub.add_parser("train", help="meta-train a hypernetwork from gin configs (resumes from its workdir)",
-                      description="Meta-train Doc-to-LoRA or Text-to-LoRA. Every hyperparameter is a gin "
-                                  "binding of lora_hyper.train; see gin_configs/. Rerunning the same command "
-                                  "resumes from the last checkpoint in the workdir.")
+  intern = add("internalize", "turn documents into an adapter (Doc-to-LoRA)",
+               "Internalize documents into a LoRA adapter with a Doc-to-LoRA hypernetwork, in one forward "
+               "pass. Several documents become one adapter of all of them. Prints the adapter folder.")
+  intern.add_argument("documents", nargs="+", metavar="DOC", help="a text file; '-' reads one from stdin")
+  intern.add_argument("--out", required=True, metavar="DIR", help="folder to write adapter.safetensors into")
+  _add_hypernetwork_arg(intern, "doc_to_lora")
+  intern.add_argument("--iterative", action="store_true",
+                      help="encode one base layer at a time: less memory, same adapter, slower")
+  _add_model_args(intern)
+  intern.set_defaults(run=_cmd_internalize)
+
+  adapt = add("adapt", "turn a task description into an adapter (Text-to-LoRA)",
+              "Generate a LoRA adapter for a task from its description with a Text-to-LoRA hypernetwork. "
+              "Prints the adapter folder.")
+  adapt.add_argument("--task", required=True, metavar="DESCRIPTION",
+                     help="what the task is, in words; '-' reads it from stdin")
+  adapt.add_argument("--out", required=True, metavar="DIR", help="folder to write adapter.safetensors into")
+  _add_hypernetwork_arg(adapt, "text_to_lora")
+  _add_model_args(adapt)
+  adapt.set_defaults(run=_cmd_adapt)
+
+  ask = add("ask", "ask the base model questions, with an adapter",
+            "Answer questions with the base model and an adapter (no document in the prompt): one answer "
+            "per line, each ending at the end of its first line. Prompts are 'Question: ...\\nAnswer:', or "
+            "'Input: ...\\nOutput:' for adapters made by `adapt`.")
+  ask.add_argument("questions", nargs="*", metavar="QUESTION", help="a question; '-' reads one from stdin")
+  ask.add_argument("--adapter", metavar="DIR", default=None,
+                   help="an adapter folder from internalize or adapt, or a PEFT adapter folder")
+  ask.add_argument("--no-adapter", action="store_true", help="answer with the bare base model, for comparison")
+  ask.add_argument("--context", metavar="FILE", default=None,
+                   help="put this document in the prompt too (the in-context reference an adapter is "
+                        "measured against)")
+  ask.add_argument("-i", "--interactive", action="store_true",
+                   help="chat: read one question per line from stdin until EOF, 'exit' or 'quit'")
+  _add_model_args(ask)
+  _add_sampling_args(ask)
+  ask.set_defaults(run=_cmd_ask, max_new_tokens=48)
+
+  export = add("export-peft", "write an adapter in the PEFT layout",
+               "Export an adapter to the standard PEFT layout (adapter_config.json + adapter_model.safetensors) "
+               "for transformers' Gemma2ForCausalLM / Gemma3ForCausalLM: peft.PeftModel.from_pretrained(model, "
+               "DIR). Prints the folder.")
+  export.add_argument("--adapter", required=True, metavar="DIR", help="an adapter folder from internalize or adapt")
+  export.add_argument("--out", required=True, metavar="DIR", help="folder to write the PEFT files into")
+  export.add_argument("--base-model-name-or-path", default=None, metavar="NAME",
+                      help="base_model_name_or_path for adapter_config.json (default: the adapter's base model)")
+  export.set_defaults(run=_cmd_export_peft)
+
+  tr = add("train", "meta-train a hypernetwork from gin configs (resumes from its workdir)",
+           "Meta-train Doc-to-LoRA or Text-to-LoRA. Every hyperparameter is a gin binding of lora_hyper.train; "
+           "see gin_configs/. Rerunning the same command resumes from the last checkpoint in the workdir.")
   tr.add_argument("--gin_file", action="append", required=True, metavar="FILE",
                   help="gin config file (repeatable; later files override earlier ones)")
   tr.add_argument("--gin_param", action="append", default=[], metavar="BINDING",
                   help="one gin binding, e.g. \"lora_hyper.train.steps = 100\" (repeatable)")
+  tr.add_argument("--out", default=None, metavar="DIR",
+                  help="when training finishes, save the hypernetwork here for --hypernetwork DIR")
   tr.set_defaults(run=_cmd_train)
+
+  ev = add("eval", "score a hypernetwork's adapters on held-out data",
+           "Generate an adapter per document (or task description), answer its questions (or inputs) with "
+           "it, and score the answers against the references (ROUGE-L F1 and whether the answer contains "
+           "the reference), beside the bare base model and, for documents, the base model with the document "
+           "in its prompt. Prints a JSON report.")
+  ev.add_argument("--hypernetwork", metavar="DIR", default=None,
+                  help="a saved hypernetwork folder of either kind (default: the shipped Doc-to-LoRA one, if any)")
+  ev.add_argument("--data", default="builtin", metavar="SOURCE",
+                  help="'builtin' (held-out fictional documents, or held-out tasks with held-out descriptions) "
+                       "or a JSONL file of {document, query, answer} / {description, input, output} records")
+  ev.add_argument("--limit", type=int, default=60, help="records to evaluate at most (default: 60)")
+  ev.add_argument("--batch-size", type=int, default=8,
+                  help="documents or descriptions turned into adapters per batch (default: 8)")
+  ev.add_argument("--max-new-tokens", type=int, default=32, help="answer tokens at most (default: 32)")
+  _add_model_args(ev)
+  ev.set_defaults(run=_cmd_eval)
   return parser
 
 
@@ -104,6 +485,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   try:
     return args.run(args)
+  except UsageError as e:
+    _log(f"error: {e}")
+    return EXIT_USAGE
   except (ValueError, FileNotFoundError, KeyError, TypeError) as e:
     _log(f"error: {e}")
     return EXIT_ERROR

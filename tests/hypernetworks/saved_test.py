@@ -1,0 +1,95 @@
+"""Saved hypernetwork folders: one call loads (kind, config, params) that generate the very same
+adapters; the base model identity is checked; damaged folders fail with clear errors."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lora_hyper.adapters import io
+from lora_hyper.hypernetworks import doc_to_lora, saved, text_to_lora
+from lora_hyper.hypernetworks.task_encoders import BaseModelEncoder
+from lora_hyper.model.base_model import BaseModel
+
+
+@pytest.fixture(scope="module")
+def base(base_cfg, base_params, tokenizer):
+  return BaseModel(base_cfg, base_params, tokenizer, "tiny")
+
+
+def _perturbed(params, seed):
+  """Random-init hypernetworks generate zero adapters; fill their zero leaves so outputs tell apart."""
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda w: rng.normal(0, 0.3, w.shape).astype(np.float32) if not np.any(w) else w, params)
+
+
+def test_doc_to_lora_round_trip_generates_identical_adapters(base, tmp_path):
+  config = doc_to_lora.d2l_tiny(base.config)
+  params = _perturbed(doc_to_lora.init(config, jax.random.key(0)), 0)
+  saved.save_hypernetwork(tmp_path, config, params, base=io.base_identity(base), gin_config="# the run's gin\n")
+  loaded = saved.load_hypernetwork(tmp_path, base)
+  assert loaded.kind == "doc_to_lora" and loaded.config == config and loaded.gin_config == "# the run's gin\n"
+  assert loaded.base == io.base_identity(base) and loaded.describe()["digest"] == loaded.params_digest[:16]
+  jax.tree.map(np.testing.assert_array_equal, loaded.params, params)
+  text = "Ava has three cats and a dog named Bo."
+  make = lambda p: doc_to_lora.internalize(p, base.params, text, config=config, tokenizer=base.tokenizer)
+  ours, theirs = make(loaded.params), make(params)
+  assert np.any(np.asarray(ours.weights["down"]["b"]))
+  jax.tree.map(np.testing.assert_array_equal, dict(ours.weights), dict(theirs.weights))
+
+
+def test_text_to_lora_round_trip_and_its_task_encoder(base, tmp_path):
+  config = text_to_lora.t2l_tiny(base.config, head="M")
+  params = _perturbed(text_to_lora.init(config, jax.random.key(1)), 1)
+  saved.save_hypernetwork(tmp_path, config, params, base=io.base_identity(base), task_pooling="mean")
+  loaded = saved.load_hypernetwork(tmp_path)  # no base: the stored base config is used
+  assert loaded.kind == "text_to_lora" and loaded.config == config and loaded.gin_config is None
+  encoder = loaded.task_encoder(base)
+  assert isinstance(encoder, BaseModelEncoder) and encoder.pooling == "mean"
+  make = lambda p: text_to_lora.generate_adapter(p, "Reverse the word.", config=config, encoder=encoder)
+  jax.tree.map(np.testing.assert_array_equal, dict(make(loaded.params).weights), dict(make(params).weights))
+
+
+def test_loading_takes_the_base_models_config_and_checks_its_identity(base, tmp_path):
+  config = doc_to_lora.d2l_tiny(base.config)
+  saved.save_hypernetwork(tmp_path, config, doc_to_lora.init(config, jax.random.key(0)), base=io.base_identity(base))
+  bf16 = BaseModel(base.config.replace(dtype="bfloat16", param_dtype="bfloat16"),
+                   jax.tree.map(lambda p: p.astype(jnp.bfloat16), base.params), base.tokenizer, "tiny bf16")
+  assert saved.load_hypernetwork(tmp_path, bf16).config.base.dtype == "bfloat16"
+  other = BaseModel(base.config, jax.tree.map(lambda p: p + 1, base.params), base.tokenizer, "other")
+  with pytest.raises(ValueError, match="hypernetwork .* was made for base model 'tiny'"):
+    saved.load_hypernetwork(tmp_path, other)
+
+
+def test_damaged_folders_fail_clearly(base, tmp_path):
+  with pytest.raises(FileNotFoundError, match="is not a saved hypernetwork: no hypernetwork.json"):
+    saved.load_hypernetwork(tmp_path)
+  config = doc_to_lora.d2l_tiny(base.config)
+  params = doc_to_lora.init(config, jax.random.key(0))
+  saved.save_hypernetwork(tmp_path, config, params, base=io.base_identity(base))
+  manifest_file, params_file = tmp_path / saved.MANIFEST, tmp_path / saved.PARAMS
+  manifest = json.loads(manifest_file.read_text())
+
+  manifest_file.write_text(json.dumps({**manifest, "config": {**manifest["config"], "heads": 3}}))
+  with pytest.raises(ValueError, match="the stored doc_to_lora config does not fit this lora-hyper"):
+    saved.load_hypernetwork(tmp_path)
+  manifest_file.write_text(json.dumps({**manifest, "config": {**manifest["config"], "rank": 3}}))
+  with pytest.raises(ValueError, match=r"params.safetensors' does not match its config: .*wrong shapes"):
+    saved.load_hypernetwork(tmp_path)
+  manifest_file.write_text(json.dumps({**manifest, "kind": "text_to_lora_v9"}))
+  with pytest.raises(ValueError, match="this lora-hyper reads format 1"):
+    saved.load_hypernetwork(tmp_path)
+  manifest_file.write_text(json.dumps(manifest))
+  params_file.write_bytes(params_file.read_bytes()[:-8])
+  with pytest.raises(ValueError, match="does not match the digest in hypernetwork.json: truncated"):
+    saved.load_hypernetwork(tmp_path)
+  params_file.unlink()
+  with pytest.raises(FileNotFoundError, match="has no params.safetensors"):
+    saved.load_hypernetwork(tmp_path)
+
+
+def test_no_shipped_hypernetwork_says_how_to_train_one():
+  with pytest.raises(FileNotFoundError, match=r"no trained doc_to_lora hypernetwork is shipped .* --out DIR"):
+    saved.shipped("doc_to_lora")

@@ -1,0 +1,31 @@
+"""The Colab notebook, executed headless (nbclient) on CPU on a tiny random base model: every cell
+runs as on Colab, except the network install (LORA_HYPER_NOTEBOOK_SKIP_INSTALL=1)."""
+
+from pathlib import Path
+
+import pytest
+
+from tiny_model import write_tiny_model
+
+nbclient = pytest.importorskip("nbclient")
+nbformat = pytest.importorskip("nbformat")
+
+NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "lora_hyper_colab.ipynb"
+
+
+def test_notebook_runs_headless_on_a_tiny_model(tmp_path, monkeypatch):
+  model = write_tiny_model(tmp_path / "model")
+  for name, value in {"LORA_HYPER_NOTEBOOK_SKIP_INSTALL": "1", "LORA_HYPER_NOTEBOOK_TINY": "1",
+                      "LORA_HYPER_NOTEBOOK_BASE": str(model), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}.items():
+    monkeypatch.setenv(name, value)  # the kernel inherits this process's environment
+  notebook = nbformat.read(NOTEBOOK, as_version=4)
+  nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",
+                          resources={"metadata": {"path": str(tmp_path)}}).execute()
+  outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                    for o in cell.get("outputs", []))
+  assert "base model:" in outputs and "with the adapter:" in outputs and "document in prompt:" in outputs
+  assert "with the task adapter" in outputs and '"peft_type": "LORA"' in outputs
+  assert "no trained doc_to_lora hypernetwork is shipped" in outputs  # the random stand-in is announced
+  assert sorted(p.name for p in (tmp_path / "peft_task_adapter").iterdir()) == [
+      "adapter_config.json", "adapter_model.safetensors"]
+  assert (tmp_path / "zorblat_adapter" / "adapter.safetensors").is_file()
