@@ -98,7 +98,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     hyper = trainer.HYPERNETWORKS[_train_setting("hypernetwork")](base.config,
                                                                    **(_train_setting("hyper_overrides") or {}))
     folder = saved.save_hypernetwork(args.out, hyper, result.params, base=io.base_identity(base),
-                                     gin_config=gin.operative_config_str())
+                                     gin_config=gin.operative_config_str(), params_dtype=args.save_dtype,
+                                     task_encoder=_train_setting("task_encoder"))
     _log(f"saved the trained hypernetwork to {folder} (use it with --hypernetwork {folder})")
     print(folder)
   return EXIT_OK
@@ -460,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
                   help="one gin binding, e.g. \"lora_hyper.train.steps = 100\" (repeatable)")
   tr.add_argument("--out", default=None, metavar="DIR",
                   help="when training finishes, save the hypernetwork here for --hypernetwork DIR")
+  tr.add_argument("--save-dtype", default="float32", choices=("float32", "bfloat16"),
+                  help="dtype of the params saved with --out (bfloat16: half the size; default float32)")
   tr.set_defaults(run=_cmd_train)
 
   ev = add("eval", "score a hypernetwork's adapters on held-out data",

@@ -112,7 +112,7 @@ def test_bad_input_gives_usage_or_error_codes_and_messages(tiny, run, tmp_path):
       (("internalize", "missing.txt", "--out", "x", "--hypernetwork", d2l), 1, "document file 'missing.txt' does not exist"),
       (("internalize", "empty.txt", "--out", "x", "--hypernetwork", d2l), 2, "document empty.txt is empty"),
       (("internalize", "a.txt"), 2, "the following arguments are required: --out"),
-      (("internalize", "a.txt", "--out", "x"), 1, "no trained doc_to_lora hypernetwork is shipped"),
+      (("adapt", "--task", "Reverse it.", "--out", "x"), 1, "no trained text_to_lora hypernetwork is shipped"),
       (("internalize", "a.txt", "--out", "x", "--hypernetwork", t2l, "--model", model), 1,
        "holds a text_to_lora hypernetwork; this command needs a doc_to_lora one"),
       (("adapt", "--task", " ", "--out", "x"), 2, "the task description is empty"),

@@ -2,9 +2,9 @@
 
 A haystack of repeated filler sentences hides one needle, "The special magic number is N.",
 at one of `NUM_DEPTH_BINS` depth bins; the query asks for the number and the answer is the
-number alone. The magic number has 4 to 7 digits (the count drawn uniformly, no leading
-zero), so answers span one to a few tokens and cannot be guessed from the filler, which holds
-no digits.
+number alone. The magic number has `digits` digits (default 4 to 7, the count drawn uniformly;
+the paper's NNNN is (4, 4)), no leading zero, so it cannot be guessed from the filler, which
+holds no digits.
 
 Record i depends only on (seed, i): its depth bin is `i % NUM_DEPTH_BINS` (so every ten
 consecutive records cover all bins once), its target length and number come from
@@ -89,6 +89,7 @@ class NiahSource:
   length: int | tuple[int, int] = (32, 256)
   seed: int = 0
   count_tokens: TokenCounter = approx_token_count
+  digits: tuple[int, int] = DIGITS  # inclusive range of the magic number's digit count
 
   def __len__(self) -> int:
     return self.num_records
@@ -99,7 +100,7 @@ class NiahSource:
     rng = np.random.default_rng([self.seed, index])
     low, high = (self.length, self.length) if isinstance(self.length, int) else self.length
     target = int(rng.integers(low, high + 1))
-    number = magic_number(rng)
+    number = magic_number(rng, tuple(self.digits))
     needle_text = needle(number)
     depth_bin = index % NUM_DEPTH_BINS
     num_filler = fit_filler_count(target, needle_text, self.count_tokens)

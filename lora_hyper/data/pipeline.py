@@ -56,7 +56,7 @@ class DocExampleShapes:
 
   num_chunks: int = 1
   student_len: int = 64
-  teacher_len: int = 512
+  teacher_len: int | None = 512  # None: no teacher sequence (plain cross-entropy needs none)
   answer_len: int = 16
 
 
@@ -72,20 +72,22 @@ def doc_example(record: Record, tokenizer, hyper: DocToLoraConfig, shapes: DocEx
 
   question = tokenizer.encode(query_prompt(record["query"]), add_bos=False)
   answer = tokenizer.encode(" " + record["answer"], add_bos=False)[:shapes.answer_len]
-  context = tokenizer.encode(record["document"] + "\n\n", add_bos=False)
   student_prefix = [bos, *question]
-  teacher_prefix = [bos, *context, *question]
   student_tokens, student_mask = _right_pad(student_prefix + answer, shapes.student_len, pad, "question + answer")
-  teacher_tokens, teacher_mask = _right_pad(teacher_prefix + answer, shapes.teacher_len, pad,
-                                            "document + question + answer")
   student_at, loss_mask = _answer_positions(len(student_prefix), len(answer), shapes.answer_len)
-  teacher_at, _ = _answer_positions(len(teacher_prefix), len(answer), shapes.answer_len)
   targets = np.full((shapes.answer_len,), pad, np.int32)
   targets[:len(answer)] = answer
-  return {"chunk_tokens": chunk_tokens, "chunk_mask": chunk_mask,
-          "student_tokens": student_tokens, "student_mask": student_mask, "student_logits_at": student_at,
-          "teacher_tokens": teacher_tokens, "teacher_mask": teacher_mask, "teacher_logits_at": teacher_at,
-          "targets": targets, "loss_mask": loss_mask}
+  example = {"chunk_tokens": chunk_tokens, "chunk_mask": chunk_mask, "student_tokens": student_tokens,
+             "student_mask": student_mask, "student_logits_at": student_at, "targets": targets,
+             "loss_mask": loss_mask}
+  if shapes.teacher_len is None:
+    return example
+  context = tokenizer.encode(record["document"] + "\n\n", add_bos=False)
+  teacher_prefix = [bos, *context, *question]
+  teacher_tokens, teacher_mask = _right_pad(teacher_prefix + answer, shapes.teacher_len, pad,
+                                            "document + question + answer")
+  teacher_at, _ = _answer_positions(len(teacher_prefix), len(answer), shapes.answer_len)
+  return {**example, "teacher_tokens": teacher_tokens, "teacher_mask": teacher_mask, "teacher_logits_at": teacher_at}
 
 
 @dataclasses.dataclass(frozen=True)

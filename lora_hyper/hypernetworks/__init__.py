@@ -5,7 +5,7 @@ LoRA adapter for the base model (`lora_hyper.adapters.lora.LoraAdapter`).
   params = text_to_lora.init(cfg, key); adapter = generate_adapter(params, desc, config=cfg, encoder=enc)
 """
 
-from lora_hyper.hypernetworks import doc_to_lora, perceiver, task_encoders, text_to_lora
+from lora_hyper.hypernetworks import doc_to_lora, perceiver, sentence_encoder, task_encoders, text_to_lora
 from lora_hyper.hypernetworks.doc_to_lora import (
     DocToLoraConfig,
     adapter_from_chunks,
@@ -16,7 +16,8 @@ from lora_hyper.hypernetworks.doc_to_lora import (
     internalize,
 )
 from lora_hyper.hypernetworks.perceiver import PerceiverConfig
-from lora_hyper.hypernetworks.task_encoders import BaseModelEncoder, TaskEncoder
+from lora_hyper.hypernetworks.sentence_encoder import SentenceEncoder, load_minilm
+from lora_hyper.hypernetworks.task_encoders import BaseModelEncoder, TaskEncoder, make_task_encoder
 from lora_hyper.hypernetworks.text_to_lora import (
     TextToLoraConfig,
     generate_adapter,
@@ -28,8 +29,8 @@ from lora_hyper.hypernetworks.text_to_lora import (
 )
 
 __all__ = [
-    "BaseModelEncoder", "DocToLoraConfig", "PerceiverConfig", "TaskEncoder", "TextToLoraConfig",
-    "adapter_from_chunks", "chunk_documents", "d2l_paper", "d2l_small", "d2l_tiny", "doc_to_lora",
-    "generate_adapter", "internalize", "perceiver", "t2l_l", "t2l_m", "t2l_s", "t2l_small", "t2l_tiny",
-    "task_encoders", "text_to_lora",
+    "BaseModelEncoder", "DocToLoraConfig", "PerceiverConfig", "SentenceEncoder", "TaskEncoder",
+    "TextToLoraConfig", "adapter_from_chunks", "chunk_documents", "d2l_paper", "d2l_small", "d2l_tiny",
+    "doc_to_lora", "generate_adapter", "internalize", "load_minilm", "make_task_encoder", "perceiver",
+    "sentence_encoder", "t2l_l", "t2l_m", "t2l_s", "t2l_small", "t2l_tiny", "task_encoders", "text_to_lora",
 ]

@@ -112,6 +112,15 @@ def d2l_small(base: GemmaConfig, **overrides: Any) -> DocToLoraConfig:
   return DocToLoraConfig(base=base, **{**kw, **overrides})
 
 
+def d2l_compact(base: GemmaConfig, **overrides: Any) -> DocToLoraConfig:
+  """Sized to ship with gemma3_270m (~12M params, 24 MB in bfloat16): width 128,
+  4 encoder blocks, 4 query heads x 32, 2 KV heads, MLP 512; rank 8 on down_proj."""
+  perceiver = PerceiverConfig(latent_dim=128, num_latents=8, num_blocks=4, num_heads=4, num_kv_heads=2,
+                              head_dim=32, mlp_dim=512, input_mlp_factor=2)
+  kw = dict(perceiver=perceiver, pre_head_mlp_dim=512, chunk_len=1024, max_chunks=32)
+  return DocToLoraConfig(base=base, **{**kw, **overrides})
+
+
 def d2l_tiny(base: GemmaConfig, **overrides: Any) -> DocToLoraConfig:
   """A few-thousand-parameter hypernetwork for tests."""
   perceiver = PerceiverConfig(latent_dim=16, num_latents=4, num_blocks=2, num_heads=4, num_kv_heads=2, head_dim=8,

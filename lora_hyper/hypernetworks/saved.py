@@ -1,8 +1,10 @@
 """A hypernetwork as one folder that `load_hypernetwork` turns back into (kind, config, params).
 
   DIR/hypernetwork.json   {format, kind, config (without its base), base: {name, digest},
-                           base_config, task_encoder (Text-to-LoRA), params_digest}
-  DIR/params.safetensors  params flattened with '/'-joined paths, float32
+                           base_config, task_encoder (Text-to-LoRA: {type: base_model, pooling}
+                           or {type: minilm}), params_digest}
+  DIR/params.safetensors  params flattened with '/'-joined paths, float32 or bfloat16 (half the
+                          size; loaded back as float32)
   DIR/config.gin          the operative gin config of the training run that made it, if any
 
 The config is stored whole, so loading needs no gin; config.gin is the trace of how it was
@@ -20,6 +22,7 @@ from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import safetensors
 import safetensors.numpy
@@ -28,7 +31,7 @@ from lora_hyper import files
 from lora_hyper.adapters import io
 from lora_hyper.hypernetworks import doc_to_lora, text_to_lora
 from lora_hyper.hypernetworks.perceiver import PerceiverConfig
-from lora_hyper.hypernetworks.task_encoders import BaseModelEncoder
+from lora_hyper.hypernetworks import task_encoders
 from lora_hyper.model import config as config_lib
 from lora_hyper.model.base_model import BaseModel
 
@@ -54,16 +57,17 @@ class SavedHypernetwork:
   params_digest: str
   task_pooling: str | None = None  # Text-to-LoRA: how the base model pools a description
   gin_config: str | None = None
+  task_encoder_type: str = "base_model"  # Text-to-LoRA: one of task_encoders.TASK_ENCODERS
 
   def describe(self) -> dict[str, str]:
     """What adapter files record about the hypernetwork that made them."""
     return {"kind": self.kind, "digest": self.params_digest[:16], "path": str(self.path)}
 
-  def task_encoder(self, base: BaseModel) -> BaseModelEncoder:
+  def task_encoder(self, base: BaseModel) -> task_encoders.TaskEncoder:
     """The description encoder this Text-to-LoRA hypernetwork was trained with."""
     if self.kind != "text_to_lora":
       raise ValueError(f"{str(self.path)!r} is a {self.kind} hypernetwork; only text_to_lora encodes tasks")
-    return BaseModelEncoder(base.params, base.config, base.tokenizer, pooling=self.task_pooling)
+    return task_encoders.make_task_encoder(self.task_encoder_type, base, pooling=self.task_pooling)
 
 
 def kind_of(config: Config) -> str:
@@ -73,9 +77,15 @@ def kind_of(config: Config) -> str:
   raise TypeError(f"not a hypernetwork config: {type(config).__name__}")
 
 
-def _flatten(params: Any) -> dict[str, np.ndarray]:
+PARAM_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16}
+
+
+def _flatten(params: Any, dtype: str = "float32") -> dict[str, np.ndarray]:
+  if dtype not in PARAM_DTYPES:
+    raise ValueError(f"params dtype must be one of {sorted(PARAM_DTYPES)}, got {dtype!r}")
   flat = jax.tree_util.tree_flatten_with_path(params)[0]
-  return {"/".join(k.key for k in path): np.ascontiguousarray(np.asarray(v, np.float32)) for path, v in flat}
+  return {"/".join(k.key for k in path): np.ascontiguousarray(np.asarray(v, PARAM_DTYPES[dtype]))
+          for path, v in flat}
 
 
 def _unflatten(flat: Mapping[str, np.ndarray]) -> dict:
@@ -85,7 +95,7 @@ def _unflatten(flat: Mapping[str, np.ndarray]) -> dict:
     node = tree
     for key in parents:
       node = node.setdefault(key, {})
-    node[leaf] = jnp.asarray(value)
+    node[leaf] = jnp.asarray(value, jnp.float32)  # bfloat16 files too: params are float32 in use
   return tree
 
 
@@ -110,16 +120,23 @@ def _config_from_dict(kind: str, d: Mapping[str, Any], base: config_lib.GemmaCon
 
 
 def save_hypernetwork(directory: str | os.PathLike, config: Config, params: Any, *, base: io.BaseIdentity,
-                      gin_config: str | None = None, task_pooling: str = "last_token") -> Path:
-  """Writes the folder (params first, the manifest last, each atomically) and returns it."""
+                      gin_config: str | None = None, task_encoder: str = "base_model",
+                      task_pooling: str = "last_token", params_dtype: str = "float32") -> Path:
+  """Writes the folder (params first, the manifest last, each atomically) and returns it.
+  `params_dtype="bfloat16"` halves the file (how the shipped hypernetworks are stored)."""
   kind = kind_of(config)
+  if task_encoder not in task_encoders.TASK_ENCODERS:
+    raise ValueError(f"task_encoder must be one of {task_encoders.TASK_ENCODERS}, got {task_encoder!r}")
   folder = Path(directory)
   params_file = folder / PARAMS
-  files.atomic_write(params_file, lambda tmp: safetensors.numpy.save_file(_flatten(params), tmp))
+  flat = _flatten(params, params_dtype)
+  files.atomic_write(params_file, lambda tmp: safetensors.numpy.save_file(flat, tmp))
   manifest = {"format": FORMAT, "kind": kind, "config": _config_dict(config), "base": base.to_dict(),
-              "base_config": config.base.to_dict(), "params_digest": files.file_digest(params_file)}
+              "base_config": config.base.to_dict(), "params_dtype": params_dtype,
+              "params_digest": files.file_digest(params_file)}
   if kind == "text_to_lora":
-    manifest["task_encoder"] = {"type": "base_model", "pooling": task_pooling}
+    manifest["task_encoder"] = ({"type": "base_model", "pooling": task_pooling} if task_encoder == "base_model"
+                                else {"type": task_encoder})
   if gin_config is not None:
     files.atomic_write(folder / GIN, lambda tmp: Path(tmp).write_text(gin_config))
   text = json.dumps(manifest, indent=1)
@@ -157,9 +174,13 @@ def load_hypernetwork(directory: str | os.PathLike, base: BaseModel | None = Non
     raise ValueError(f"{str(params_file)!r} is not a readable safetensors file: {e}") from e
   _check_shapes(params, _PARAM_SHAPES[kind](config), params_file)
   gin_file = folder / GIN
-  pooling = manifest.get("task_encoder", {}).get("pooling")
-  return SavedHypernetwork(kind, config, params, identity, folder, manifest["params_digest"], pooling,
-                           gin_file.read_text() if gin_file.is_file() else None)
+  encoder = manifest.get("task_encoder", {})
+  if encoder.get("type", "base_model") not in task_encoders.TASK_ENCODERS:
+    raise ValueError(f"{str(manifest_file)!r} names task encoder {encoder['type']!r}; this lora-hyper knows "
+                     f"{task_encoders.TASK_ENCODERS}")
+  return SavedHypernetwork(kind, config, params, identity, folder, manifest["params_digest"], encoder.get("pooling"),
+                           gin_file.read_text() if gin_file.is_file() else None,
+                           task_encoder_type=encoder.get("type", "base_model"))
 
 
 def _check_shapes(params: Any, want: Any, file: Path) -> None:

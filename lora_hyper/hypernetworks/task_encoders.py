@@ -2,8 +2,8 @@
 
 The JAX-only default is the base model itself: the final (normed) hidden state pooled at the
 last token (or averaged over tokens), L2-normalised and multiplied by sqrt(E) as in T2L's
-`embed_texts`. A sentence-embedding model (the paper's gte-large-en-v1.5, CLS pooling) plugs in
-as another callable of the same shape.
+`embed_texts`. A sentence-embedding model plugs in as another callable of the same shape: the
+paper used gte-large-en-v1.5 (CLS pooling); we ship all-MiniLM-L6-v2 (`sentence_encoder.py`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ PyTree = Any
 
 TaskEncoder = Callable[[Sequence[str]], Array]
 POOLINGS = ("last_token", "mean")
+TASK_ENCODERS = ("base_model", "minilm")
 
 
 class TextTokenizer(Protocol):
@@ -46,6 +47,17 @@ def pool(hidden: Array, mask: Array, pooling: str) -> Array:
     weights = mask.astype(hidden.dtype)[..., None]
     return jnp.sum(hidden * weights, axis=1) / jnp.sum(weights, axis=1)
   raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+
+
+def pad_to_power_of_two(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[Array, Array]:
+  """Right-padded tokens and mask [B, T], T a power of two (at least 8), so descriptions of
+  similar length share one compilation."""
+  length = max(8, 1 << (max(map(len, ids)) - 1).bit_length())
+  tokens = np.full((len(ids), length), pad_id, np.int32)
+  mask = np.zeros((len(ids), length), bool)
+  for i, row in enumerate(ids):
+    tokens[i, :len(row)], mask[i, :len(row)] = row, True
+  return jnp.asarray(tokens), jnp.asarray(mask)
 
 
 def normalize(emb: Array) -> Array:
@@ -89,11 +101,17 @@ class BaseModelEncoder:
       ids.append(self.tokenizer.encode(add_full_stop(text), add_bos=True))
       if len(ids[-1]) > self.max_len:
         raise ValueError(f"task description {i} has {len(ids[-1])} tokens, more than max_len={self.max_len}")
-    # Pad to a power of two so descriptions of similar length share one compilation.
-    length = max(8, 1 << (max(map(len, ids)) - 1).bit_length())
-    tokens = np.full((len(ids), length), self.config.pad_id, np.int32)
-    mask = np.zeros((len(ids), length), bool)
-    for i, row in enumerate(ids):
-      tokens[i, :len(row)], mask[i, :len(row)] = row, True
-    return embed_tokens(self.params, jnp.asarray(tokens), jnp.asarray(mask), config=self.config,
-                        pooling=self.pooling)
+    tokens, mask = pad_to_power_of_two(ids, self.config.pad_id)
+    return embed_tokens(self.params, tokens, mask, config=self.config, pooling=self.pooling)
+
+
+def make_task_encoder(name: str, base: Any, *, pooling: str = "last_token") -> TaskEncoder:
+  """The encoder a gin config or saved hypernetwork names, with a `dim`: "base_model" (the frozen
+  `base` BaseModel, dim d_model) or "minilm" (all-MiniLM-L6-v2, dim 384, lora-hyper[minilm])."""
+  if name == "base_model":
+    return BaseModelEncoder(base.params, base.config, base.tokenizer, pooling=pooling)
+  if name == "minilm":
+    from lora_hyper.hypernetworks import sentence_encoder  # imported here: it builds on this module
+
+    return sentence_encoder.load_minilm()
+  raise ValueError(f"task encoder must be one of {TASK_ENCODERS}, got {name!r}")

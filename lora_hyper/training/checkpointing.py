@@ -41,8 +41,15 @@ def restore(mgr: ocp.CheckpointManager, abstract_state: PyTree, data_iterator) -
   step = mgr.latest_step()
   if step is None:
     return None
-  restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                                       data=grain.checkpoint.CheckpointRestore(data_iterator)))
+  try:
+    restored = mgr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), data=grain.checkpoint.CheckpointRestore(data_iterator)))
+  except (ValueError, KeyError, OSError) as e:  # orbax's messages name internals, not the remedy
+    earlier = [s for s in mgr.all_steps() if s < step]
+    remedy = (f"to resume from step {max(earlier)}, move step {step}'s folder out of the way" if earlier
+              else "use another workdir to start afresh")
+    raise ValueError(f"checkpoint step {step} in {str(mgr.directory)!r} cannot be restored (corrupt, partial, or "
+                     f"from another config?): {e}\nNothing was deleted; {remedy}") from e
   return step, restored["state"]
 
 

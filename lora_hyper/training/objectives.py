@@ -65,6 +65,8 @@ class DocDistillation:
     elif self.loss == "topk" and "teacher_topk_ids" in batch:
       task_loss = losses.topk_distillation(student, batch["teacher_topk_logprobs"], batch["teacher_topk_ids"], mask)
     else:
+      if "teacher_tokens" not in batch:
+        raise ValueError(f"loss={self.loss!r} needs teacher sequences: set DocExampleShapes.teacher_len")
       teacher = jax.lax.stop_gradient(transformer.forward(
           base_params, batch["teacher_tokens"], config=base, mask=batch["teacher_mask"],
           logits_at=batch["teacher_logits_at"]).logits)

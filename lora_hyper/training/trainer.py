@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 from lora_hyper import sharding
 from lora_hyper.data import pipeline
 from lora_hyper.hypernetworks import doc_to_lora, text_to_lora
-from lora_hyper.hypernetworks.task_encoders import BaseModelEncoder
+from lora_hyper.hypernetworks.task_encoders import TaskEncoder, make_task_encoder
 from lora_hyper.model import base_model as base_model_lib
 from lora_hyper.model import transformer
 from lora_hyper.training import checkpointing, distributed, objectives, step as step_lib
@@ -28,7 +28,8 @@ from lora_hyper.training.optimizer import OptimizerConfig, learning_rate_schedul
 PyTree = Any
 
 HYPERNETWORKS = {
-    "d2l_paper": doc_to_lora.d2l_paper, "d2l_small": doc_to_lora.d2l_small, "d2l_tiny": doc_to_lora.d2l_tiny,
+    "d2l_paper": doc_to_lora.d2l_paper, "d2l_small": doc_to_lora.d2l_small,
+    "d2l_compact": doc_to_lora.d2l_compact, "d2l_tiny": doc_to_lora.d2l_tiny,
     "t2l_l": text_to_lora.t2l_l, "t2l_m": text_to_lora.t2l_m, "t2l_s": text_to_lora.t2l_s,
     "t2l_small": text_to_lora.t2l_small, "t2l_tiny": text_to_lora.t2l_tiny,
 }
@@ -53,7 +54,7 @@ def _make_objective(name: str, hyper, overrides: dict):
   return cls(hyper, **{**defaults, **overrides})
 
 
-def _task_embeddings(source, encoder: BaseModelEncoder, batch: int = 32) -> dict[str, np.ndarray]:
+def _task_embeddings(source, encoder: TaskEncoder, batch: int = 32) -> dict[str, np.ndarray]:
   """Every distinct description in the source, embedded once by the frozen encoder."""
   if hasattr(source, "tasks"):  # the task library: read descriptions without generating examples
     descriptions = sorted({d for t in source.tasks for d in t.split_descriptions(source.descriptions)})
@@ -83,6 +84,7 @@ def train(
     hypernetwork: str = "d2l_small",
     hyper_overrides: dict | None = None,
     objective_overrides: dict | None = None,
+    task_encoder: str = "base_model",
     base_model: str | None = None,
     base_dtype: str = "float32",
     compute_dtype: str = "float32",
@@ -105,6 +107,9 @@ def train(
   `base_dtype` stores the frozen base params, `compute_dtype` runs its matmuls (bfloat16 on
   accelerators); the hypernetwork's params and optimizer state stay float32 (master weights)
   and it computes in the dtype of the activations it reads.
+
+  `task_encoder` embeds Text-to-LoRA's descriptions: "base_model" or "minilm" (all-MiniLM-L6-v2,
+  which needs `hyper_overrides = {'emb_dim': 384}` and lora-hyper[minilm]).
 
   `stop_after` ends this run after that many steps (a checkpoint is saved), as a preemption would.
   `loaded_base` lets callers (tests, notebooks) pass an already loaded base model.
@@ -135,7 +140,10 @@ def train(
   else:
     from lora_hyper.data.tasks import format_prompt
 
-    encoder = BaseModelEncoder(base.params, base.config, base.tokenizer)
+    encoder = make_task_encoder(task_encoder, base)
+    if encoder.dim != hyper.emb_dim:
+      raise ValueError(f"task_encoder={task_encoder!r} gives {encoder.dim}-d embeddings but {hypernetwork} has "
+                       f"emb_dim={hyper.emb_dim}; set lora_hyper.train.hyper_overrides = {{'emb_dim': {encoder.dim}}}")
     to_example = functools.partial(pipeline.task_example, tokenizer=base.tokenizer,
                                    embeddings=_task_embeddings(data, encoder), bos_id=base_config.bos_id,
                                    pad_id=base_config.pad_id, shapes=task_shapes, format_prompt=format_prompt)

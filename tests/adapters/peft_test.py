@@ -135,7 +135,7 @@ def _our_logits(cfg, params, adapter=None) -> np.ndarray:
 
 @pytest.mark.torch
 def test_our_key_names_are_the_ones_peft_saves(tmp_path):
-  peft_lib = pytest.importorskip("peft")
+  import peft as peft_lib
   model = peft_lib.get_peft_model(_hf_model(), peft_lib.LoraConfig(
       r=3, lora_alpha=6, target_modules=[f"{m}_proj" for m in MODULES], init_lora_weights=False))
   model.save_pretrained(tmp_path / "theirs")
@@ -153,7 +153,7 @@ def test_our_key_names_are_the_ones_peft_saves(tmp_path):
 @pytest.mark.torch
 @pytest.mark.parametrize("make", [_plain, _chunked], ids=["plain", "chunk_concatenated"])
 def test_exported_adapter_in_peft_gives_our_logits(make, tmp_path):
-  peft_lib = pytest.importorskip("peft")
+  import peft as peft_lib
   hf_base = _hf_model()
   cfg, params = _ours(hf_base)
   adapter = make(cfg)

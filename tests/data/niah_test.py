@@ -22,6 +22,8 @@ def test_needle_is_present_exactly_once_and_is_the_answer():
     assert re.findall(r"\d+", record["document"]) == [record["answer"]]  # the filler holds no digits
     assert niah.DIGITS[0] <= len(record["answer"]) <= niah.DIGITS[1] and record["answer"][0] != "0"
     assert record["query"] == niah.QUERY
+  four = niah.NiahSource(20, length=64, seed=0, digits=(4, 4))
+  assert all(len(four[i]["answer"]) == 4 and four[i]["answer"][0] != "0" for i in range(20))
 
 
 def test_depth_bins_cycle_and_the_needle_sits_in_its_bin():

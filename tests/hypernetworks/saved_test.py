@@ -40,6 +40,21 @@ def test_doc_to_lora_round_trip_generates_identical_adapters(base, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, dict(ours.weights), dict(theirs.weights))
 
 
+def test_bfloat16_files_are_half_the_size_and_load_as_rounded_float32(base, tmp_path):
+  config = doc_to_lora.d2l_tiny(base.config)
+  params = _perturbed(doc_to_lora.init(config, jax.random.key(0)), 0)
+  saved.save_hypernetwork(tmp_path / "f32", config, params, base=io.base_identity(base))
+  saved.save_hypernetwork(tmp_path / "bf16", config, params, base=io.base_identity(base), params_dtype="bfloat16")
+  size = lambda d: (tmp_path / d / saved.PARAMS).stat().st_size
+  assert size("bf16") < 0.6 * size("f32")
+  loaded = saved.load_hypernetwork(tmp_path / "bf16", base)
+  rounded = jax.tree.map(lambda w: np.asarray(jnp.asarray(w, jnp.bfloat16), np.float32), params)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(loaded.params))
+  jax.tree.map(np.testing.assert_array_equal, loaded.params, rounded)
+  with pytest.raises(ValueError, match="params dtype must be one of"):
+    saved.save_hypernetwork(tmp_path / "f16", config, params, base=io.base_identity(base), params_dtype="float16")
+
+
 def test_text_to_lora_round_trip_and_its_task_encoder(base, tmp_path):
   config = text_to_lora.t2l_tiny(base.config, head="M")
   params = _perturbed(text_to_lora.init(config, jax.random.key(1)), 1)
@@ -90,6 +105,7 @@ def test_damaged_folders_fail_clearly(base, tmp_path):
     saved.load_hypernetwork(tmp_path)
 
 
-def test_no_shipped_hypernetwork_says_how_to_train_one():
+def test_no_shipped_hypernetwork_says_how_to_train_one(monkeypatch, tmp_path):
+  monkeypatch.setattr(saved, "SHIPPED_DIR", tmp_path)
   with pytest.raises(FileNotFoundError, match=r"no trained doc_to_lora hypernetwork is shipped .* --out DIR"):
     saved.shipped("doc_to_lora")

@@ -4,11 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch  # the test extra: the PyTorch references
+import transformers
 
 from lora_hyper.model import decoding, transformer, weights
-
-torch = pytest.importorskip("torch", reason="the test extra (torch) is required for parity tests")
-transformers = pytest.importorskip("transformers")
 
 pytestmark = [pytest.mark.real_model, pytest.mark.torch]
 

@@ -4,12 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch  # the test extra: the PyTorch references
+import transformers
 
 from lora_hyper.model import config as config_lib
 from lora_hyper.model import transformer, weights
-
-torch = pytest.importorskip("torch", reason="the test extra (torch) is required for parity tests")
-transformers = pytest.importorskip("transformers")
 
 TINY_HF = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
                num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=8,

@@ -178,3 +178,20 @@ def test_text_to_lora_objectives_train_through_the_step():
       state, metrics = step(state, base.params, batch)
       losses.append(float(metrics["task_loss"]))
     assert losses[-1] < 0.85 * losses[0], (type(objective).__name__, losses)
+
+
+def test_cross_entropy_examples_need_no_teacher_and_distillation_says_so():
+  base = tiny_base()
+  hyper = d2l_tiny(base.config, chunk_len=16, max_chunks=2)
+  record = qa_records(1)[0]
+  with_teacher = pipeline.doc_example(record, base.tokenizer, hyper, SHAPES)
+  without = pipeline.doc_example(record, base.tokenizer, hyper, dataclasses.replace(SHAPES, teacher_len=None))
+  assert set(with_teacher) - set(without) == {"teacher_tokens", "teacher_mask", "teacher_logits_at"}
+  for key, value in without.items():
+    np.testing.assert_array_equal(value, with_teacher[key])
+  batch = jax.tree.map(lambda x: x[None], without)
+  params = objectives.DocDistillation(hyper, loss="ce").init(jax.random.key(0))
+  loss, _ = objectives.DocDistillation(hyper, loss="ce")(params, base.params, batch, jax.random.key(0))
+  assert np.isfinite(loss)
+  with pytest.raises(ValueError, match="loss='kl' needs teacher sequences: set DocExampleShapes.teacher_len"):
+    objectives.DocDistillation(hyper, loss="kl")(params, base.params, batch, jax.random.key(0))

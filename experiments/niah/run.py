@@ -1,0 +1,142 @@
+"""Experiment 1, needle in a haystack: does a Doc-to-LoRA trained on 32-256-token haystacks find
+the needle in haystacks up to 8,192 tokens, with chunking?
+
+Held-out haystacks (another seed than training) at each length, 10 depth bins covered evenly.
+Methods: Doc-to-LoRA at the training chunk length (many chunks) and at 1,024-token chunks (the
+paper's evaluation setting); the base model with the haystack in its prompt; the base model
+without it. Score: exact match of the answer's first line (spaces, commas and a final period
+dropped) with the magic number.
+
+Run (about 25 minutes on 2 CPU cores):
+  .venv/bin/python -m experiments.niah.run --hypernetwork lora_hyper/pretrained/d2l_gemma3_270m
+Writes experiments/results/niah.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import time
+
+import jax
+
+from experiments import common
+from lora_hyper import qa
+from lora_hyper.data import niah
+from lora_hyper.hypernetworks import doc_to_lora, saved
+from lora_hyper.model import base_model, decoding
+
+SAMPLING = decoding.SamplingConfig(max_new_tokens=12)
+TRAIN_MAX_TOKENS = 256  # experiments/niah/train.gin: haystacks of 32-256 tokens
+
+
+def normalise(answer: str) -> str:
+  return re.sub(r"[\s,]", "", answer).rstrip(".")
+
+
+def exact_match(answers: list[str], records: list[dict]) -> float:
+  return sum(normalise(a) == r["answer"] for a, r in zip(answers, records)) / len(records)
+
+
+def doc_to_lora_answers(base, hyper, records, chunk_len: int, batch: int) -> tuple[list[str], float]:
+  """Answers with each haystack's adapter, and the median seconds of one `internalize`."""
+  longest = max(len(base.tokenizer.encode(r["document"], add_bos=False)) for r in records)
+  config = hyper.config.replace(chunk_len=chunk_len, max_chunks=max(1, math.ceil(longest / (chunk_len - 1))))
+  answers = []
+  for start in range(0, len(records), batch):
+    group = records[start:start + batch]
+    adapters = doc_to_lora.internalize(hyper.params, base.params, [r["document"] for r in group],
+                                       config=config, tokenizer=base.tokenizer)
+    answers += qa.answer(base, [r["query"] for r in group], adapter=adapters, sampling=SAMPLING)
+  one = lambda record: jax.block_until_ready(doc_to_lora.internalize(
+      hyper.params, base.params, record["document"], config=config, tokenizer=base.tokenizer))
+  one(records[0])  # compiles for a single document
+  times = []
+  for record in records[:3]:  # time single documents, as a user would
+    start = time.perf_counter()
+    one(record)
+    times.append(time.perf_counter() - start)
+  return answers, sorted(times)[len(times) // 2]
+
+
+def in_context_answers(base, records) -> list[str]:
+  """One prompt at a time: the haystack in the prompt, then the question."""
+  return [qa.answer(base, [r["query"]], context=r["document"], sampling=SAMPLING)[0] for r in records]
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--hypernetwork", default=None, help="saved Doc-to-LoRA folder (default: the shipped one)")
+  parser.add_argument("--lengths", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048, 4096, 8192])
+  parser.add_argument("--per-length", type=int, default=20, help="haystacks per length (2 per depth bin)")
+  parser.add_argument("--chunk-lens", type=int, nargs="+", default=[128, 1024])
+  parser.add_argument("--seed", type=int, default=1, help="haystack seed (training used 0)")
+  parser.add_argument("--training-log", default=None, metavar="WORKDIR/logs/metrics.jsonl",
+                      help="also plot the training run's loss (results/niah_training.{json,png})")
+  args = parser.parse_args()
+  if args.training_log:
+    common.training_curve(args.training_log, "niah_training")
+
+  base = base_model.load_base_model()
+  hyper = saved.load_hypernetwork(args.hypernetwork or saved.shipped("doc_to_lora"), base)
+  count_tokens = lambda text: len(base.tokenizer.encode(text, add_bos=False))
+  methods = [f"d2l_chunk{c}" for c in args.chunk_lens] + ["base_in_context", "base_no_context"]
+  rows = []
+  for length in args.lengths:
+    source = niah.NiahSource(args.per_length, length=length, seed=args.seed, count_tokens=count_tokens)
+    records = [source[i] for i in range(args.per_length)]
+    row = {"length": length, "mean_tokens": sum(r["length"] for r in records) / len(records),
+           "exact_match": {}, "internalize_s": {}, "examples": {}}
+    for chunk_len in args.chunk_lens:
+      answers, seconds = doc_to_lora_answers(base, hyper, records, chunk_len, batch=max(1, 4096 // length))
+      row["exact_match"][f"d2l_chunk{chunk_len}"] = exact_match(answers, records)
+      row["internalize_s"][f"d2l_chunk{chunk_len}"] = seconds
+      row["examples"][f"d2l_chunk{chunk_len}"] = answers[:3]
+    answers = in_context_answers(base, records)
+    row["exact_match"]["base_in_context"] = exact_match(answers, records)
+    row["examples"]["base_in_context"] = answers[:3]
+    bare = qa.answer(base, [niah.QUERY], sampling=SAMPLING)[0]  # the same prompt for every record
+    row["exact_match"]["base_no_context"] = exact_match([bare] * len(records), records)
+    row["examples"]["base_no_context"] = [bare]
+    row["examples"]["reference"] = [r["answer"] for r in records[:3]]
+    rows.append(row)
+    print(f"[niah] {length:5d} tokens: " + "  ".join(f"{m}={row['exact_match'][m]:.2f}" for m in methods),
+          flush=True)
+
+  result = {"hypernetwork": hyper.describe(), "per_length": args.per_length, "seed": args.seed,
+            "train_max_tokens": TRAIN_MAX_TOKENS, "methods": methods, "rows": rows}
+  common.write_json("niah", result)
+  table = common.markdown_table(
+      ["haystack tokens", *methods, *(f"internalize s ({m})" for m in methods if m.startswith("d2l"))],
+      [[r["length"], *(r["exact_match"][m] for m in methods),
+        *(r["internalize_s"][m] for m in methods if m.startswith("d2l"))] for r in rows])
+  common.write_markdown("niah", "Needle in a haystack: exact match by haystack length",
+                        f"{args.per_length} held-out haystacks per length (seed {args.seed}); trained on "
+                        f"32-{TRAIN_MAX_TOKENS} tokens.\n\n{table}")
+  plot(rows, methods)
+
+
+def plot(rows: list[dict], methods: list[str]) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(7, 4))
+  lengths = [r["length"] for r in rows]
+  for method in methods:
+    ax.plot(lengths, [r["exact_match"][method] for r in rows], marker="o", label=method)
+  ax.axvline(TRAIN_MAX_TOKENS, color="grey", linestyle=":", label="longest training haystack")
+  ax.set_xscale("log", base=2)
+  ax.set_xlabel("haystack tokens")
+  ax.set_ylabel("exact match")
+  ax.set_ylim(-0.02, 1.02)
+  ax.set_title("Needle in a haystack, Gemma 3 270M")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(common.RESULTS / "niah.png", dpi=120)
+
+
+if __name__ == "__main__":
+  main()

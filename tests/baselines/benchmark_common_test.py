@@ -1,0 +1,76 @@
+"""The computing helpers of benchmarks/common.py (matmul FLOPs from a jaxpr, XLA memory, timing)
+and the KV-cache formula of benchmarks/memory.py, each against a count done by hand."""
+
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root holds benchmarks/
+
+from benchmarks import common, memory  # noqa: E402
+from lora_hyper.model import config as config_lib  # noqa: E402
+from lora_hyper.model import transformer  # noqa: E402
+
+M, K, N = 4, 5, 6
+A, B = jnp.ones((M, K)), jnp.ones((K, N))
+MATMUL = 2 * M * K * N
+
+
+def test_matmul_flops_counts_two_per_multiply_add():
+  assert common.matmul_flops(jnp.dot, A, B) == MATMUL
+  assert common.matmul_flops(lambda a, b: jnp.einsum("ik,kn->in", a, b) + 1.0, A, B) == MATMUL
+  assert common.matmul_flops(jax.jit(jnp.dot), A, B) == MATMUL  # inside a pjit
+
+
+def test_matmul_flops_through_scans_conds_and_grads():
+  square = jnp.ones((K, K))
+  scan = lambda a: jax.lax.scan(lambda c, _: (c @ square, None), a, None, length=3)[0]
+  assert common.matmul_flops(scan, A) == 3 * 2 * M * K * K
+  fori = lambda a: jax.lax.fori_loop(0, 3, lambda i, c: c @ square, a)  # static trip count: a scan
+  assert common.matmul_flops(fori, A) == 3 * 2 * M * K * K
+  cond = lambda p: jax.lax.cond(p, lambda: A @ B, lambda: jnp.zeros((M, N)))
+  assert common.matmul_flops(cond, True) == MATMUL  # the dearer branch
+  # Forward, then the cotangents of both operands: three matmuls of the same size.
+  assert common.matmul_flops(jax.grad(lambda a, b: (a @ b).sum(), argnums=(0, 1)), A, B) == 3 * MATMUL
+  with pytest.raises(ValueError, match="while"):
+    common.matmul_flops(lambda a, n: jax.lax.while_loop(lambda c: c[1] < n, lambda c: (c[0] @ square, c[1] + 1),
+                                                        (a, 0))[0], A, 3)
+
+
+def test_matmul_flops_of_abstract_shapes():
+  big = jax.ShapeDtypeStruct((4096, 8192), jnp.float32)
+  assert common.matmul_flops(lambda a: a @ a.T, big) == 2 * 4096 * 8192 * 4096
+
+
+def test_xla_memory_leaves_out_resident_arguments():
+  params, x = jnp.ones((256, 256)), jnp.ones((8, 256))
+  stats = common.xla_memory(jax.jit(lambda p, x: x @ p), params, x, resident=params)
+  assert stats["argument_mb"] == pytest.approx((256 * 256 + 8 * 256) * 4 / common.MB)
+  assert stats["output_mb"] == pytest.approx(8 * 256 * 4 / common.MB)
+  assert stats["peak_extra_mb"] == pytest.approx(stats["temp_mb"] + (2 * 8 * 256 * 4) / common.MB)
+  assert common.tree_bytes({"a": params, "b": [x.astype(jnp.bfloat16)]}) == 256 * 256 * 4 + 8 * 256 * 2
+
+
+def test_interleaved_times_every_contender_every_round():
+  calls = {"a": 0, "b": 0}
+
+  def bump(name):
+    calls[name] += 1
+    return jnp.zeros(())
+
+  times = common.interleaved({"a": lambda: bump("a"), "b": lambda: bump("b")}, rounds=3, calls=2, warmup=1)
+  assert calls == {"a": 7, "b": 7}
+  for t in times.values():
+    assert t["rounds"] == 3 and 0 <= t["min_s"] <= t["median_s"] <= t["max_s"]
+
+
+@pytest.mark.parametrize("tokens", [5, 40])
+def test_kv_cache_formula_matches_the_cache_built(tokens):
+  cfg = config_lib.tiny_gemma3()
+  built = jax.eval_shape(lambda: transformer.KVCache.empty(cfg, 1, tokens))
+  assert memory.kv_cache_bytes(cfg, tokens, windowed=False) == common.tree_bytes(built)
+  window = sum(min(tokens, cfg.sliding_window) if s else tokens for s in cfg.sliding_layers)
+  assert memory.kv_cache_bytes(cfg, tokens, windowed=True) == window * 2 * cfg.num_kv_heads * cfg.head_dim * 4
