@@ -5,7 +5,6 @@ from pathlib import Path
 
 import nbclient
 import nbformat
-import pytest
 
 from tiny_model import write_tiny_model
 
