@@ -72,6 +72,7 @@ def main() -> None:
   parser.add_argument("--per-length", type=int, default=20, help="haystacks per length (2 per depth bin)")
   parser.add_argument("--chunk-lens", type=int, nargs="+", default=[128, 1024])
   parser.add_argument("--seed", type=int, default=1, help="haystack seed (training used 0)")
+  parser.add_argument("--digits", type=int, nargs=2, default=[4, 4], help="needle digit count range, as trained")
   parser.add_argument("--training-log", default=None, metavar="WORKDIR/logs/metrics.jsonl",
                       help="also plot the training run's loss (results/niah_training.{json,png})")
   args = parser.parse_args()
@@ -84,7 +85,8 @@ def main() -> None:
   methods = [f"d2l_chunk{c}" for c in args.chunk_lens] + ["base_in_context", "base_no_context"]
   rows = []
   for length in args.lengths:
-    source = niah.NiahSource(args.per_length, length=length, seed=args.seed, count_tokens=count_tokens)
+    source = niah.NiahSource(args.per_length, length=length, seed=args.seed, count_tokens=count_tokens,
+                             digits=tuple(args.digits))
     records = [source[i] for i in range(args.per_length)]
     row = {"length": length, "mean_tokens": sum(r["length"] for r in records) / len(records),
            "exact_match": {}, "internalize_s": {}, "examples": {}}
@@ -105,6 +107,7 @@ def main() -> None:
           flush=True)
 
   result = {"hypernetwork": hyper.describe(), "per_length": args.per_length, "seed": args.seed,
+            "digits": args.digits,
             "train_max_tokens": TRAIN_MAX_TOKENS, "methods": methods, "rows": rows}
   common.write_json("niah", result)
   table = common.markdown_table(
