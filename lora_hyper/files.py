@@ -1,12 +1,14 @@
-"""File plumbing shared by every cache and save path: where caches live, digests, atomic writes."""
+"""File plumbing shared by every cache and save path: where caches live, digests, atomic writes,
+JSON manifests."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 
 def cache_dir() -> Path:
@@ -33,3 +35,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def read_json_file(path: Path, missing: str) -> dict[str, Any]:
+  """A JSON file's object; FileNotFoundError(`missing`) when it is absent, ValueError naming the
+  file when it is not valid JSON."""
+  if not path.is_file():
+    raise FileNotFoundError(missing)
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{str(path)!r} is not valid JSON: {e}") from e

@@ -128,16 +128,11 @@ class AdapterInfo:
 def save_adapter(directory: str | os.PathLike, adapter: lora.LoraAdapter, *, base: BaseIdentity,
                  source: Mapping[str, Any]) -> Path:
   """Writes DIR/adapter.safetensors (atomically) and returns its path. One unbatched adapter."""
-  if adapter.is_batched:
-    raise ValueError(f"save_adapter takes one adapter, got a batch of shape {adapter.batch_shape}; "
-                     "save each with lora.take(adapter, i)")
-  ranks = {ab["a"].shape[-2] for ab in adapter.weights.values()}
-  if len(ranks) != 1:
-    raise ValueError(f"adapter modules have different ranks {sorted(ranks)}; one rank per adapter is stored")
+  rank = lora.single_rank(adapter, "save_adapter")
   tensors = {f"{m}.{f}": np.ascontiguousarray(np.asarray(ab[f], np.float32))
              for m, ab in adapter.weights.items() for f in ("a", "b")}
   num_layers = next(iter(tensors.values())).shape[0]
-  meta = {"format": FORMAT, "base": base.to_dict(), "modules": list(adapter.modules), "rank": adapter.rank,
+  meta = {"format": FORMAT, "base": base.to_dict(), "modules": list(adapter.modules), "rank": rank,
           "num_layers": num_layers, "scaling": float(adapter.scaling), "source": dict(source)}
   path = Path(directory) / ADAPTER_FILE
   files.atomic_write(path, lambda tmp: safetensors.numpy.save_file(

@@ -99,6 +99,18 @@ def validate(adapter: LoraAdapter, config: GemmaConfig, batch_size: int | None =
     raise ValueError(f"adapter holds {lead[0]} per-example adapters for a batch of {batch_size}")
 
 
+def single_rank(adapter: LoraAdapter, caller: str) -> int:
+  """The rank of one unbatched adapter whose modules share it (what files store), else a clear error."""
+  if adapter.is_batched:
+    raise ValueError(f"{caller} takes one adapter, got a batch of shape {adapter.batch_shape}; "
+                     "pass each with lora.take(adapter, i)")
+  ranks = {ab["a"].shape[-2] for ab in adapter.weights.values()}
+  if len(ranks) != 1:
+    raise ValueError(f"{caller}: adapter modules have different ranks {sorted(ranks)}; one rank per adapter "
+                     "is stored")
+  return ranks.pop()
+
+
 def delta(x: Array, a: Array, b: Array) -> Array:
   """(x A^T) B for one layer; a/b are [rank, d] or per-example [batch, rank, d]."""
   a, b = a.astype(x.dtype), b.astype(x.dtype)

@@ -45,13 +45,7 @@ def key(layer: int, module: str, factor: str) -> str:
 def export_peft(adapter: lora.LoraAdapter, directory: str | os.PathLike, *,
                 base_model_name_or_path: str | None = None) -> Path:
   """Writes one unbatched adapter in the PEFT layout (each file atomically); returns the folder."""
-  if adapter.is_batched:
-    raise ValueError(f"export_peft takes one adapter, got a batch of shape {adapter.batch_shape}; "
-                     "export each with lora.take(adapter, i)")
-  ranks = {ab["a"].shape[-2] for ab in adapter.weights.values()}
-  if len(ranks) != 1:
-    raise ValueError(f"adapter modules have different ranks {sorted(ranks)}; PEFT's `r` is one rank")
-  rank = ranks.pop()
+  rank = lora.single_rank(adapter, "export_peft")  # PEFT's `r` is one rank
   tensors = {}
   for m, ab in adapter.weights.items():
     a, b = np.asarray(ab["a"], np.float32), np.asarray(ab["b"], np.float32)
@@ -116,12 +110,7 @@ def import_peft(directory: str | os.PathLike, config: GemmaConfig) -> lora.LoraA
 
 def _read_config(folder: Path) -> dict[str, Any]:
   path = folder / CONFIG_FILE
-  if not path.is_file():
-    raise FileNotFoundError(f"{str(folder)!r} is not a PEFT adapter folder: no {CONFIG_FILE} in it")
-  try:
-    config = json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{str(path)!r} is not valid JSON: {e}") from e
+  config = files.read_json_file(path, f"{str(folder)!r} is not a PEFT adapter folder: no {CONFIG_FILE} in it")
   if config.get("peft_type") != "LORA":
     raise ValueError(f"{str(path)!r} has peft_type {config.get('peft_type')!r}; only LORA adapters are supported")
   for option, plain in _UNSUPPORTED.items():

@@ -149,12 +149,7 @@ def load_hypernetwork(directory: str | os.PathLike, base: BaseModel | None = Non
   hypernetwork was made for, and gives the config that model's config (dtype included)."""
   folder = Path(directory)
   manifest_file, params_file = folder / MANIFEST, folder / PARAMS
-  if not manifest_file.is_file():
-    raise FileNotFoundError(f"{str(folder)!r} is not a saved hypernetwork: no {MANIFEST} in it")
-  try:
-    manifest = json.loads(manifest_file.read_text())
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{str(manifest_file)!r} is not valid JSON: {e}") from e
+  manifest = files.read_json_file(manifest_file, f"{str(folder)!r} is not a saved hypernetwork: no {MANIFEST} in it")
   if manifest.get("format") != FORMAT or manifest.get("kind") not in KINDS:
     raise ValueError(f"{str(manifest_file)!r} has format {manifest.get('format')!r} and kind "
                      f"{manifest.get('kind')!r}; this lora-hyper reads format {FORMAT} of {sorted(KINDS)}")
