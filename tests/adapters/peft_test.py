@@ -12,8 +12,10 @@ import safetensors.numpy
 
 from lora_hyper.adapters import lora, peft
 from lora_hyper.model import config as config_lib
-from lora_hyper.model import transformer, weights
+from lora_hyper.model import transformer
 from lora_hyper.model.config import MODULES
+
+from hf_reference import ours_from_hf, tiny_hf_model
 
 CFG = config_lib.tiny_gemma3()
 D2L_SCALING = 2 * 2 ** 1.5  # Doc-to-LoRA's alpha for rank 2, applied directly
@@ -93,31 +95,6 @@ def test_export_refuses_batched_adapters(tmp_path):
 
 # ----------------------------------------------------------------------------- the PyTorch reference
 
-TINY_HF = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-               num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=8,
-               max_position_embeddings=256, pad_token_id=0, bos_token_id=2, eos_token_id=1,
-               sliding_window_pattern=2, rope_theta=1_000_000.0)
-
-
-def _hf_model():
-  """A fresh tiny random Gemma3ForCausalLM (PEFT injects into the model it is given)."""
-  import torch
-  import transformers
-
-  torch.manual_seed(0)
-  model = transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**TINY_HF)).float().eval()
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      if "norm" in name:
-        p.normal_(0.0, 0.3)
-  return model
-
-
-def _ours(model):
-  cfg = config_lib.from_hf_config(model.config.to_dict())
-  return cfg, weights.params_from_hf({k: v.detach().numpy() for k, v in model.state_dict().items()}, cfg)
-
-
 TOKENS = np.random.default_rng(0).integers(3, 128, (2, 20))  # past the sliding window of 8
 
 
@@ -136,10 +113,10 @@ def _our_logits(cfg, params, adapter=None) -> np.ndarray:
 @pytest.mark.torch
 def test_our_key_names_are_the_ones_peft_saves(tmp_path):
   import peft as peft_lib
-  model = peft_lib.get_peft_model(_hf_model(), peft_lib.LoraConfig(
+  model = peft_lib.get_peft_model(tiny_hf_model(), peft_lib.LoraConfig(
       r=3, lora_alpha=6, target_modules=[f"{m}_proj" for m in MODULES], init_lora_weights=False))
   model.save_pretrained(tmp_path / "theirs")
-  cfg, params = _ours(_hf_model())
+  cfg, params = ours_from_hf(tiny_hf_model())
   theirs = safetensors.numpy.load_file(str(tmp_path / "theirs" / peft.WEIGHTS_FILE))
   peft.export_peft(lora.random(jax.random.key(0), cfg, MODULES, rank=3), tmp_path / "ours")
   ours = safetensors.numpy.load_file(str(tmp_path / "ours" / peft.WEIGHTS_FILE))
@@ -154,11 +131,11 @@ def test_our_key_names_are_the_ones_peft_saves(tmp_path):
 @pytest.mark.parametrize("make", [_plain, _chunked], ids=["plain", "chunk_concatenated"])
 def test_exported_adapter_in_peft_gives_our_logits(make, tmp_path):
   import peft as peft_lib
-  hf_base = _hf_model()
-  cfg, params = _ours(hf_base)
+  hf_base = tiny_hf_model()
+  cfg, params = ours_from_hf(hf_base)
   adapter = make(cfg)
   peft.export_peft(adapter, tmp_path)
-  hf = peft_lib.PeftModel.from_pretrained(_hf_model(), str(tmp_path)).eval()
+  hf = peft_lib.PeftModel.from_pretrained(tiny_hf_model(), str(tmp_path)).eval()
   ours = _our_logits(cfg, params, adapter)
   assert np.abs(ours - _our_logits(cfg, params)).max() > 0.1  # the adapter matters
   np.testing.assert_allclose(ours, _hf_logits(hf), atol=1e-3, rtol=1e-3)

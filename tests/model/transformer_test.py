@@ -5,37 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch  # the test extra: the PyTorch references
-import transformers
 
 from lora_hyper.model import config as config_lib
 from lora_hyper.model import transformer, weights
 
-TINY_HF = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-               num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, sliding_window=8,
-               max_position_embeddings=256, pad_token_id=0, bos_token_id=2, eos_token_id=1)
-
-
-def _hf_model(family: str):
-  torch.manual_seed(0)
-  if family == "gemma3":
-    hf_cfg = transformers.Gemma3TextConfig(**TINY_HF, sliding_window_pattern=2, rope_theta=1_000_000.0)
-    model = transformers.Gemma3ForCausalLM(hf_cfg)
-  else:
-    hf_cfg = transformers.Gemma2Config(**TINY_HF)
-    model = transformers.Gemma2ForCausalLM(hf_cfg)
-  model = model.float().eval()
-  # Non-trivial norm weights, so the (1 + w) convention is exercised.
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      if "norm" in name:
-        p.normal_(0.0, 0.3)
-  return model
-
-
-def _ours(model):
-  cfg = config_lib.from_hf_config(model.config.to_dict())
-  state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-  return cfg, weights.params_from_hf(state, cfg)
+from hf_reference import ours_from_hf, tiny_hf_model
 
 
 def _left_padded_batch(rng, lengths, total):
@@ -48,8 +22,8 @@ def _left_padded_batch(rng, lengths, total):
 @pytest.mark.torch
 @pytest.mark.parametrize("family", ["gemma2", "gemma3"])
 def test_logits_and_hidden_states_match_transformers(family):
-  model = _hf_model(family)
-  cfg, params = _ours(model)
+  model = tiny_hf_model(family)
+  cfg, params = ours_from_hf(model)
   assert cfg.family == family and any(cfg.sliding_layers) and not all(cfg.sliding_layers)
   tokens, mask = _left_padded_batch(np.random.default_rng(0), [30, 21], 30)  # > 3x the window of 8
   positions = np.maximum(np.cumsum(mask, -1) - 1, 0)
