@@ -82,7 +82,7 @@ def main() -> None:
   encoder = task_encoders.BaseModelEncoder(params, cfg, tok)
   embeddings = dict(zip([r["description"] for r in records], np.asarray(encoder([r["description"] for r in records]))))
   task_shapes = pipeline.TaskExampleShapes(seq_len=48, answer_len=16)
-  t2l_batch = stack([pipeline.task_example(r, tok, embeddings, cfg.bos_id, cfg.pad_id, task_shapes, tasks.format_prompt)
+  t2l_batch = stack([pipeline.task_example(r, tok, embeddings, cfg.bos_id, cfg.eos_id, cfg.pad_id, task_shapes, tasks.format_prompt)
                      for r in records])
   t2l_run, t2l_flops = meta_step(objectives.TaskSFT(t2l), t2l_batch, params, {})
 

@@ -49,6 +49,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("lora_features", None),  # max(d_in, d_out): T2L-M/S heads emit A and B rows padded to it
     ("lora_modules", None),
     ("segment", None),  # BERT's token-type rows (the sentence-embedding task encoder)
+    ("statistic", None),  # a running statistic's bookkeeping (the weight of a debiased mean)
 )
 
 

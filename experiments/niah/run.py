@@ -39,6 +39,13 @@ def exact_match(answers: list[str], records: list[dict]) -> float:
   return sum(normalise(a) == r["answer"] for a, r in zip(answers, records)) / len(records)
 
 
+def digit_accuracy(answers: list[str], records: list[dict]) -> float:
+  """Share of the magic numbers' digits given at their position: partial credit exact match lacks."""
+  def share(answer: str, number: str) -> float:
+    return sum(a == b for a, b in zip(normalise(answer), number)) / len(number)
+  return sum(share(a, r["answer"]) for a, r in zip(answers, records)) / len(records)
+
+
 def doc_to_lora_answers(base, hyper, records, chunk_len: int, batch: int) -> tuple[list[str], float]:
   """Answers with each haystack's adapter, and the median seconds of one `internalize`."""
   longest = max(len(base.tokenizer.encode(r["document"], add_bos=False)) for r in records)
@@ -89,17 +96,20 @@ def main() -> None:
                              digits=tuple(args.digits))
     records = [source[i] for i in range(args.per_length)]
     row = {"length": length, "mean_tokens": sum(r["length"] for r in records) / len(records),
-           "exact_match": {}, "internalize_s": {}, "examples": {}}
+           "exact_match": {}, "digit_accuracy": {}, "internalize_s": {}, "examples": {}}
     for chunk_len in args.chunk_lens:
       answers, seconds = doc_to_lora_answers(base, hyper, records, chunk_len, batch=max(1, 4096 // length))
       row["exact_match"][f"d2l_chunk{chunk_len}"] = exact_match(answers, records)
+      row["digit_accuracy"][f"d2l_chunk{chunk_len}"] = digit_accuracy(answers, records)
       row["internalize_s"][f"d2l_chunk{chunk_len}"] = seconds
       row["examples"][f"d2l_chunk{chunk_len}"] = answers[:3]
     answers = in_context_answers(base, records)
     row["exact_match"]["base_in_context"] = exact_match(answers, records)
+    row["digit_accuracy"]["base_in_context"] = digit_accuracy(answers, records)
     row["examples"]["base_in_context"] = answers[:3]
     bare = qa.answer(base, [niah.QUERY], sampling=SAMPLING)[0]  # the same prompt for every record
     row["exact_match"]["base_no_context"] = exact_match([bare] * len(records), records)
+    row["digit_accuracy"]["base_no_context"] = digit_accuracy([bare] * len(records), records)
     row["examples"]["base_no_context"] = [bare]
     row["examples"]["reference"] = [r["answer"] for r in records[:3]]
     rows.append(row)
@@ -114,9 +124,12 @@ def main() -> None:
       ["haystack tokens", *methods, *(f"internalize s ({m})" for m in methods if m.startswith("d2l"))],
       [[r["length"], *(r["exact_match"][m] for m in methods),
         *(r["internalize_s"][m] for m in methods if m.startswith("d2l"))] for r in rows])
+  digits = common.markdown_table(["haystack tokens", *methods],
+                                 [[r["length"], *(r["digit_accuracy"][m] for m in methods)] for r in rows])
   common.write_markdown("niah", "Needle in a haystack: exact match by haystack length",
                         f"{args.per_length} held-out haystacks per length (seed {args.seed}); trained on "
-                        f"32-{TRAIN_MAX_TOKENS} tokens.\n\n{table}")
+                        f"32-{TRAIN_MAX_TOKENS} tokens.\n\n{table}\nDigits right at their position (partial "
+                        f"credit):\n\n{digits}")
   plot(rows, methods)
 
 
@@ -126,17 +139,18 @@ def plot(rows: list[dict], methods: list[str]) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  fig, ax = plt.subplots(figsize=(7, 4))
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   lengths = [r["length"] for r in rows]
-  for method in methods:
-    ax.plot(lengths, [r["exact_match"][method] for r in rows], marker="o", label=method)
-  ax.axvline(TRAIN_MAX_TOKENS, color="grey", linestyle=":", label="longest training haystack")
-  ax.set_xscale("log", base=2)
-  ax.set_xlabel("haystack tokens")
-  ax.set_ylabel("exact match")
-  ax.set_ylim(-0.02, 1.02)
-  ax.set_title("Needle in a haystack, Gemma 3 270M")
-  ax.legend(fontsize=8)
+  for ax, metric in zip(axes, ("exact_match", "digit_accuracy")):
+    for method in methods:
+      ax.plot(lengths, [r[metric][method] for r in rows], marker="o", label=method)
+    ax.axvline(TRAIN_MAX_TOKENS, color="grey", linestyle=":", label="longest training haystack")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("haystack tokens")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_ylim(-0.02, 1.02)
+  axes[0].set_title("Needle in a haystack, Gemma 3 270M")
+  axes[1].legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(common.RESULTS / "niah.png", dpi=120)
 

@@ -3,8 +3,9 @@
 Prompt formats live here, once, so training, evaluation and the CLI ask questions alike:
   student (adapter, no document):  "Question: {query}\nAnswer:" + " {answer}"
   teacher (document in context):   "{document}\n\n" + the student's text
-Every sequence starts with BOS and is right-padded; `*_logits_at` are the positions whose
-next-token logits predict the answer tokens.
+Every sequence starts with BOS and is right-padded; the answer ends with EOS, so a trained
+adapter stops after it; `*_logits_at` are the positions whose next-token logits predict the
+answer tokens.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def _right_pad(ids: Sequence[int], length: int, pad_id: int, what: str) -> tuple
   return tokens, mask
 
 
+def _answer_ids(tokenizer, answer: str, eos_id: int, limit: int) -> list[int]:
+  """" {answer}" then EOS, cut to `limit` tokens (a cut answer loses its EOS)."""
+  return [*tokenizer.encode(" " + answer, add_bos=False), eos_id][:limit]
+
+
 def _answer_positions(prefix_len: int, answer_len: int, width: int) -> tuple[np.ndarray, np.ndarray]:
   """Positions whose logits predict the answer (the token before each answer token) and their mask."""
   at = np.zeros((width,), np.int32)
@@ -71,7 +77,7 @@ def doc_example(record: Record, tokenizer, hyper: DocToLoraConfig, shapes: DocEx
   chunk_mask[:, :chunks.mask.shape[-1]] = chunks.mask[0]
 
   question = tokenizer.encode(query_prompt(record["query"]), add_bos=False)
-  answer = tokenizer.encode(" " + record["answer"], add_bos=False)[:shapes.answer_len]
+  answer = _answer_ids(tokenizer, record["answer"], hyper.base.eos_id, shapes.answer_len)
   student_prefix = [bos, *question]
   student_tokens, student_mask = _right_pad(student_prefix + answer, shapes.student_len, pad, "question + answer")
   student_at, loss_mask = _answer_positions(len(student_prefix), len(answer), shapes.answer_len)
@@ -96,11 +102,11 @@ class TaskExampleShapes:
   answer_len: int = 16
 
 
-def task_example(record: Record, tokenizer, embeddings: Mapping[str, np.ndarray], bos_id: int, pad_id: int,
-                 shapes: TaskExampleShapes, format_prompt: Callable[[str], str]) -> Example:
+def task_example(record: Record, tokenizer, embeddings: Mapping[str, np.ndarray], bos_id: int, eos_id: int,
+                 pad_id: int, shapes: TaskExampleShapes, format_prompt: Callable[[str], str]) -> Example:
   """{'description', 'input', 'output'} -> the SFT sequence and the description's embedding."""
   prefix = [bos_id, *tokenizer.encode(format_prompt(record["input"]), add_bos=False)]
-  answer = tokenizer.encode(" " + record["output"], add_bos=False)[:shapes.answer_len]
+  answer = _answer_ids(tokenizer, record["output"], eos_id, shapes.answer_len)
   tokens, mask = _right_pad(prefix + answer, shapes.seq_len, pad_id, "prompt + answer")
   at, loss_mask = _answer_positions(len(prefix), len(answer), shapes.answer_len)
   targets = np.full((shapes.answer_len,), pad_id, np.int32)

@@ -1,7 +1,7 @@
 """Doc-to-LoRA: a document becomes a LoRA adapter of the base model in one forward pass.
 
 Pipeline (`internalize`): tokenize -> split into chunks -> encode every chunk with the frozen base
-model (one batched call) -> Perceiver per (chunk, layer) -> per-layer residual MLP, L2
+model (one batched call) -> Perceiver per (chunk, layer) -> per-layer residual MLP, centring, L2
 normalisation and per-layer linear heads -> per-rank scalers -> the K chunk adapters
 concatenated along the rank axis, followed by a learned bias block:
 
@@ -12,6 +12,22 @@ Context encoders (`DocToLoraConfig.context_encoder`):
     adapter of layer l, and the Perceiver is shared by all layers (each layer a batch item).
   early_exit: only Z_{exit_layer} (default L // 4, the base model truncated after that many
     layers) is encoded, once; the decoder then has one output latent per (layer, module, rank).
+
+Two additions to the published design, both switchable, made the 270M NIAH run learn on a CPU
+budget (experiments/README.md); the paper's run had 80K steps to get past them.
+
+Activations are read as each layer reads them, through that layer's own pre-attention RMSNorm
+(`normalize_features`): raw Gemma residual streams are dominated by a few huge channels shared by
+every token (one channel holds most of the norm at layer 4 of the 270M model), which hides the
+token-specific part from a freshly initialised Perceiver.
+
+Chunk codes are centred before the L2 normalisation (`center_momentum`): a fresh Perceiver's
+pre-head latents are about 99% the same for every document (learned queries, shared filler), so
+uncentred the heads see each document as a small perturbation of a common vector, and the noise
+of that common part drowns the per-document signal: meta-training then sits at the answer's
+marginal for thousands of steps. Meta-training subtracts the mean code of the batch's chunks
+(as batch normalisation does) and keeps a running mean in the params, which generation
+subtracts; the document-independent part of each adapter is the bias block's job.
 
 Each chunk is encoded independently: BOS prepended, positions from 0, right padding masked
 both in the base model and in the Perceiver's cross-attention, so padding changes nothing.
@@ -41,6 +57,8 @@ Array = jax.Array
 PyTree = Any
 
 CONTEXT_ENCODERS = ("per_layer_activations", "early_exit")
+# Params that hold the running mean of chunk codes: set by `update_center`, never by gradients.
+CENTER_EMA, CENTER_WEIGHT = "center_ema", "center_weight"
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -54,6 +72,8 @@ class DocToLoraConfig:
   alpha: float | None = None  # None: 2 * rank ** 1.5, as published.
   context_encoder: str = "per_layer_activations"
   exit_layer: int | None = None  # early_exit only; None: base.num_layers // 4.
+  normalize_features: bool = True  # read Z_l through layer l's pre-attention RMSNorm
+  center_momentum: float | None = 0.9  # running mean of chunk codes (module docstring); None: no centring
   pre_head_blocks: int = 1  # per-layer residual MLP blocks before the heads
   pre_head_mlp_dim: int = 2048
   chunk_len: int = 8192  # tokens per chunk, BOS included
@@ -196,39 +216,63 @@ class DocToLora(nn.Module):
     self.pre_head = [PerLayerResidualMLP(layers, cfg.pre_head_mlp_dim) for _ in range(cfg.pre_head_blocks)]
     self.heads = {m: TargetHead(layers, cfg.rank, *cfg.base.module_shape(m), latent_dim=cfg.perceiver.latent_dim)
                   for m in cfg.modules}
+    if cfg.center_momentum is not None:  # statistics, not weights: meta-training sets them (`update_center`)
+      zeros = nn.initializers.zeros_init()
+      self.center_ema = _layers.param(self, CENTER_EMA, zeros, (layers, len(cfg.modules), cfg.rank,
+                                                                cfg.perceiver.latent_dim),
+                                      ("layers", "lora_modules", "lora_rank", "hyper_embed"))
+      self.center_weight = _layers.param(self, CENTER_WEIGHT, zeros, (1,), ("statistic",))  # 1-d: files keep it
 
   def encode(self, features: Array, mask: Array) -> Array:
     """features [B, T, D], mask [B, T] -> latents [B, num_output_latents, latent_dim]."""
     return self.perceiver(features, mask)
 
-  def decode(self, latents: Array) -> dict[str, dict[str, Array]]:
-    """latents [F, N, num_output_latents, d] (F feature layers) -> {module: a [N, L, r, d_in], b}."""
+  def codes(self, latents: Array) -> Array:
+    """latents [F, N, num_output_latents, d] -> chunk codes [N, L, modules, r, d] (per-layer MLPs)."""
     cfg = self.config
     n = latents.shape[1]
     x = jnp.moveaxis(latents, 0, 1).reshape(n, cfg.base.num_layers, len(cfg.modules), cfg.rank, latents.shape[-1])
     for block in self.pre_head:
       x = block(x)
+    return x
+
+  def decode(self, codes: Array, center: Array | None = None) -> dict[str, dict[str, Array]]:
+    """codes [N, L, modules, r, d] minus `center` [L, modules, r, d] -> {module: a [N, L, r, d_in], b}."""
+    x = codes if center is None else codes - center.astype(codes.dtype)
     x32 = x.astype(jnp.float32)
     x = (x32 * jax.lax.rsqrt(jnp.sum(x32 * x32, axis=-1, keepdims=True) + 1e-12)).astype(x.dtype)
-    return {m: self.heads[m](x[:, :, i]) for i, m in enumerate(cfg.modules)}
+    return {m: self.heads[m](x[:, :, i]) for i, m in enumerate(self.config.modules)}
+
+  def running_center(self) -> Array | None:
+    """The debiased running mean of chunk codes (zero before any update), or None without centring."""
+    if self.config.center_momentum is None:
+      return None
+    return jax.lax.stop_gradient(self.center_ema / jnp.maximum(self.center_weight, 1e-12))
 
   def bias_block(self) -> dict[str, dict[str, Array]]:
     """The learned, document-independent rank-r block {module: a [L, r, d_in], b [L, r, d_out]}."""
     return {m: self.heads[m].bias_block() for m in self.config.modules}
 
-  def __call__(self, features: Array, mask: Array) -> dict[str, dict[str, Array]]:
-    """features [F, N, T, D], mask [N, T] -> per-chunk factors; all F layers in one Perceiver batch."""
+  def __call__(self, features: Array, mask: Array) -> Array:
+    """features [F, N, T, D], mask [N, T] -> latents [F, N, ...]; all F layers in one Perceiver batch."""
     f, n, t, d = features.shape
     latents = self.encode(features.reshape(f * n, t, d), jnp.tile(mask, (f, 1)))
-    return self.decode(latents.reshape(f, n, *latents.shape[1:]))
+    return latents.reshape(f, n, *latents.shape[1:])
 
 
 # ----------------------------------------------------------------------------- params
 
 
+def _init_all(module: DocToLora, features: Array, mask: Array) -> dict[str, dict[str, Array]]:
+  """Touches every submodule, so `init` creates every parameter."""
+  module.bias_block()
+  module.running_center()
+  return module.decode(module.codes(module(features, mask)))
+
+
 def _boxed_params(config: DocToLoraConfig, key: Array) -> PyTree:
   features = jnp.zeros((config.num_feature_layers, 1, 1, config.base.embed_dim), jnp.float32)
-  return DocToLora(config).init(key, features, jnp.ones((1, 1), bool))["params"]
+  return DocToLora(config).init(key, features, jnp.ones((1, 1), bool), method=_init_all)["params"]
 
 
 @functools.partial(jax.jit, static_argnames="config")  # one compiled init, not hundreds of eager ops
@@ -267,14 +311,17 @@ def encode_context(base_params: PyTree, tokens: Array, mask: Array, *, config: D
     base_params = {**base_params, "layers": jax.tree.map(lambda w: w[:k + 1], base_params["layers"])}
     base = base.replace(num_layers=k + 1, sliding_layers=base.sliding_layers[:k + 1])
   hidden = transformer.forward(base_params, tokens, config=base, mask=mask, logits=False).per_layer_hidden
+  norm_scales = base_params["layers"]["pre_attention_norm"]["scale"]  # [layers, D]
   if config.context_encoder == "early_exit":
-    hidden = hidden[-1:]
+    hidden, norm_scales = hidden[-1:], norm_scales[-1:]
+  if config.normalize_features:
+    hidden = transformer.rms_norm(hidden, norm_scales[:, None, None, :], base.rms_norm_eps)
   return jax.lax.stop_gradient(hidden)
 
 
-def generate(params: PyTree, features: Array, mask: Array, *, config: DocToLoraConfig,
-             iterative: bool = False) -> dict[str, dict[str, Array]]:
-  """features [F, B, T, D] of B chunks -> per-chunk factors {module: a [B, L, r, d_in], b [B, L, r, d_out]}.
+def chunk_codes(params: PyTree, features: Array, mask: Array, *, config: DocToLoraConfig,
+                iterative: bool = False) -> Array:
+  """features [F, B, T, D] of B chunks -> codes [B, L, modules, r, d], the heads' inputs before centring.
 
   `iterative` runs the Perceiver one feature layer at a time (`lax.map`): its activations then
   take 1/F of the memory, and the result is the same.
@@ -282,12 +329,27 @@ def generate(params: PyTree, features: Array, mask: Array, *, config: DocToLoraC
   chex.assert_rank(features, 4)
   chex.assert_shape(mask, features.shape[1:3])
   chex.assert_equal(features.shape[0], config.num_feature_layers)
-  model = DocToLora(config)
-  apply = functools.partial(model.apply, {"params": params})
-  if not iterative:
-    return apply(features, mask)
-  latents = jax.lax.map(lambda f: apply(f, mask, method=DocToLora.encode), features)
-  return apply(latents, method=DocToLora.decode)
+  apply = functools.partial(DocToLora(config).apply, {"params": params})
+  if iterative:
+    latents = jax.lax.map(lambda f: apply(f, mask, method=DocToLora.encode), features)
+  else:
+    latents = apply(features, mask)
+  return apply(latents, method=DocToLora.codes)
+
+
+def batch_center(codes: Array, chunk_valid: Array) -> Array:
+  """Mean code [L, modules, r, d] over the real chunks of codes [N, K, L, modules, r, d] (no gradient)."""
+  weights = chunk_valid.astype(codes.dtype).reshape(*chunk_valid.shape, *([1] * (codes.ndim - 2)))
+  mean = jnp.sum(codes * weights, axis=(0, 1)) / jnp.maximum(jnp.sum(weights), 1.0)
+  return jax.lax.stop_gradient(mean)
+
+
+def update_center(params: PyTree, batch_mean: Array, *, config: DocToLoraConfig) -> PyTree:
+  """One step of the running mean (debiased like Adam's moments): params with new center_* leaves."""
+  beta = config.center_momentum
+  ema, weight = params[CENTER_EMA], params[CENTER_WEIGHT]
+  return {**params, CENTER_EMA: beta * ema + (1 - beta) * batch_mean.astype(ema.dtype),
+          CENTER_WEIGHT: beta * weight + (1 - beta)}
 
 
 def combine(params: PyTree, chunk_weights: dict[str, dict[str, Array]], chunk_valid: Array, *,
@@ -309,18 +371,36 @@ def combine(params: PyTree, chunk_weights: dict[str, dict[str, Array]], chunk_va
   return lora.LoraAdapter(weights, config.scaling)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "iterative"))
-def adapter_from_chunks(params: PyTree, base_params: PyTree, tokens: Array, mask: Array, *,
-                        config: DocToLoraConfig, iterative: bool = False) -> lora.LoraAdapter:
-  """Chunked documents tokens/mask [N, K, T] -> adapters [N, L, K*r + r, d], all chunks in one batch."""
+def document_adapters(params: PyTree, base_params: PyTree, tokens: Array, mask: Array, *,
+                      config: DocToLoraConfig, iterative: bool = False,
+                      center_on_batch: bool = False) -> tuple[lora.LoraAdapter, Array | None]:
+  """Chunked documents tokens/mask [N, K, T] -> (adapters [N, L, K*r + r, d], the batch's mean code).
+
+  Codes are centred on the running mean, or with `center_on_batch` (meta-training) on the mean
+  of this batch's chunks, which is returned for `update_center` (None without centring).
+  """
   chex.assert_rank(tokens, 3)
   chex.assert_equal_shape([tokens, mask])
   n, k, t = tokens.shape
   flat_tokens, flat_mask = tokens.reshape(n * k, t), mask.reshape(n * k, t)
   features = encode_context(base_params, flat_tokens, flat_mask, config=config)
-  weights = generate(params, features, flat_mask, config=config, iterative=iterative)
+  codes = chunk_codes(params, features, flat_mask, config=config, iterative=iterative)
+  codes = codes.reshape(n, k, *codes.shape[1:])
+  chunk_valid = mask.any(axis=-1)
+  mean = None if config.center_momentum is None else batch_center(codes, chunk_valid)
+  center = mean if center_on_batch else DocToLora(config).apply({"params": params},
+                                                                 method=DocToLora.running_center)
+  flat = codes.reshape(n * k, *codes.shape[2:])
+  weights = DocToLora(config).apply({"params": params}, flat, center, method=DocToLora.decode)
   weights = jax.tree.map(lambda w: w.reshape(n, k, *w.shape[1:]), weights)
-  return combine(params, weights, mask.any(axis=-1), config=config)
+  return combine(params, weights, chunk_valid, config=config), mean
+
+
+@functools.partial(jax.jit, static_argnames=("config", "iterative"))
+def adapter_from_chunks(params: PyTree, base_params: PyTree, tokens: Array, mask: Array, *,
+                        config: DocToLoraConfig, iterative: bool = False) -> lora.LoraAdapter:
+  """Chunked documents tokens/mask [N, K, T] -> adapters [N, L, K*r + r, d], all chunks in one batch."""
+  return document_adapters(params, base_params, tokens, mask, config=config, iterative=iterative)[0]
 
 
 # ----------------------------------------------------------------------------- documents

@@ -30,8 +30,15 @@ def _param(module: nn.Module, name: str, init, shape: tuple[int, ...], axes: tup
   return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
 
 
+def rms_norm(x: Array, scale: Array, eps: float) -> Array:
+  """Gemma RMSNorm: x / rms(x) * (1 + scale), in float32, returned in x's dtype."""
+  x32 = x.astype(jnp.float32)
+  normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+  return (normed * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
+
+
 class RMSNorm(nn.Module):
-  """Gemma RMSNorm: x / rms(x) * (1 + scale), in float32."""
+  """`rms_norm` with its learned scale."""
 
   eps: float
   param_dtype: Any
@@ -39,9 +46,7 @@ class RMSNorm(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     scale = _param(self, "scale", nn.initializers.zeros_init(), (x.shape[-1],), ("norm",), self.param_dtype)
-    x32 = x.astype(jnp.float32)
-    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-    return (normed * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
+    return rms_norm(x, scale, self.eps)
 
 
 def _project(x: Array, kernel: Array, equation: str, ab: dict[str, Array] | None) -> Array:

@@ -1,7 +1,9 @@
 """What a meta-training step minimises: one frozen dataclass per objective, called as
 `objective(hyper_params, base_params, batch, rng) -> (loss, metrics)`.
 
-Batches are dicts of arrays with a leading batch axis (see `lora_hyper.data.pipeline`). Logits
+Batches are dicts of arrays with a leading batch axis (see `lora_hyper.data.pipeline`). An
+objective whose model keeps running statistics returns them as `metrics[RUNNING_STATS]` and
+folds them into the params with `absorb_running_stats` after the optimizer update. Logits
 are computed only at the positions a loss reads (`*_logits_at`): the 262K-vocabulary output
 head is most of the 270M base model's FLOPs.
 """
@@ -23,6 +25,8 @@ from lora_hyper.training import losses
 Array = jax.Array
 PyTree = Any
 Batch = dict[str, Array]
+
+RUNNING_STATS = "running_stats"  # a metrics entry that is not logged: see the module docstring
 
 
 def _student_logits(base_params: PyTree, batch: Batch, adapter: lora.LoraAdapter | None, base_config) -> Array:
@@ -56,8 +60,9 @@ class DocDistillation:
   def __call__(self, params: PyTree, base_params: PyTree, batch: Batch, rng: Array) -> tuple[Array, dict]:
     del rng  # deterministic
     base = self.hyper.base
-    adapter = doc_to_lora.adapter_from_chunks(params, base_params, batch["chunk_tokens"], batch["chunk_mask"],
-                                              config=self.hyper, iterative=self.iterative)
+    adapter, code_mean = doc_to_lora.document_adapters(params, base_params, batch["chunk_tokens"],
+                                                       batch["chunk_mask"], config=self.hyper,
+                                                       iterative=self.iterative, center_on_batch=True)
     student = _student_logits(base_params, batch, adapter, base)
     mask = batch["loss_mask"]
     if self.loss == "ce":
@@ -76,7 +81,13 @@ class DocDistillation:
         task_loss = losses.topk_distillation(student, *losses.teacher_topk(teacher, self.top_k), mask)
     penalty = losses.factor_penalty(adapter, "l1")
     loss = task_loss + self.l1_penalty * penalty
-    return loss, {"task_loss": task_loss, "l1_penalty": penalty}
+    metrics = {"task_loss": task_loss, "l1_penalty": penalty}
+    if code_mean is not None:
+      metrics[RUNNING_STATS] = code_mean
+    return loss, metrics
+
+  def absorb_running_stats(self, params: PyTree, code_mean: Array) -> PyTree:
+    return doc_to_lora.update_center(params, code_mean, config=self.hyper)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import optax
+
+from lora_hyper.hypernetworks.doc_to_lora import CENTER_EMA, CENTER_WEIGHT
+
+# Running statistics live in the params but are set by the step, not learned: no weight decay.
+_NOT_DECAYED = (CENTER_EMA, CENTER_WEIGHT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,13 +52,19 @@ def learning_rate_schedule(cfg: OptimizerConfig) -> optax.Schedule:
   return optax.join_schedules([warmup, decay], [cfg.warmup_steps])
 
 
+def _decayed(params):
+  """True for the params weight decay applies to: all but running statistics."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: not any(getattr(k, "key", None) in _NOT_DECAYED for k in path), params)
+
+
 def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
   """clip -> AdamW(schedule); wrapped in MultiSteps when accumulating gradients."""
   chain = []
   if cfg.grad_clip_norm is not None:
     chain.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
   chain.append(optax.adamw(learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                           weight_decay=cfg.weight_decay))
+                           weight_decay=cfg.weight_decay, mask=_decayed))
   tx = optax.chain(*chain)
   if cfg.accumulation_steps > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=cfg.accumulation_steps)

@@ -17,6 +17,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lora_hyper import sharding
+from lora_hyper.training import objectives
 
 Array = jax.Array
 PyTree = Any
@@ -44,6 +45,9 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation, sche
     (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params, base_params, batch, rng)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    running_stats = metrics.pop(objectives.RUNNING_STATS, None)
+    if running_stats is not None:
+      params = objective.absorb_running_stats(params, running_stats)
     metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads),
                "learning_rate": schedule(_optimizer_step(opt_state, state.step))}
     return TrainState(state.step + 1, params, opt_state), metrics

@@ -146,7 +146,8 @@ def train(
                        f"emb_dim={hyper.emb_dim}; set lora_hyper.train.hyper_overrides = {{'emb_dim': {encoder.dim}}}")
     to_example = functools.partial(pipeline.task_example, tokenizer=base.tokenizer,
                                    embeddings=_task_embeddings(data, encoder), bos_id=base_config.bos_id,
-                                   pad_id=base_config.pad_id, shapes=task_shapes, format_prompt=format_prompt)
+                                   eos_id=base_config.eos_id, pad_id=base_config.pad_id, shapes=task_shapes,
+                                   format_prompt=format_prompt)
   data_iter = iter(pipeline.batches(data, to_example, global_batch_size=global_batch_size, seed=seed))
   data_sharding = step_lib.batch_sharding(mesh)
 

@@ -67,10 +67,17 @@ def test_every_param_has_logical_axes(base_cfg, encoder, check_logical_axes):
 def test_context_encoders_read_the_frozen_base_model(base_cfg, base_params):
   tokens = jnp.asarray([[2, 5, 6, 7, 0]], jnp.int32)
   full = transformer.forward(base_params, tokens, config=base_cfg, mask=tokens > 0, logits=False).per_layer_hidden
-  per_layer = doc_to_lora.encode_context(base_params, tokens, tokens > 0, config=_tiny(base_cfg))
-  early = doc_to_lora.encode_context(base_params, tokens, tokens > 0, config=_tiny(base_cfg, "early_exit"))
+  raw = _tiny(base_cfg).replace(normalize_features=False)
+  per_layer = doc_to_lora.encode_context(base_params, tokens, tokens > 0, config=raw)
+  early = doc_to_lora.encode_context(base_params, tokens, tokens > 0, config=_tiny(base_cfg, "early_exit").replace(normalize_features=False))
   np.testing.assert_array_equal(np.asarray(per_layer), np.asarray(full))  # Z_0 .. Z_{L-1}
   np.testing.assert_allclose(np.asarray(early), np.asarray(full[1:2]), atol=1e-6)  # Z_1 from 2 of 3 layers
+  # Normalised (the default): each Z_l as layer l's attention reads it, through its pre-attention norm.
+  scales = np.asarray(base_params["layers"]["pre_attention_norm"]["scale"])
+  full = np.asarray(full, np.float64)
+  expected = full / np.sqrt((full ** 2).mean(-1, keepdims=True) + base_cfg.rms_norm_eps) * (1 + scales[:, None, None])
+  normed = doc_to_lora.encode_context(base_params, tokens, tokens > 0, config=_tiny(base_cfg))
+  np.testing.assert_allclose(np.asarray(normed), expected, rtol=1e-5, atol=1e-5)
   assert doc_to_lora.d2l_paper(config_lib.gemma2_2b(), context_encoder="early_exit").feature_layer == 26 // 4
 
 
@@ -155,7 +162,31 @@ def test_generator_jits_and_its_gradients_are_finite_and_non_zero(base_cfg, base
   assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
   assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))  # at init: the B side only
   for path, g in jax.tree_util.tree_leaves_with_path(grad(_trained_like(params))):
-    assert bool(jnp.isfinite(g).all()) and float(jnp.abs(g).max()) > 0, jax.tree_util.keystr(path)
+    assert bool(jnp.isfinite(g).all()), jax.tree_util.keystr(path)
+    statistic = path[0].key in (doc_to_lora.CENTER_EMA, doc_to_lora.CENTER_WEIGHT)  # set by the step, not learned
+    assert (float(jnp.abs(g).max()) == 0) == statistic, jax.tree_util.keystr(path)
+
+
+def test_generation_centred_on_the_running_mean_equals_meta_training_centred_on_the_batch(base_cfg, base_params):
+  cfg = _tiny(base_cfg)
+  tokens, mask = _chunk_arrays(doc_to_lora.chunk_documents([list(range(3, 15)), [9, 8, 7]], config=cfg))
+  params = _trained_like(doc_to_lora.init(cfg, jax.random.key(1)))
+  trained, batch_mean = doc_to_lora.document_adapters(params, base_params, tokens, mask, config=cfg,
+                                                      center_on_batch=True)
+  # The short document's second chunk slot is padding: it must not enter the mean.
+  codes = doc_to_lora.chunk_codes(params, doc_to_lora.encode_context(base_params, tokens.reshape(-1, tokens.shape[-1]),
+                                                                     mask.reshape(-1, mask.shape[-1]), config=cfg),
+                                  mask.reshape(-1, mask.shape[-1]), config=cfg)
+  real = np.asarray(mask.reshape(-1, mask.shape[-1]).any(-1))
+  np.testing.assert_allclose(np.asarray(batch_mean), np.asarray(codes)[real].mean(0), rtol=1e-5, atol=1e-6)
+  # Before any update the running mean is zero; one debiased update makes it the batch mean exactly.
+  uncentred = doc_to_lora.adapter_from_chunks(params, base_params, tokens, mask, config=cfg)
+  assert not np.allclose(np.asarray(uncentred.weights["down"]["a"]), np.asarray(trained.weights["down"]["a"]))
+  updated = doc_to_lora.update_center(params, batch_mean, config=cfg)
+  generated = doc_to_lora.adapter_from_chunks(updated, base_params, tokens, mask, config=cfg)
+  for key in ("a", "b"):
+    np.testing.assert_allclose(np.asarray(generated.weights["down"][key]), np.asarray(trained.weights["down"][key]),
+                               rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- bad input

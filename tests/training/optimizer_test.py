@@ -45,6 +45,16 @@ def test_clipping_bounds_the_update():
   assert make_optimizer(cfg) is not None
 
 
+def test_running_statistics_are_not_weight_decayed():
+  params = {"w": jnp.ones(3), "center_ema": jnp.ones(3), "center_weight": jnp.ones(1)}
+  tx = make_optimizer(OptimizerConfig(learning_rate=1.0, total_steps=10, weight_decay=0.5))
+  updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+  new = optax.apply_updates(params, updates)
+  np.testing.assert_allclose(new["w"], 0.5)  # decayed
+  np.testing.assert_array_equal(new["center_ema"], 1.0)
+  np.testing.assert_array_equal(new["center_weight"], 1.0)
+
+
 def test_bad_settings_are_named():
   with pytest.raises(ValueError, match="schedule"):
     OptimizerConfig(schedule="step")

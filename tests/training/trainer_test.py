@@ -94,6 +94,8 @@ def test_resume_continues_exactly(tmp_path):
   assert second.step == 4
   _assert_same(straight.params, second.params)
   assert straight.metrics["loss"] == second.metrics["loss"]
+  # The running mean of chunk codes is carried through the checkpoint too: 4 debiased updates.
+  np.testing.assert_allclose(second.params["center_weight"], 1 - 0.9 ** 4, rtol=1e-6)
 
 
 def _run_tiny(workdir, steps, *extra, env=None, wait=True):
