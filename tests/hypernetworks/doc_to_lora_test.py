@@ -67,9 +67,9 @@ def test_every_param_has_logical_axes(base_cfg, encoder, check_logical_axes):
 def test_context_encoders_read_the_frozen_base_model(base_cfg, base_params):
   tokens = jnp.asarray([[2, 5, 6, 7, 0]], jnp.int32)
   full = transformer.forward(base_params, tokens, config=base_cfg, mask=tokens > 0, logits=False).per_layer_hidden
-  raw = _tiny(base_cfg).replace(normalize_features=False)
-  per_layer = doc_to_lora.encode_context(base_params, tokens, tokens > 0, config=raw)
-  early = doc_to_lora.encode_context(base_params, tokens, tokens > 0, config=_tiny(base_cfg, "early_exit").replace(normalize_features=False))
+  raw = lambda *encoder: _tiny(base_cfg, *encoder).replace(normalize_features=False)
+  per_layer = doc_to_lora.encode_context(base_params, tokens, tokens > 0, config=raw())
+  early = doc_to_lora.encode_context(base_params, tokens, tokens > 0, config=raw("early_exit"))
   np.testing.assert_array_equal(np.asarray(per_layer), np.asarray(full))  # Z_0 .. Z_{L-1}
   np.testing.assert_allclose(np.asarray(early), np.asarray(full[1:2]), atol=1e-6)  # Z_1 from 2 of 3 layers
   # Normalised (the default): each Z_l as layer l's attention reads it, through its pre-attention norm.
@@ -174,10 +174,10 @@ def test_generation_centred_on_the_running_mean_equals_meta_training_centred_on_
   trained, batch_mean = doc_to_lora.document_adapters(params, base_params, tokens, mask, config=cfg,
                                                       center_on_batch=True)
   # The short document's second chunk slot is padding: it must not enter the mean.
-  codes = doc_to_lora.chunk_codes(params, doc_to_lora.encode_context(base_params, tokens.reshape(-1, tokens.shape[-1]),
-                                                                     mask.reshape(-1, mask.shape[-1]), config=cfg),
-                                  mask.reshape(-1, mask.shape[-1]), config=cfg)
-  real = np.asarray(mask.reshape(-1, mask.shape[-1]).any(-1))
+  flat_tokens, flat_mask = tokens.reshape(-1, tokens.shape[-1]), mask.reshape(-1, mask.shape[-1])
+  features = doc_to_lora.encode_context(base_params, flat_tokens, flat_mask, config=cfg)
+  codes = doc_to_lora.chunk_codes(params, features, flat_mask, config=cfg)
+  real = np.asarray(flat_mask.any(-1))
   np.testing.assert_allclose(np.asarray(batch_mean), np.asarray(codes)[real].mean(0), rtol=1e-5, atol=1e-6)
   # Before any update the running mean is zero; one debiased update makes it the batch mean exactly.
   uncentred = doc_to_lora.adapter_from_chunks(params, base_params, tokens, mask, config=cfg)
