@@ -46,6 +46,12 @@ def digit_accuracy(answers: list[str], records: list[dict]) -> float:
   return sum(share(a, r["answer"]) for a, r in zip(answers, records)) / len(records)
 
 
+def score(row: dict, method: str, answers: list[str], records: list[dict]) -> None:
+  """Both metrics of one method's answers into the row."""
+  row["exact_match"][method] = exact_match(answers, records)
+  row["digit_accuracy"][method] = digit_accuracy(answers, records)
+
+
 def doc_to_lora_answers(base, hyper, records, chunk_len: int, batch: int) -> tuple[list[str], float]:
   """Answers with each haystack's adapter, and the median seconds of one `internalize`."""
   longest = max(len(base.tokenizer.encode(r["document"], add_bos=False)) for r in records)
@@ -99,17 +105,14 @@ def main() -> None:
            "exact_match": {}, "digit_accuracy": {}, "internalize_s": {}, "examples": {}}
     for chunk_len in args.chunk_lens:
       answers, seconds = doc_to_lora_answers(base, hyper, records, chunk_len, batch=max(1, 4096 // length))
-      row["exact_match"][f"d2l_chunk{chunk_len}"] = exact_match(answers, records)
-      row["digit_accuracy"][f"d2l_chunk{chunk_len}"] = digit_accuracy(answers, records)
+      score(row, f"d2l_chunk{chunk_len}", answers, records)
       row["internalize_s"][f"d2l_chunk{chunk_len}"] = seconds
       row["examples"][f"d2l_chunk{chunk_len}"] = answers[:3]
     answers = in_context_answers(base, records)
-    row["exact_match"]["base_in_context"] = exact_match(answers, records)
-    row["digit_accuracy"]["base_in_context"] = digit_accuracy(answers, records)
+    score(row, "base_in_context", answers, records)
     row["examples"]["base_in_context"] = answers[:3]
     bare = qa.answer(base, [niah.QUERY], sampling=SAMPLING)[0]  # the same prompt for every record
-    row["exact_match"]["base_no_context"] = exact_match([bare] * len(records), records)
-    row["digit_accuracy"]["base_no_context"] = digit_accuracy([bare] * len(records), records)
+    score(row, "base_no_context", [bare] * len(records), records)
     row["examples"]["base_no_context"] = [bare]
     row["examples"]["reference"] = [r["answer"] for r in records[:3]]
     rows.append(row)

@@ -377,7 +377,7 @@ def document_adapters(params: PyTree, base_params: PyTree, tokens: Array, mask: 
   """Chunked documents tokens/mask [N, K, T] -> (adapters [N, L, K*r + r, d], the batch's mean code).
 
   Codes are centred on the running mean, or with `center_on_batch` (meta-training) on the mean
-  of this batch's chunks, which is returned for `update_center` (None without centring).
+  of this batch's chunks, which is then returned for `update_center` (otherwise None).
   """
   chex.assert_rank(tokens, 3)
   chex.assert_equal_shape([tokens, mask])
@@ -387,11 +387,13 @@ def document_adapters(params: PyTree, base_params: PyTree, tokens: Array, mask: 
   codes = chunk_codes(params, features, flat_mask, config=config, iterative=iterative)
   codes = codes.reshape(n, k, *codes.shape[1:])
   chunk_valid = mask.any(axis=-1)
-  mean = None if config.center_momentum is None else batch_center(codes, chunk_valid)
-  center = mean if center_on_batch else DocToLora(config).apply({"params": params},
-                                                                 method=DocToLora.running_center)
-  flat = codes.reshape(n * k, *codes.shape[2:])
-  weights = DocToLora(config).apply({"params": params}, flat, center, method=DocToLora.decode)
+  apply = functools.partial(DocToLora(config).apply, {"params": params})
+  mean = None
+  if config.center_momentum is not None and center_on_batch:
+    center = mean = batch_center(codes, chunk_valid)
+  else:
+    center = apply(method=DocToLora.running_center)
+  weights = apply(codes.reshape(n * k, *codes.shape[2:]), center, method=DocToLora.decode)
   weights = jax.tree.map(lambda w: w.reshape(n, k, *w.shape[1:]), weights)
   return combine(params, weights, chunk_valid, config=config), mean
 
