@@ -26,7 +26,6 @@ Writes benchmarks/results/update_latency.json.
 from __future__ import annotations
 
 import argparse
-import collections
 import statistics
 import sys
 
@@ -118,8 +117,7 @@ def text_to_lora_vs_task_lora(args, model) -> dict:
   answers = [len(tok.encode(tasks.format_answer(r["output"]), add_bos=False)) for r in records]
   prompts = [1 + len(tok.encode(tasks.format_prompt(r["input"]), add_bos=False)) for r in records]
   shapes = pipeline.TaskExampleShapes(seq_len=max(p + a for p, a in zip(prompts, answers)), answer_len=max(answers))
-  no_embedding = collections.defaultdict(lambda: np.zeros(hyper.emb_dim))  # the LoRA baseline reads none
-  examples = [pipeline.task_example(r, tok, no_embedding, cfg.bos_id, cfg.eos_id, cfg.pad_id, shapes, tasks.format_prompt)
+  examples = [pipeline.sft_example(r, tok, cfg.bos_id, cfg.eos_id, cfg.pad_id, shapes, tasks.format_prompt)
               for r in records]
   stack = lambda k: np.stack([e[k] for e in examples])
   batch = {"tokens": stack("student_tokens"), "mask": stack("student_mask"), "logits_at": stack("student_logits_at"),

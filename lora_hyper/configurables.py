@@ -3,14 +3,14 @@
   lora_hyper.train                    the meta-training loop (lora_hyper/training/trainer.py)
   lora_hyper.OptimizerConfig          AdamW, schedule, clipping, accumulation
   lora_hyper.DocExampleShapes / TaskExampleShapes
-  lora_hyper.FictionalQA / NiahSource / TfdsQASource / task_library      data sources
+  lora_hyper.FictionalQA / NiahSource / TfdsQASource / task_library / task_lora_library   data sources
 """
 
 from __future__ import annotations
 
 import gin
 
-from lora_hyper.data import fictional, niah, tasks, tfds_source
+from lora_hyper.data import fictional, lora_library, niah, tasks, tfds_source
 from lora_hyper.data import pipeline
 from lora_hyper.training import trainer  # noqa: F401  (registers lora_hyper.train)
 from lora_hyper.training.optimizer import OptimizerConfig
@@ -25,9 +25,29 @@ gin.external_configurable(tfds_source.TfdsQASource, module="lora_hyper")
 
 @gin.configurable(module="lora_hyper")
 def task_library(split: str = "train", descriptions: str = "train", num_examples_per_task: int = 100,
-                 seed: int = 0) -> tasks.TaskExamples:
-  """The Text-to-LoRA task library: `split` train (seen tasks), test (held-out tasks) or all."""
+                 seed: int = 0, num_tasks: int | None = None) -> tasks.TaskExamples:
+  """The Text-to-LoRA task library: `split` train (seen tasks), test (held-out tasks) or all.
+  `num_tasks` keeps that many tasks spread evenly over the split (scaling studies)."""
+  return tasks.TaskExamples(_split_tasks(split, num_tasks), seed, num_examples_per_task, descriptions)
+
+
+@gin.configurable(module="lora_hyper")
+def task_lora_library(folder: str = gin.REQUIRED, split: str = "train", descriptions: str = "train",
+                      num_tasks: int | None = None) -> lora_library.TaskLoraLibrary:
+  """Saved per-task LoRAs (experiments/t2l/oracles.py) paired with each task's descriptions: the
+  reconstruction targets. `num_tasks` as for `task_library`."""
+  return lora_library.TaskLoraLibrary(folder, _split_tasks(split, num_tasks), descriptions)
+
+
+def _split_tasks(split: str, num_tasks: int | None) -> tuple[tasks.Task, ...]:
+  """The split's tasks, or `num_tasks` of them evenly spaced (the split is ordered by category,
+  so a prefix would be one category)."""
   chosen = {"train": tasks.train_tasks, "test": tasks.held_out_tasks, "all": tasks.all_tasks}
   if split not in chosen:
-    raise ValueError(f"task_library split must be one of {sorted(chosen)}, got {split!r}")
-  return tasks.TaskExamples(chosen[split](), seed, num_examples_per_task, descriptions)
+    raise ValueError(f"task split must be one of {sorted(chosen)}, got {split!r}")
+  every = chosen[split]()
+  if num_tasks is None:
+    return every
+  if not 1 <= num_tasks <= len(every):
+    raise ValueError(f"num_tasks must be between 1 and {len(every)} (the {split!r} split), got {num_tasks}")
+  return tuple(every[i] for i in sorted({round(i * len(every) / num_tasks) for i in range(num_tasks)}))

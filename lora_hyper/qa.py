@@ -8,13 +8,18 @@ Answers end at EOS or at the end of their first line.
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
 
 from lora_hyper.adapters import lora
 from lora_hyper.data import pipeline
-from lora_hyper.model import decoding
+from lora_hyper.model import decoding, transformer
 from lora_hyper.model.base_model import BaseModel
+from lora_hyper.model.config import GemmaConfig
 
 ANSWER_SAMPLING = decoding.SamplingConfig(max_new_tokens=48)
 
@@ -71,3 +76,28 @@ def contains(prediction: str, reference: str) -> bool:
   """Whether the reference's words appear, in order and adjacent, in the prediction."""
   p, r = words(prediction), words(reference)
   return bool(r) and any(p[i:i + len(r)] == r for i in range(len(p) - len(r) + 1))
+
+
+class GreedyMatch(NamedTuple):
+  exact: jax.Array  # [B] the greedy answer is the target, then EOS
+  exact_line: jax.Array  # [B] the greedy answer is the target, then EOS or a line end (what `complete` keeps)
+  token_share: jax.Array  # [B] the share of answer tokens (EOS included) that are the argmax
+
+
+@functools.partial(jax.jit, static_argnames=("config", "line_ends"))
+def greedy_matches(params: Any, batch: Mapping[str, jax.Array], adapter: lora.LoraAdapter | None, *,
+                   config: GemmaConfig, line_ends: tuple[int, ...] = ()) -> GreedyMatch:
+  """Whether greedy decoding would reproduce each target answer, from one teacher-forced forward
+  (a `pipeline.sft_example` batch, answers ending with EOS): the greedy answer equals the target
+  exactly when the argmax at every answer position is the target token. `exact_line` also
+  accepts a line end (`line_ends`, token ids) in place of the EOS: a bare base model continuing
+  a few-shot prompt ends its answer with a new line, not with EOS."""
+  logits = transformer.forward(params, batch["student_tokens"], config=config, mask=batch["student_mask"],
+                               adapter=adapter, logits_at=batch["student_logits_at"]).logits
+  mask, targets = batch["loss_mask"], batch["targets"]
+  predicted = jnp.argmax(logits, axis=-1)
+  hit = predicted == targets
+  at_eos = mask & (targets == config.eos_id)
+  ends_line = jnp.isin(predicted, jnp.asarray(line_ends or (config.eos_id,), jnp.int32)) & at_eos
+  token_share = jnp.sum(hit & mask, axis=-1) / jnp.maximum(jnp.sum(mask, axis=-1), 1)
+  return GreedyMatch(jnp.all(hit | ~mask, axis=-1), jnp.all(hit | ends_line | ~mask, axis=-1), token_share)

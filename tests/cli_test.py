@@ -112,7 +112,8 @@ def test_bad_input_gives_usage_or_error_codes_and_messages(tiny, run, tmp_path):
       (("internalize", "missing.txt", "--out", "x", "--hypernetwork", d2l), 1, "document file 'missing.txt' does not exist"),
       (("internalize", "empty.txt", "--out", "x", "--hypernetwork", d2l), 2, "document empty.txt is empty"),
       (("internalize", "a.txt"), 2, "the following arguments are required: --out"),
-      (("adapt", "--task", "Reverse it.", "--out", "x"), 1, "no trained text_to_lora hypernetwork is shipped"),
+      (("adapt", "--task", "Reverse it.", "--out", "x", "--model", model), 1,  # the shipped one is for the 270M
+       "was made for base model 'google/gemma-3-270m (GGUF Q4_K_M)'"),
       (("internalize", "a.txt", "--out", "x", "--hypernetwork", t2l, "--model", model), 1,
        "holds a text_to_lora hypernetwork; this command needs a doc_to_lora one"),
       (("adapt", "--task", " ", "--out", "x"), 2, "the task description is empty"),
@@ -192,3 +193,21 @@ def test_ask_on_the_embedded_default_with_the_document_in_context(run, tmp_path)
   done = run("ask", "--no-adapter", "--context", "doc.txt", "Which town does Zorblat Quenn live in?")
   assert done.returncode == 0, done.stderr
   assert "Vellamoor" in done.stdout and len(done.stdout.splitlines()) == 1
+
+
+@pytest.mark.real_model
+def test_shipped_hypernetworks_work_after_install(run, tmp_path):
+  """The README's workflows with no --hypernetwork: the shipped Text-to-LoRA and Doc-to-LoRA load
+  for the embedded default and write non-zero adapters that `ask` uses."""
+  done = run("adapt", "--task", "Write the word in capital letters.", "--out", "upper")
+  assert done.returncode == 0, done.stderr
+  adapter, info = io.load_adapter(tmp_path / "upper")
+  assert info.source["method"] == "text_to_lora" and info.source["hypernetwork"]["path"].endswith("t2l_gemma3_270m")
+  assert info.source["task"] == "Write the word in capital letters." and info.modules == ("q", "v")
+  assert float(np.abs(np.asarray(lora.merged_delta(adapter, "v"))).max()) > 0  # trained: not the zero init
+  done = run("ask", "--adapter", "upper", "garden")
+  assert done.returncode == 0 and len(done.stdout.splitlines()) == 1, done.stderr
+  (tmp_path / "haystack.txt").write_text("The grass is green. The special magic number is 4817. The sky is blue.")
+  done = run("internalize", "haystack.txt", "--out", "hay")
+  assert done.returncode == 0, done.stderr
+  assert io.load_adapter(tmp_path / "hay")[1].source["hypernetwork"]["path"].endswith("d2l_gemma3_270m")

@@ -102,17 +102,31 @@ class TaskExampleShapes:
   answer_len: int = 16
 
 
-def task_example(record: Record, tokenizer, embeddings: Mapping[str, np.ndarray], bos_id: int, eos_id: int,
-                 pad_id: int, shapes: TaskExampleShapes, format_prompt: Callable[[str], str]) -> Example:
-  """{'description', 'input', 'output'} -> the SFT sequence and the description's embedding."""
+def sft_example(record: Record, tokenizer, bos_id: int, eos_id: int, pad_id: int, shapes: TaskExampleShapes,
+                format_prompt: Callable[[str], str]) -> Example:
+  """{'input', 'output'} -> the supervised sequence [BOS, prompt, answer, EOS] and its answer positions."""
   prefix = [bos_id, *tokenizer.encode(format_prompt(record["input"]), add_bos=False)]
   answer = _answer_ids(tokenizer, record["output"], eos_id, shapes.answer_len)
   tokens, mask = _right_pad(prefix + answer, shapes.seq_len, pad_id, "prompt + answer")
   at, loss_mask = _answer_positions(len(prefix), len(answer), shapes.answer_len)
   targets = np.full((shapes.answer_len,), pad_id, np.int32)
   targets[:len(answer)] = answer
-  return {"task_emb": np.asarray(embeddings[record["description"]], np.float32), "student_tokens": tokens,
-          "student_mask": mask, "student_logits_at": at, "targets": targets, "loss_mask": loss_mask}
+  return {"student_tokens": tokens, "student_mask": mask, "student_logits_at": at, "targets": targets,
+          "loss_mask": loss_mask}
+
+
+def task_example(record: Record, tokenizer, embeddings: Mapping[str, np.ndarray], bos_id: int, eos_id: int,
+                 pad_id: int, shapes: TaskExampleShapes, format_prompt: Callable[[str], str]) -> Example:
+  """{'description', 'input', 'output'} -> the SFT sequence and the description's embedding."""
+  return {"task_emb": np.asarray(embeddings[record["description"]], np.float32),
+          **sft_example(record, tokenizer, bos_id, eos_id, pad_id, shapes, format_prompt)}
+
+
+def reconstruction_example(record: Record, embeddings: Mapping[str, np.ndarray]) -> Example:
+  """{'description', 'target_*'} (a `TaskLoraLibrary` record) -> the description's embedding and
+  the target factors."""
+  return {"task_emb": np.asarray(embeddings[record["description"]], np.float32),
+          **{k: np.asarray(v, np.float32) for k, v in record.items() if k.startswith("target_")}}
 
 
 def batches(source, to_example: Callable[[Record], Example], *, global_batch_size: int, seed: int,

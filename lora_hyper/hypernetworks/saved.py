@@ -42,7 +42,7 @@ _PARAM_SHAPES = {"doc_to_lora": doc_to_lora.param_shapes, "text_to_lora": text_t
 # Where a trained hypernetwork shipped with the package would live, per kind.
 SHIPPED_DIR = Path(__file__).parents[1] / "pretrained"
 SHIPPED = {"doc_to_lora": "d2l_gemma3_270m", "text_to_lora": "t2l_gemma3_270m"}
-_GIN_FILES = {"doc_to_lora": "gin_configs/d2l_270m.gin", "text_to_lora": "gin_configs/t2l_270m.gin"}
+_GIN_FILES = {"doc_to_lora": "gin_configs/d2l_270m.gin", "text_to_lora": "experiments/t2l/sft.gin"}
 
 Config = doc_to_lora.DocToLoraConfig | text_to_lora.TextToLoraConfig
 

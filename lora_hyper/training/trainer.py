@@ -16,7 +16,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from lora_hyper import sharding
-from lora_hyper.data import pipeline
+from lora_hyper.data import lora_library, pipeline, tasks
 from lora_hyper.hypernetworks import doc_to_lora, text_to_lora
 from lora_hyper.hypernetworks.task_encoders import TaskEncoder, make_task_encoder
 from lora_hyper.model import base_model as base_model_lib
@@ -36,7 +36,8 @@ HYPERNETWORKS = {
 OBJECTIVES = {"d2l_kl": (objectives.DocDistillation, {"loss": "kl"}),
               "d2l_topk": (objectives.DocDistillation, {"loss": "topk"}),
               "d2l_ce": (objectives.DocDistillation, {"loss": "ce"}),
-              "t2l_sft": (objectives.TaskSFT, {})}
+              "t2l_sft": (objectives.TaskSFT, {}),
+              "t2l_recon": (objectives.TaskReconstruction, {})}
 
 
 @dataclasses.dataclass
@@ -65,6 +66,14 @@ def _task_embeddings(source, encoder: TaskEncoder, batch: int = 32) -> dict[str,
     chunk = descriptions[start:start + batch]
     out.update(zip(chunk, np.asarray(encoder(chunk))))
   return out
+
+
+def _check_lora_library(data: Any, hyper: text_to_lora.TextToLoraConfig) -> None:
+  """Reconstruction reads saved task LoRAs in the hypernetwork's own parametrisation."""
+  if not isinstance(data, lora_library.TaskLoraLibrary):
+    raise ValueError(f"objective 't2l_recon' reads a library of task LoRAs (lora_hyper.task_lora_library), "
+                     f"got {type(data).__name__}")
+  lora_library.check_matches(data, hyper.modules, hyper.rank, hyper.scaling)
 
 
 def _global_batch(local: dict[str, np.ndarray], data_sharding) -> dict[str, jax.Array]:
@@ -138,16 +147,21 @@ def train(
   if isinstance(objective_fn, objectives.DocDistillation):
     to_example = functools.partial(pipeline.doc_example, tokenizer=base.tokenizer, hyper=hyper, shapes=doc_shapes)
   else:
-    from lora_hyper.data.tasks import format_prompt
-
     encoder = make_task_encoder(task_encoder, base)
     if encoder.dim != hyper.emb_dim:
       raise ValueError(f"task_encoder={task_encoder!r} gives {encoder.dim}-d embeddings but {hypernetwork} has "
                        f"emb_dim={hyper.emb_dim}; set lora_hyper.train.hyper_overrides = {{'emb_dim': {encoder.dim}}}")
-    to_example = functools.partial(pipeline.task_example, tokenizer=base.tokenizer,
-                                   embeddings=_task_embeddings(data, encoder), bos_id=base_config.bos_id,
-                                   eos_id=base_config.eos_id, pad_id=base_config.pad_id, shapes=task_shapes,
-                                   format_prompt=format_prompt)
+    reconstruction = isinstance(objective_fn, objectives.TaskReconstruction)
+    if reconstruction:
+      _check_lora_library(data, hyper)
+    embeddings = _task_embeddings(data, encoder)
+    if reconstruction:
+      to_example = functools.partial(pipeline.reconstruction_example, embeddings=embeddings)
+    else:
+      to_example = functools.partial(pipeline.task_example, tokenizer=base.tokenizer, embeddings=embeddings,
+                                     bos_id=base_config.bos_id, eos_id=base_config.eos_id,
+                                     pad_id=base_config.pad_id, shapes=task_shapes,
+                                     format_prompt=tasks.format_prompt)
   data_iter = iter(pipeline.batches(data, to_example, global_batch_size=global_batch_size, seed=seed))
   data_sharding = step_lib.batch_sharding(mesh)
 

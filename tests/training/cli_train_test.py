@@ -26,13 +26,25 @@ def test_missing_required_binding_and_file():
 
 
 def test_every_shipped_config_parses():
+  """gin_configs/ and the experiments' configs: known names, a known objective and hypernetwork, and a
+  schedule that spans the run."""
   import gin
 
   from lora_hyper import configurables  # noqa: F401
+  from lora_hyper.training import trainer
 
-  for path in sorted((ROOT / "gin_configs").glob("*.gin")):
+  paths = sorted([*(ROOT / "gin_configs").glob("*.gin"), *(ROOT / "experiments").glob("**/*.gin")])
+  assert {"d2l_270m.gin", "t2l_270m.gin", "train.gin", "sft.gin", "recon.gin"} <= {p.name for p in paths}
+  try:
+    for path in paths:
+      gin.clear_config()
+      gin.add_config_file_search_path(str(path.parent))
+      gin.parse_config_files_and_bindings([str(path)], ["lora_hyper.train.workdir = '/tmp/x'",
+                                                        "lora_hyper.train.base_model = 'gemma3-270m'",
+                                                        "lora_hyper.task_lora_library.folder = '/tmp/x'"])
+      assert gin.query_parameter("lora_hyper.train.objective") in trainer.OBJECTIVES, path
+      assert gin.query_parameter("lora_hyper.train.hypernetwork") in trainer.HYPERNETWORKS, path
+      assert gin.query_parameter("lora_hyper.OptimizerConfig.total_steps") == \
+          gin.query_parameter("lora_hyper.train.steps"), path
+  finally:
     gin.clear_config()
-    gin.add_config_file_search_path(str(path.parent))
-    gin.parse_config_files_and_bindings([str(path)], ["lora_hyper.train.workdir = '/tmp/x'",
-                                                      "lora_hyper.train.base_model = 'gemma3-270m'"])
-  gin.clear_config()

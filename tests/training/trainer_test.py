@@ -197,3 +197,31 @@ def test_cross_entropy_examples_need_no_teacher_and_distillation_says_so():
   assert np.isfinite(loss)
   with pytest.raises(ValueError, match="loss='kl' needs teacher sequences: set DocExampleShapes.teacher_len"):
     objectives.DocDistillation(hyper, loss="kl")(params, base.params, batch, jax.random.key(0))
+
+
+def test_reconstruction_trains_from_a_library_of_task_loras(tmp_path):
+  """`t2l_recon` end to end through the trainer: saved task LoRAs -> records -> lower L1; a library
+  in another parametrisation is refused before any step."""
+  from lora_hyper.adapters import io, lora
+  from lora_hyper.baselines import task_loras
+  from lora_hyper.data import lora_library, tasks
+
+  base = tiny_base()
+  hyper = text_to_lora.t2l_tiny(base.config)
+  task_list = [tasks.get_task(t) for t in ("string/uppercase", "string/reverse", "arithmetic/add_3")]
+  key = jax.random.key(1)
+  for i, folder in enumerate(task_loras.library_paths(str(tmp_path / "loras"), [t.task_id for t in task_list])):
+    adapter = lora.random(jax.random.fold_in(key, i), base.config, hyper.modules, hyper.rank, scaling=hyper.scaling,
+                          std=0.1)
+    io.save_adapter(folder, adapter, base=io.BaseIdentity("tiny", "0" * 16), source={})
+  library = lora_library.TaskLoraLibrary(str(tmp_path / "loras"), task_list)
+  opt = OptimizerConfig(learning_rate=3e-3, warmup_steps=1, total_steps=30)
+  args = dict(data=library, objective="t2l_recon", hypernetwork="t2l_tiny", global_batch_size=8, steps=30,
+              optimizer=opt, save_every=30, log_every=1, loaded_base=base)
+  trainer.train(workdir=str(tmp_path / "run"), **args)
+  logged = [json.loads(l)["loss"] for l in (tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()]
+  assert np.mean(logged[-5:]) < 0.8 * np.mean(logged[:3]), logged
+  with pytest.raises(ValueError, match=r"do not match the hypernetwork .*rank 4"):
+    trainer.train(workdir=str(tmp_path / "bad"), **{**args, "hyper_overrides": {"rank": 4}})
+  with pytest.raises(ValueError, match="reads a library of task LoRAs"):
+    trainer.train(workdir=str(tmp_path / "bad2"), **{**args, "data": qa_records(8)})

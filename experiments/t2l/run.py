@@ -1,0 +1,319 @@
+"""Evaluates Text-to-LoRA on the task library: zero-shot on held-out tasks (experiment 1),
+reconstruction fidelity on training tasks (experiment 2) and zero-shot against the number of
+training tasks (experiment 3), against the base model (bare, with the description in its prompt,
+with in-context examples), the multi-task LoRA and the per-task oracle LoRAs.
+
+  .venv/bin/python -m experiments.t2l.run --loras /tmp/t2l_loras \
+    --sft L=lora_hyper/pretrained/t2l_gemma3_270m --recon 118=/tmp/t2l_recon/hypernetwork
+
+Score: exact match of the whole greedy answer (and its EOS), read from one teacher-forced forward
+(`qa.greedy_matches`). Held-out tasks are read with their held-out descriptions (a core phrasing never seen in
+training); adapters are generated per example from that example's description. Controls:
+random strings, and a description of another held-out task, as the description.
+Writes experiments/results/t2l.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import string
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import common
+from lora_hyper import qa
+from lora_hyper.adapters import io, lora
+from lora_hyper.baselines import task_loras
+from lora_hyper.data import pipeline, tasks
+from lora_hyper.hypernetworks import saved, text_to_lora
+from lora_hyper.model import base_model
+
+EVAL_SHAPES = pipeline.TaskExampleShapes(seq_len=64, answer_len=32)  # no answer in the library is cut
+ICL_SHAPES = pipeline.TaskExampleShapes(seq_len=288, answer_len=32)  # 3 demonstrations (or a description) fit
+BATCH = 32
+
+
+def _log(message: str) -> None:
+  print(f"[t2l] {message}", file=sys.stderr, flush=True)
+
+
+class Evaluator:
+  """Examples of some tasks, tokenized once; `score(adapters_for)` runs them in batches."""
+
+  def __init__(self, base, records: list[dict], shapes=EVAL_SHAPES, prompt: Callable[[dict], str] | None = None):
+    self.base, self.records = base, records
+    cfg = base.config
+    examples = []
+    for r in records:
+      fmt = (lambda inp, r=r: prompt(r) + tasks.format_prompt(inp)) if prompt else tasks.format_prompt
+      examples.append(pipeline.sft_example(r, base.tokenizer, cfg.bos_id, cfg.eos_id, cfg.pad_id, shapes, fmt))
+    self.examples = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    self.line_ends = (cfg.eos_id, *{t for text in ("\n", "\n\n") for t in base.tokenizer.encode(text, add_bos=False)})
+
+  def score(self, adapters_for: Callable[[list[dict]], lora.LoraAdapter | None]) -> dict[str, np.ndarray]:
+    """Per record: exact (answer + EOS), exact_line (answer + EOS or line end), token_accuracy."""
+    parts = []
+    for start in range(0, len(self.records), BATCH):
+      rows = self.records[start:start + BATCH]
+      batch = {k: jnp.asarray(v[start:start + BATCH]) for k, v in self.examples.items()}
+      parts.append(qa.greedy_matches(self.base.params, batch, adapters_for(rows), config=self.base.config,
+                                     line_ends=self.line_ends))
+    names = ("exact_match", "exact_match_line_end", "token_accuracy")
+    return {n: np.concatenate([np.asarray(p[i]) for p in parts]) for i, n in enumerate(names)}
+
+
+def _summary(scores: dict[str, np.ndarray], records: list[dict] | None = None) -> dict:
+  """Means of every score, and per task the exact match with a line end (when `records` given)."""
+  out: dict = {k: float(v.mean()) for k, v in scores.items()}
+  if records is not None:
+    out["per_task"] = _by_task(records, scores["exact_match_line_end"])
+  return out
+
+
+def _by_task(records: list[dict], values: np.ndarray) -> dict[str, float]:
+  out: dict[str, list[float]] = {}
+  for r, v in zip(records, values):
+    out.setdefault(r["task_id"], []).append(float(v))
+  return {t: float(np.mean(v)) for t, v in out.items()}
+
+
+def _random_description(rng: np.random.Generator) -> str:
+  words = ["".join(rng.choice(list(string.ascii_lowercase), int(rng.integers(3, 9)))) for _ in range(8)]
+  return " ".join(words)
+
+
+def _generated(hyper: saved.SavedHypernetwork, encoder, describe: Callable[[dict], str]):
+  return lambda rows: text_to_lora.generate_adapter(hyper.params, [describe(r) for r in rows], config=hyper.config,
+                                                    encoder=encoder)
+
+
+def _stacked(adapters: lora.LoraAdapter, index: dict[str, int]):
+  """Per-example rows of a batched adapter (one per task), picked by each record's task."""
+  return lambda rows: lora.LoraAdapter(
+      jax.tree.map(lambda w: w[np.asarray([index[r["task_id"]] for r in rows])], dict(adapters.weights)),
+      adapters.scaling)
+
+
+def _load_library(folder: Path, task_ids: Sequence[str]) -> lora.LoraAdapter:
+  adapters = [io.load_adapter(p)[0] for p in task_loras.library_paths(str(folder), task_ids)]
+  return lora.LoraAdapter(jax.tree.map(lambda *w: jnp.stack(w), *[dict(a.weights) for a in adapters]),
+                          adapters[0].scaling)
+
+
+def _delta_inner(a: lora.LoraAdapter, b: lora.LoraAdapter) -> jax.Array:
+  """<delta_a, delta_b> summed over modules and layers, without building a delta:
+  <A1^T B1, A2^T B2>_F = sum_ij (A1 A2^T)_ij (B1 B2^T)_ij, per layer."""
+  total = 0.0
+  for m in a.modules:
+    x, y = a.weights[m], b.weights[m]
+    total += jnp.sum(jnp.einsum("...ri,...si->...rs", x["a"], y["a"]) * jnp.einsum("...ro,...so->...rs", x["b"], y["b"]))
+  return a.scaling * b.scaling * total
+
+
+def _delta_cosine(a: lora.LoraAdapter, b: lora.LoraAdapter) -> float:
+  """Cosine between two adapters' full weight deltas (all modules and layers, flattened)."""
+  return float(_delta_inner(a, b) / jnp.sqrt(_delta_inner(a, a) * _delta_inner(b, b) + 1e-30))
+
+
+def _oracle_clustering(oracles: lora.LoraAdapter, task_list: Sequence[tasks.Task]) -> dict[str, float]:
+  """Mean cosine between the oracle LoRAs' deltas of two tasks of the same family and of
+  different families: do the reconstruction targets cluster by task?"""
+  n = len(task_list)
+  inner = jax.jit(lambda i, j: _delta_inner(lora.take(oracles, i), lora.take(oracles, j)))
+  norms = np.sqrt([float(inner(i, i)) for i in range(n)])
+  same, different = [], []
+  for i in range(n):
+    for j in range(i + 1, n):
+      cosine = float(inner(i, j)) / (norms[i] * norms[j])
+      (same if task_list[i].family == task_list[j].family else different).append(cosine)
+  return {"same_family": float(np.mean(same)), "different_family": float(np.mean(different))}
+
+
+def _named_dirs(items: Sequence[str], what: str) -> dict[str, str]:
+  out = {}
+  for item in items:
+    name, sep, folder = item.partition("=")
+    if not sep:
+      raise SystemExit(f"{what} takes NAME=DIR, got {item!r}")
+    out[name] = folder
+  return out
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--loras", required=True, help="folder written by experiments.t2l.oracles")
+  parser.add_argument("--sft", nargs="+", default=[], help="HEAD=DIR of SFT-trained Text-to-LoRAs (L, M, S)")
+  parser.add_argument("--recon", nargs="*", default=[],
+                      help="TASKS=DIR of reconstruction-trained Text-to-LoRAs, by number of training tasks")
+  parser.add_argument("--held-out-examples", type=int, default=20, help="per held-out task")
+  parser.add_argument("--train-examples", type=int, default=4, help="per training task (experiment 2)")
+  parser.add_argument("--icl-shots", type=int, default=3)
+  parser.add_argument("--add", action="store_true",
+                      help="score only the given --sft hypernetworks and add them to the existing results/t2l.json")
+  args = parser.parse_args(argv)
+  sft_dirs, recon_dirs = _named_dirs(args.sft, "--sft"), _named_dirs(args.recon, "--recon")
+  if not sft_dirs:
+    raise SystemExit("give at least one --sft HEAD=DIR")
+
+  base = base_model.load_base_model(None)
+  sft = {h: saved.load_hypernetwork(d, base) for h, d in sft_dirs.items()}
+  recon = {int(n): saved.load_hypernetwork(d, base) for n, d in recon_dirs.items()}
+  encoder = next(iter(sft.values())).task_encoder(base)
+  train_ids = [t.task_id for t in tasks.train_tasks()]
+  multitask = io.load_adapter(Path(args.loras) / "multitask", base)[0]
+  oracles = _load_library(Path(args.loras) / "oracles", train_ids)
+  rng = np.random.default_rng(0)
+  result: dict = {"held_out_examples_per_task": args.held_out_examples,
+                  "train_examples_per_task": args.train_examples, "hypernetworks": {**sft_dirs, **recon_dirs}}
+
+  # ---- experiment 1: zero-shot on held-out tasks, from held-out descriptions
+  held = tasks.TaskExamples(tasks.held_out_tasks(), seed=1, num_examples_per_task=args.held_out_examples,
+                            descriptions="test")
+  records = [held[i] for i in range(len(held))]
+  evaluator = Evaluator(base, records)
+  held_ids = [t.task_id for t in tasks.held_out_tasks()]
+  other = {t: tasks.get_task(held_ids[(i + 1) % len(held_ids)]).split_descriptions("test")
+           for i, t in enumerate(held_ids)}
+  randoms = {id(r): _random_description(rng) for r in records}
+  heads = {f"T2L SFT-{head}": _generated(hyper, encoder, lambda r: r["description"]) for head, hyper in sft.items()}
+  methods: dict[str, Callable] = {"base model": lambda rows: None, "multi-task LoRA": lambda rows: multitask, **heads}
+  for n, hyper in sorted(recon.items()):
+    methods[f"T2L recon ({n} tasks)"] = _generated(hyper, encoder, lambda r: r["description"])
+  first = next(iter(sft))
+  methods[f"T2L SFT-{first}, random-string description"] = _generated(sft[first], encoder, lambda r: randoms[id(r)])
+  methods[f"T2L SFT-{first}, another task's description"] = _generated(
+      sft[first], encoder, lambda r: other[r["task_id"]][zlib.crc32(r["input"].encode()) % len(other[r["task_id"]])])
+  if args.add:
+    methods = heads
+  zero_shot = {}
+  for name, adapters_for in methods.items():
+    start = time.perf_counter()
+    zero_shot[name] = _summary(evaluator.score(adapters_for), records)
+    _log(f"held-out {name}: {zero_shot[name]} ({time.perf_counter() - start:.0f}s)")
+  demos = tasks.TaskExamples(tasks.held_out_tasks(), seed=2, num_examples_per_task=args.icl_shots)
+  shots = {t: "".join(f"{tasks.format_prompt(d['input'])}{tasks.format_answer(d['output'])}\n\n"
+                      for d in (demos[i * args.icl_shots + j] for j in range(args.icl_shots)))
+           for i, t in enumerate(held_ids)}
+  prompted = {"base model, description in prompt": lambda r: r["description"] + "\n",
+              f"base model + {args.icl_shots} in-context examples": lambda r: shots[r["task_id"]]}
+  for name, prompt in ({} if args.add else prompted).items():
+    zero_shot[name] = _summary(Evaluator(base, records, ICL_SHAPES, prompt=prompt).score(lambda rows: None), records)
+    _log(f"held-out {name}: {zero_shot[name]}")
+  result["zero_shot"] = zero_shot
+
+  # ---- experiment 2: training tasks (seen descriptions, new examples): generated vs oracle LoRAs
+  seen = tasks.TaskExamples(tasks.train_tasks(), seed=1, num_examples_per_task=args.train_examples,
+                            descriptions="train")
+  train_records = [seen[i] for i in range(len(seen))]
+  train_eval = Evaluator(base, train_records)
+  index = {t: i for i, t in enumerate(train_ids)}
+  train_methods = {"base model": lambda rows: None, "multi-task LoRA": lambda rows: multitask,
+                   "oracle LoRAs (one per task)": _stacked(oracles, index)}
+  train_methods.update(heads)
+  if args.add:
+    train_methods = heads
+  full = max(recon) if recon and not args.add else None
+  if full is not None:
+    train_methods[f"T2L recon ({full} tasks)"] = _generated(recon[full], encoder, lambda r: r["description"])
+  fidelity = {}
+  for name, adapters_for in train_methods.items():
+    fidelity[name] = _summary(train_eval.score(adapters_for))
+    _log(f"training tasks {name}: {fidelity[name]}")
+  if full is not None:  # how close the generated factors are to their targets, per task
+    generated = text_to_lora.generate_adapter(recon[full].params,
+                                              [t.split_descriptions("train")[0] for t in tasks.train_tasks()],
+                                              config=recon[full].config, encoder=encoder)
+    cosines = [_delta_cosine(lora.take(generated, i), lora.take(oracles, i)) for i in range(len(train_ids))]
+    fidelity["delta_cosine_recon_vs_oracle"] = {"mean": float(np.mean(cosines)), "min": float(np.min(cosines))}
+  if not args.add:
+    fidelity["oracle_delta_cosine"] = _oracle_clustering(oracles, tasks.train_tasks())
+  result["training_tasks"] = fidelity
+  if args.add:
+    result = _merged(result)
+  common.write_json("t2l", result)
+  _write_markdown(result, held_ids)
+  _plot(result)
+
+
+def _merged(new: dict) -> dict:
+  """The existing results with `new`'s methods added; every command that contributed is kept."""
+  old = json.loads((common.RESULTS / "t2l.json").read_text())
+  commands = old.get("commands", [old["command"]]) + [common.command()]
+  for key in ("zero_shot", "training_tasks"):
+    old[key] = {**old[key], **new[key]}
+  old["hypernetworks"] = {**old["hypernetworks"], **new["hypernetworks"]}
+  return {**{k: v for k, v in old.items() if k not in ("experiment", "date", "command", "machine")},
+          "commands": commands}
+
+
+def _write_markdown(result: dict, held_ids: list[str]) -> None:
+  zero = result["zero_shot"]
+  body = "".join(["Made by, in order:\n\n", *[f"- `{c}`\n" for c in result["commands"]], "\n"]) \
+      if "commands" in result else ""
+  body += "## Experiment 1: zero-shot on the 13 held-out tasks (held-out descriptions)\n\n"
+  header = ["method", "exact match (answer, EOS)", "exact match (answer, EOS or line end)", "token accuracy"]
+  row = lambda m, v: [m, v["exact_match"], v["exact_match_line_end"], v["token_accuracy"]]
+  body += common.markdown_table(header, [row(m, v) for m, v in zero.items()])
+  body += "\nPer held-out task (exact match, answer then EOS or line end):\n\n"
+  names = list(zero)
+  body += common.markdown_table(["task", *names], [[t, *[zero[m]["per_task"][t] for m in names]] for t in held_ids])
+  body += "\n## Experiment 2: training tasks (seen descriptions, new examples)\n\n"
+  train = {k: v for k, v in result["training_tasks"].items() if "exact_match" in v}
+  body += common.markdown_table(header, [row(m, v) for m, v in train.items()])
+  if "delta_cosine_recon_vs_oracle" in result["training_tasks"]:
+    c = result["training_tasks"]["delta_cosine_recon_vs_oracle"]
+    body += (f"\nCosine between the reconstruction hypernetwork's weight deltas and the oracle LoRAs' "
+             f"(all modules and layers): mean {c['mean']:.3f}, min {c['min']:.3f} over the training tasks.\n")
+  if "oracle_delta_cosine" in result["training_tasks"]:
+    c = result["training_tasks"]["oracle_delta_cosine"]
+    body += (f"\nCosine between the oracle LoRAs' deltas of two training tasks: {c['same_family']:.3f} within a "
+             f"family (e.g. rot_1 and rot_2), {c['different_family']:.3f} across families.\n")
+  recon = sorted((int(m.split("(")[1].split()[0]), v["exact_match_line_end"]) for m, v in zero.items()
+                 if "recon (" in m)
+  if len(recon) > 1:
+    body += "\n## Experiment 3: zero-shot against the number of training tasks (reconstruction mode)\n\n"
+    body += common.markdown_table(["training tasks", "held-out exact match"], recon)
+  common.write_markdown("t2l", "Text-to-LoRA on the task library (Gemma 3 270M)", body)
+
+
+def _plot(result: dict) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  zero = result["zero_shot"]
+  recon = sorted((int(m.split("(")[1].split()[0]), v["exact_match_line_end"]) for m, v in zero.items()
+                 if "recon (" in m)
+  fig, axes = plt.subplots(1, 2 if len(recon) > 1 else 1, figsize=(13 if len(recon) > 1 else 8, 4.5), squeeze=False)
+  ax = axes[0, 0]
+  names = list(zero)
+  y = np.arange(len(names))
+  ax.barh(y - 0.2, [zero[n]["exact_match_line_end"] for n in names], height=0.4, label="answer, then EOS or line end")
+  ax.barh(y + 0.2, [zero[n]["exact_match"] for n in names], height=0.4, label="answer, then EOS")
+  ax.legend(fontsize=8)
+  ax.set_yticks(y, names, fontsize=8)
+  ax.invert_yaxis()
+  ax.set_xlabel("exact match, 13 held-out tasks")
+  ax.set_title("zero-shot (held-out tasks and descriptions)")
+  if len(recon) > 1:
+    ax = axes[0, 1]
+    ax.plot([n for n, _ in recon], [v for _, v in recon], marker="o")
+    ax.set_xscale("log")
+    ax.set_xlabel("training tasks (reconstruction mode)")
+    ax.set_ylabel("held-out exact match")
+    ax.set_title("scaling")
+  fig.tight_layout()
+  fig.savefig(common.RESULTS / "t2l.png", dpi=120)
+
+
+if __name__ == "__main__":
+  main()
