@@ -16,7 +16,6 @@ Writes experiments/results/t2l.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import json
 import string
 import sys
 import time
@@ -156,8 +155,6 @@ def main(argv=None) -> None:
   parser.add_argument("--held-out-examples", type=int, default=20, help="per held-out task")
   parser.add_argument("--train-examples", type=int, default=4, help="per training task (experiment 2)")
   parser.add_argument("--icl-shots", type=int, default=3)
-  parser.add_argument("--add", action="store_true",
-                      help="score only the given --sft hypernetworks and add them to the existing results/t2l.json")
   args = parser.parse_args(argv)
   sft_dirs, recon_dirs = _named_dirs(args.sft, "--sft"), _named_dirs(args.recon, "--recon")
   if not sft_dirs:
@@ -191,8 +188,6 @@ def main(argv=None) -> None:
   methods[f"T2L SFT-{first}, random-string description"] = _generated(sft[first], encoder, lambda r: randoms[id(r)])
   methods[f"T2L SFT-{first}, another task's description"] = _generated(
       sft[first], encoder, lambda r: other[r["task_id"]][zlib.crc32(r["input"].encode()) % len(other[r["task_id"]])])
-  if args.add:
-    methods = heads
   zero_shot = {}
   for name, adapters_for in methods.items():
     start = time.perf_counter()
@@ -204,7 +199,7 @@ def main(argv=None) -> None:
            for i, t in enumerate(held_ids)}
   prompted = {"base model, description in prompt": lambda r: r["description"] + "\n",
               f"base model + {args.icl_shots} in-context examples": lambda r: shots[r["task_id"]]}
-  for name, prompt in ({} if args.add else prompted).items():
+  for name, prompt in prompted.items():
     zero_shot[name] = _summary(Evaluator(base, records, ICL_SHAPES, prompt=prompt).score(lambda rows: None), records)
     _log(f"held-out {name}: {zero_shot[name]}")
   result["zero_shot"] = zero_shot
@@ -218,9 +213,7 @@ def main(argv=None) -> None:
   train_methods = {"base model": lambda rows: None, "multi-task LoRA": lambda rows: multitask,
                    "oracle LoRAs (one per task)": _stacked(oracles, index)}
   train_methods.update(heads)
-  if args.add:
-    train_methods = heads
-  full = max(recon) if recon and not args.add else None
+  full = max(recon) if recon else None
   if full is not None:
     train_methods[f"T2L recon ({full} tasks)"] = _generated(recon[full], encoder, lambda r: r["description"])
   fidelity = {}
@@ -233,32 +226,16 @@ def main(argv=None) -> None:
                                               config=recon[full].config, encoder=encoder)
     cosines = [_delta_cosine(lora.take(generated, i), lora.take(oracles, i)) for i in range(len(train_ids))]
     fidelity["delta_cosine_recon_vs_oracle"] = {"mean": float(np.mean(cosines)), "min": float(np.min(cosines))}
-  if not args.add:
-    fidelity["oracle_delta_cosine"] = _oracle_clustering(oracles, tasks.train_tasks())
+  fidelity["oracle_delta_cosine"] = _oracle_clustering(oracles, tasks.train_tasks())
   result["training_tasks"] = fidelity
-  if args.add:
-    result = _merged(result)
   common.write_json("t2l", result)
   _write_markdown(result, held_ids)
   _plot(result)
 
 
-def _merged(new: dict) -> dict:
-  """The existing results with `new`'s methods added; every command that contributed is kept."""
-  old = json.loads((common.RESULTS / "t2l.json").read_text())
-  commands = old.get("commands", [old["command"]]) + [common.command()]
-  for key in ("zero_shot", "training_tasks"):
-    old[key] = {**old[key], **new[key]}
-  old["hypernetworks"] = {**old["hypernetworks"], **new["hypernetworks"]}
-  return {**{k: v for k, v in old.items() if k not in ("experiment", "date", "command", "machine")},
-          "commands": commands}
-
-
 def _write_markdown(result: dict, held_ids: list[str]) -> None:
   zero = result["zero_shot"]
-  body = "".join(["Made by, in order:\n\n", *[f"- `{c}`\n" for c in result["commands"]], "\n"]) \
-      if "commands" in result else ""
-  body += "## Experiment 1: zero-shot on the 13 held-out tasks (held-out descriptions)\n\n"
+  body = "## Experiment 1: zero-shot on the 13 held-out tasks (held-out descriptions)\n\n"
   header = ["method", "exact match (answer, EOS)", "exact match (answer, EOS or line end)", "token accuracy"]
   row = lambda m, v: [m, v["exact_match"], v["exact_match_line_end"], v["token_accuracy"]]
   body += common.markdown_table(header, [row(m, v) for m, v in zero.items()])
