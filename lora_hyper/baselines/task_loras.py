@@ -14,6 +14,7 @@ over a hundred tasks fits in memory.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from typing import Any, Callable, Iterator, Sequence
 
@@ -58,7 +59,7 @@ def per_task_batches(source, to_example: Callable[[dict], Example], num_tasks: i
   """Step s reads examples s*k .. s*k+k-1 (cycling) of every task of a `TaskExamples`-like source
   (index = task * per_task + example), with `task_index`."""
   per_task = len(source) // num_tasks
-  for step in range(2 ** 62):
+  for step in itertools.count():
     rows, owners = [], []
     for t in range(num_tasks):
       for j in range(examples_per_task):
