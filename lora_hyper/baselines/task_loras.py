@@ -65,7 +65,7 @@ def per_task_batches(source, to_example: Callable[[dict], Example], num_tasks: i
       for j in range(examples_per_task):
         rows.append(to_example(source[t * per_task + (step * examples_per_task + j) % per_task]))
         owners.append(t)
-    yield {**{k: np.stack([r[k] for r in rows]) for k in SEQUENCE_KEYS}, "task_index": np.asarray(owners, np.int32)}
+    yield _stack(rows, owners)
 
 
 def mixed_batches(source, to_example: Callable[[dict], Example], batch_size: int, seed: int) -> Iterator[Example]:
@@ -73,7 +73,12 @@ def mixed_batches(source, to_example: Callable[[dict], Example], batch_size: int
   rng = np.random.default_rng(seed)
   while True:
     rows = [to_example(source[int(i)]) for i in rng.integers(0, len(source), batch_size)]
-    yield {**{k: np.stack([r[k] for r in rows]) for k in SEQUENCE_KEYS}, "task_index": np.zeros(batch_size, np.int32)}
+    yield _stack(rows, [0] * batch_size)
+
+
+def _stack(rows: Sequence[Example], owners: Sequence[int]) -> Example:
+  """Examples -> one batch of their sequences, with the index of the adapter each one trains."""
+  return {**{k: np.stack([r[k] for r in rows]) for k in SEQUENCE_KEYS}, "task_index": np.asarray(owners, np.int32)}
 
 
 def _micro_batches(batch: Example, size: int) -> tuple[dict[str, np.ndarray], int]:
