@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from lora_hyper.adapters import lora
-from lora_hyper.data import pipeline
+from lora_hyper.data import fictional, pipeline
 from lora_hyper.model import decoding, transformer
 from lora_hyper.model.base_model import BaseModel
 from lora_hyper.model.config import GemmaConfig
@@ -101,3 +101,17 @@ def greedy_matches(params: Any, batch: Mapping[str, jax.Array], adapter: lora.Lo
   ends_line = jnp.isin(predicted, jnp.asarray(line_ends or (config.eos_id,), jnp.int32)) & at_eos
   token_share = jnp.sum(hit & mask, axis=-1) / jnp.maximum(jnp.sum(mask, axis=-1), 1)
   return GreedyMatch(jnp.all(hit | ~mask, axis=-1), jnp.all(hit | ends_line | ~mask, axis=-1), token_share)
+
+
+# ----------------------------------------------------------------------------- self-generated pairs
+
+
+def self_generated_pairs(model: BaseModel, document: str, num_queries: int, *, seed: int = 0,
+                         sampling: decoding.SamplingConfig = ANSWER_SAMPLING) -> list[dict[str, str]]:
+  """Training pairs made without labels, as the paper makes them: queries from templates about
+  `document` (`data.fictional.generated_queries`), answered by the base model with the document in
+  its prompt. Records {'document', 'query', 'answer'}, the shape every Doc-to-LoRA source has;
+  queries the model leaves unanswered (an empty first line) are dropped."""
+  queries = fictional.generated_queries({"document": document}, num_queries, seed=seed)
+  answers = answer(model, queries, context=document, sampling=sampling, seed=seed)
+  return [{"document": document, "query": q, "answer": a} for q, a in zip(queries, answers) if a]

@@ -28,3 +28,15 @@ def test_notebook_runs_headless_on_a_tiny_model(tmp_path, monkeypatch):
   assert sorted(p.name for p in (tmp_path / "peft_task_adapter").iterdir()) == [
       "adapter_config.json", "adapter_model.safetensors"]
   assert (tmp_path / "haystack_adapter" / "adapter.safetensors").is_file()
+
+
+def test_install_cell_asks_for_a_source_outside_a_checkout(tmp_path, monkeypatch):
+  """On Colab with nothing to install from, the first cell stops with what to set (no pip call)."""
+  import pytest
+
+  install = next(c for c in nbformat.read(NOTEBOOK, as_version=4).cells if c.cell_type == "code")
+  assert "pip" in install.source
+  monkeypatch.delenv("LORA_HYPER_NOTEBOOK_SKIP_INSTALL", raising=False)
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(RuntimeError, match="set SOURCE"):
+    exec(install.source, {})

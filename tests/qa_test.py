@@ -85,3 +85,18 @@ def test_greedy_matches_takes_a_line_end_for_the_eos():
   with_line = qa.greedy_matches(base.params, batch, None, config=cfg, line_ends=(line_end,))
   assert not plain.exact[0] and not plain.exact_line[0]
   assert not with_line.exact[0] and with_line.exact_line[0]
+
+
+def test_self_generated_pairs_are_the_models_in_context_answers_to_template_queries():
+  from lora_hyper.data import fictional
+
+  from training.fakes import tiny_base
+
+  base = tiny_base()
+  document = fictional.make_document(0, "train", 0).text
+  sampling = qa.decoding.SamplingConfig(max_new_tokens=4)
+  pairs = qa.self_generated_pairs(base, document, 3, sampling=sampling)
+  queries = fictional.generated_queries({"document": document}, 3)
+  expected = qa.answer(base, queries, context=document, sampling=sampling)
+  assert [(p["query"], p["answer"]) for p in pairs] == [(q, a) for q, a in zip(queries, expected) if a]
+  assert all(p["document"] == document for p in pairs)

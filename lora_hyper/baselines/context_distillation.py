@@ -7,7 +7,9 @@ starts as the bare base model) is optimised with Adam on
   KL( p_base(answer | context, prompt) || p_{base + LoRA}(answer | prompt) )
 
 at the answer positions, for a fixed number of jitted gradient steps. In the paper's oracle
-setting the prompt is the test query itself and the answer is the teacher's own greedy answer.
+setting the prompt is the test query itself and the answer is the teacher's own greedy answer
+(`distill`); without the test query, the prompts are queries generated about the document
+(`distill_queries`, e.g. with `data.fictional.generated_queries`).
 
 The same loop with a cross-entropy objective trains an ordinary LoRA on supervised examples
 (Text-to-LoRA's per-task LoRA baseline): `fit(..., objective="ce")`.
@@ -89,9 +91,14 @@ class FitResult:
 @dataclasses.dataclass(frozen=True)
 class DistillResult:
   adapter: lora.LoraAdapter
-  answer: tuple[int, ...]  # the answer tokens distilled on
+  answers: tuple[tuple[int, ...], ...]  # the answer tokens distilled on, one tuple per prompt
   losses: np.ndarray  # [steps] KL before each update
   timings: Timings
+
+  @property
+  def answer(self) -> tuple[int, ...]:
+    """The first prompt's answer (the only one, from `distill`)."""
+    return self.answers[0]
 
 
 def init_adapter(key: Array, config: GemmaConfig, modules: tuple[str, ...], rank: int, *,
@@ -174,49 +181,76 @@ def fit(base_params: PyTree, config: GemmaConfig, adapter: lora.LoraAdapter, bat
   return FitResult(lora.LoraAdapter(weights, adapter.scaling), np.asarray(jnp.stack(history)), compile_s, steps_s)
 
 
-def _sequence(prefix: Sequence[int], answer: Sequence[int]) -> dict[str, np.ndarray]:
-  """[prefix, answer] as one row, with the positions whose logits predict each answer token."""
-  tokens = np.asarray([*prefix, *answer], np.int32)[None]
-  at = np.arange(len(prefix) - 1, len(prefix) - 1 + len(answer), dtype=np.int32)[None]
-  return {"tokens": tokens, "mask": np.ones_like(tokens, bool), "logits_at": at,
-          "loss_mask": np.ones_like(at, bool), "targets": np.asarray(answer, np.int32)[None]}
+def _rows(prefixes: Sequence[Sequence[int]], answers: Sequence[Sequence[int]], pad_id: int) -> dict[str, np.ndarray]:
+  """Each [prefix, answer] as one right-padded row, with the positions whose logits predict each
+  answer token (padded answer slots are masked out of the loss)."""
+  rows = [[*p, *a] for p, a in zip(prefixes, answers)]
+  width, answer_width = max(map(len, rows)), max(map(len, answers))
+  tokens = np.full((len(rows), width), pad_id, np.int32)
+  at = np.zeros((len(rows), answer_width), np.int32)
+  loss_mask = np.zeros((len(rows), answer_width), bool)
+  targets = np.full((len(rows), answer_width), pad_id, np.int32)
+  for i, (prefix, answer) in enumerate(zip(prefixes, answers)):
+    tokens[i, :len(rows[i])] = rows[i]
+    at[i, :len(answer)] = np.arange(len(prefix) - 1, len(prefix) - 1 + len(answer))
+    loss_mask[i, :len(answer)] = True
+    targets[i, :len(answer)] = answer
+  mask = np.arange(width)[None] < np.asarray([len(r) for r in rows])[:, None]
+  return {"tokens": tokens, "mask": mask, "logits_at": at, "loss_mask": loss_mask, "targets": targets}
 
 
 def distill(base_params: PyTree, config: GemmaConfig, context: Sequence[int], prompt: Sequence[int],
             answer: Sequence[int] | None = None, *, settings: DistillConfig = DistillConfig(),
             key: Array | None = None, stop_ids: Sequence[int] | None = None) -> DistillResult:
-  """Distils `context` (token ids, no BOS) into a fresh LoRA for `prompt` (+ `answer`) tokens.
+  """Distils `context` (token ids, no BOS) into a fresh LoRA for one `prompt` (+ `answer`): the
+  paper's oracle setting when the prompt is the test query. See `distill_queries`."""
+  return distill_queries(base_params, config, context, [prompt], None if answer is None else [answer],
+                         settings=settings, key=key, stop_ids=stop_ids)
 
-  Without an `answer`, the teacher (base model with the context) answers greedily, up to
-  `settings.max_answer_tokens` tokens ending at the first of `stop_ids` (default: EOS), and that
-  answer is distilled, as in the paper's oracle setting.
+
+def distill_queries(base_params: PyTree, config: GemmaConfig, context: Sequence[int],
+                    prompts: Sequence[Sequence[int]], answers: Sequence[Sequence[int]] | None = None, *,
+                    settings: DistillConfig = DistillConfig(), key: Array | None = None,
+                    stop_ids: Sequence[int] | None = None) -> DistillResult:
+  """Distils `context` (token ids, no BOS) into one fresh LoRA for several prompts at once (every
+  step reads all of them): the paper's setting of queries generated about the document.
+
+  Without `answers`, the teacher (base model with the context) answers each prompt greedily, up
+  to `settings.max_answer_tokens` tokens ending at the first of `stop_ids` (default: EOS), and
+  those answers are distilled.
   """
-  if not context or not prompt:
-    raise ValueError("context and prompt need at least one token each")
+  if not context or not prompts or not all(prompts):
+    raise ValueError("context and every prompt need at least one token each")
+  if answers is not None and len(answers) != len(prompts):
+    raise ValueError(f"{len(answers)} answers for {len(prompts)} prompts")
   key = jax.random.key(0) if key is None else key
   stop_ids = (config.eos_id,) if stop_ids is None else tuple(stop_ids)
-  teacher_prefix = [config.bos_id, *context, *prompt]
-  student_prefix = [config.bos_id, *prompt]
+  teacher_prefixes = [[config.bos_id, *context, *p] for p in prompts]
+  student_prefixes = [[config.bos_id, *p] for p in prompts]
   compile_s = answer_s = 0.0
 
-  if answer is None:
+  if answers is None:
     sampling = decoding.SamplingConfig(max_new_tokens=settings.max_answer_tokens)
-    prefix = jnp.asarray(teacher_prefix, jnp.int32)[None]
-    args = (base_params, prefix, jnp.ones_like(prefix, bool), key)
+    width = max(map(len, teacher_prefixes))
+    prefix = np.full((len(prompts), width), config.pad_id, np.int32)
+    valid = np.zeros((len(prompts), width), bool)
+    for i, p in enumerate(teacher_prefixes):  # left-padded: every prompt ends in the last column
+      prefix[i, width - len(p):], valid[i, width - len(p):] = p, True
+    args = (base_params, jnp.asarray(prefix), jnp.asarray(valid), key)
     start = time.perf_counter()
     generate = decoding.generate.lower(*args, config=config, sampling=sampling, stop_ids=stop_ids).compile()
     compile_s += time.perf_counter() - start
     start = time.perf_counter()
-    tokens, length = jax.block_until_ready(generate(*args))
+    tokens, lengths = jax.block_until_ready(generate(*args))
     answer_s = time.perf_counter() - start
-    answer = [int(t) for t in np.asarray(tokens)[0, :int(length[0])]]
-  answer = list(answer)
-  if not answer:
-    raise ValueError("the answer is empty: nothing to distil")
+    answers = [[int(t) for t in row[:n]] for row, n in zip(np.asarray(tokens), np.asarray(lengths))]
+  answers = [list(a) for a in answers]
+  if not all(answers):
+    raise ValueError("an answer is empty: nothing to distil")
 
-  teacher = _sequence(teacher_prefix, answer)
-  teacher_fn = jax.jit(lambda p, t, at: transformer.forward(p, t, config=config, logits_at=at).logits)
-  args = (base_params, jnp.asarray(teacher["tokens"]), jnp.asarray(teacher["logits_at"]))
+  teacher = _rows(teacher_prefixes, answers, config.pad_id)
+  teacher_fn = jax.jit(lambda p, t, m, at: transformer.forward(p, t, config=config, mask=m, logits_at=at).logits)
+  args = (base_params, *(jnp.asarray(teacher[k]) for k in ("tokens", "mask", "logits_at")))
   start = time.perf_counter()
   teacher_fn = teacher_fn.lower(*args).compile()
   compile_s += time.perf_counter() - start
@@ -224,10 +258,10 @@ def distill(base_params: PyTree, config: GemmaConfig, context: Sequence[int], pr
   teacher_logits = jax.block_until_ready(teacher_fn(*args))
   teacher_s = time.perf_counter() - start
 
-  batch = {**_sequence(student_prefix, answer), "teacher_logits": teacher_logits}
+  batch = {**_rows(student_prefixes, answers, config.pad_id), "teacher_logits": teacher_logits}
   adapter = init_adapter(key, config, settings.modules, settings.rank, scaling=settings.scaling)
   result = fit(base_params, config, adapter, batch, objective="kl", steps=settings.steps,
                learning_rate=settings.learning_rate)
   timings = Timings(compile_s=compile_s + result.compile_s, answer_s=answer_s, teacher_s=teacher_s,
                     steps_s=result.steps_s)
-  return DistillResult(result.adapter, tuple(answer), result.losses, timings)
+  return DistillResult(result.adapter, tuple(tuple(a) for a in answers), result.losses, timings)

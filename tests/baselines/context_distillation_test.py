@@ -91,3 +91,18 @@ def test_fit_rejects_bad_inputs(tiny):
     batched = lora.zeros(cfg, ("down",), 2, batch=2)
     batch = {k: np.zeros((1, 2), np.int32) for k in ("tokens", "mask", "logits_at", "loss_mask", "targets")}
     cd.fit(params, cfg, batched, batch, objective="ce", steps=1, learning_rate=1e-3)
+
+
+def test_several_queries_distil_as_each_would_alone(tiny):
+  """Prompts of different lengths share one padded batch: the teacher answers each as it would
+  alone, and the first loss is the mean of each prompt's own bare-model KL."""
+  cfg, params = tiny
+  rng = np.random.default_rng(4)
+  context, prompts = _ids(rng, 12), [_ids(rng, 3), _ids(rng, 7)]
+  settings = cd.DistillConfig(rank=2, steps=1, max_answer_tokens=4)
+  together = cd.distill_queries(params, cfg, context, prompts, settings=settings, stop_ids=(-1,))
+  alone = [cd.distill(params, cfg, context, p, settings=settings, stop_ids=(-1,)) for p in prompts]
+  assert together.answers == tuple(r.answer for r in alone)
+  np.testing.assert_allclose(together.losses[0], np.mean([r.losses[0] for r in alone]), rtol=1e-4)
+  with pytest.raises(ValueError, match="1 answers for 2 prompts"):
+    cd.distill_queries(params, cfg, context, prompts, [[5]], settings=settings)

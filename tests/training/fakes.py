@@ -5,7 +5,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from lora_hyper.model import base_model, config as config_lib, transformer
+from lora_hyper.model import base_model, config as config_lib, tokenizer, transformer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +26,9 @@ class ByteTokenizer:
 
   def decode(self, ids, skip_special_tokens=True):
     return bytes(i - 3 for i in ids if i >= 3).decode(errors="replace")
+
+  def pad_batch(self, seqs, side="left", length=None):
+    return tokenizer.pad_batch(seqs, self.pad_id, side=side, length=length)
 
   @property
   def stop_ids(self):
