@@ -10,12 +10,14 @@ Score: exact match of the whole greedy answer (and its EOS), read from one teach
 (`qa.greedy_matches`). Held-out tasks are read with their held-out descriptions (a core phrasing never seen in
 training); adapters are generated per example from that example's description. Controls:
 random strings, and a description of another held-out task, as the description.
-Writes experiments/results/t2l.{json,md,png}.
+Writes experiments/results/t2l.{json,md,png}. `--add-sft HEAD=DIR ...` evaluates more SFT heads
+(e.g. M and S) and adds their rows to the existing results, without rerunning the rest.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import string
 import sys
 import time
@@ -146,16 +148,67 @@ def _named_dirs(items: Sequence[str], what: str) -> dict[str, str]:
   return out
 
 
+def _held_out_records(per_task: int) -> list[dict]:
+  held = tasks.TaskExamples(tasks.held_out_tasks(), seed=1, num_examples_per_task=per_task, descriptions="test")
+  return [held[i] for i in range(len(held))]
+
+
+def _train_records(per_task: int) -> list[dict]:
+  seen = tasks.TaskExamples(tasks.train_tasks(), seed=1, num_examples_per_task=per_task, descriptions="train")
+  return [seen[i] for i in range(len(seen))]
+
+
+def _after_heads(rows: dict, added: dict) -> dict:
+  """`rows` with `added` placed after its last plain SFT head (before the controls)."""
+  names = list(rows)
+  heads = [i for i, n in enumerate(names) if n.startswith("T2L SFT-") and "," not in n and n not in added]
+  cut = heads[-1] + 1 if heads else len(names)
+  return {**{n: rows[n] for n in names[:cut] if n not in added}, **added,
+          **{n: rows[n] for n in names[cut:] if n not in added}}
+
+
+def add_heads(specs: Sequence[str]) -> None:
+  """Scores more SFT heads on the saved run's records and adds their rows to results/t2l.*."""
+  path = common.RESULTS / "t2l.json"
+  if not path.is_file():
+    raise SystemExit(f"{path} does not exist: run the full evaluation first")
+  result = json.loads(path.read_text())
+  base = base_model.load_base_model(None)
+  sft = {h: saved.load_hypernetwork(d, base) for h, d in _named_dirs(specs, "--add-sft").items()}
+  encoder = next(iter(sft.values())).task_encoder(base)
+  held = _held_out_records(result["held_out_examples_per_task"])
+  train = _train_records(result["train_examples_per_task"])
+  zero, fidelity = {}, {}
+  for head, hyper in sft.items():
+    name, adapters_for = f"T2L SFT-{head}", _generated(hyper, encoder, lambda r: r["description"])
+    zero[name] = _summary(Evaluator(base, held).score(adapters_for), held)
+    fidelity[name] = _summary(Evaluator(base, train).score(adapters_for))
+    _log(f"{name}: held-out {zero[name]}, training tasks {fidelity[name]}")
+  result["zero_shot"] = _after_heads(result["zero_shot"], zero)
+  result["training_tasks"] = _after_heads(result["training_tasks"], fidelity)
+  result["hypernetworks"].update(_named_dirs(specs, "--add-sft"))
+  result.setdefault("added_by", []).append(common.command())
+  common.write_json("t2l", result)  # keeps the first run's command and date; `added_by` names this one
+  _write_markdown(result, [t.task_id for t in tasks.held_out_tasks()])
+  _plot(result)
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--loras", required=True, help="folder written by experiments.t2l.oracles")
+  parser.add_argument("--loras", help="folder written by experiments.t2l.oracles")
   parser.add_argument("--sft", nargs="+", default=[], help="HEAD=DIR of SFT-trained Text-to-LoRAs (L, M, S)")
+  parser.add_argument("--add-sft", nargs="+", default=[],
+                      help="HEAD=DIR: only score these SFT heads and add them to the saved results")
   parser.add_argument("--recon", nargs="*", default=[],
                       help="TASKS=DIR of reconstruction-trained Text-to-LoRAs, by number of training tasks")
   parser.add_argument("--held-out-examples", type=int, default=20, help="per held-out task")
   parser.add_argument("--train-examples", type=int, default=4, help="per training task (experiment 2)")
   parser.add_argument("--icl-shots", type=int, default=3)
   args = parser.parse_args(argv)
+  if args.add_sft:
+    return add_heads(args.add_sft)
+  if not args.loras:
+    raise SystemExit("give --loras (the folder experiments.t2l.oracles wrote)")
   sft_dirs, recon_dirs = _named_dirs(args.sft, "--sft"), _named_dirs(args.recon, "--recon")
   if not sft_dirs:
     raise SystemExit("give at least one --sft HEAD=DIR")
@@ -172,9 +225,7 @@ def main(argv=None) -> None:
                   "train_examples_per_task": args.train_examples, "hypernetworks": {**sft_dirs, **recon_dirs}}
 
   # ---- experiment 1: zero-shot on held-out tasks, from held-out descriptions
-  held = tasks.TaskExamples(tasks.held_out_tasks(), seed=1, num_examples_per_task=args.held_out_examples,
-                            descriptions="test")
-  records = [held[i] for i in range(len(held))]
+  records = _held_out_records(args.held_out_examples)
   evaluator = Evaluator(base, records)
   held_ids = [t.task_id for t in tasks.held_out_tasks()]
   other = {t: tasks.get_task(held_ids[(i + 1) % len(held_ids)]).split_descriptions("test")
@@ -205,9 +256,7 @@ def main(argv=None) -> None:
   result["zero_shot"] = zero_shot
 
   # ---- experiment 2: training tasks (seen descriptions, new examples): generated vs oracle LoRAs
-  seen = tasks.TaskExamples(tasks.train_tasks(), seed=1, num_examples_per_task=args.train_examples,
-                            descriptions="train")
-  train_records = [seen[i] for i in range(len(seen))]
+  train_records = _train_records(args.train_examples)
   train_eval = Evaluator(base, train_records)
   index = {t: i for i, t in enumerate(train_ids)}
   train_methods = {"base model": lambda rows: None, "multi-task LoRA": lambda rows: multitask,
@@ -258,6 +307,9 @@ def _write_markdown(result: dict, held_ids: list[str]) -> None:
   if len(recon) > 1:
     body += "\n## Experiment 3: zero-shot against the number of training tasks (reconstruction mode)\n\n"
     body += common.markdown_table(["training tasks", "held-out exact match"], recon)
+  if result.get("added_by"):
+    body = (f"The first run: `{result['command']}`; rows added by: "
+            + "; ".join(f"`{c}`" for c in result["added_by"]) + ".\n\n" + body)
   common.write_markdown("t2l", "Text-to-LoRA on the task library (Gemma 3 270M)", body)
 
 
