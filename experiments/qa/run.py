@@ -12,7 +12,8 @@ each. Methods, laid out like the paper's 2WikiMultihopQA table:
   `--cd-docs` documents (minutes per document on this CPU).
 Score: ROUGE-L F1 of the answer's first line against the gold answer (and whether it contains it);
 relative = a method's ROUGE-L / the in-context ROUGE-L on the same questions. Update latency:
-median wall seconds of one document's update, compiled beforehand. Update memory: XLA's buffer
+median wall seconds of one update (one per document; the oracle makes one per question),
+compiled beforehand. Update memory: XLA's buffer
 assignment of the update's compiled functions (arguments + outputs + temporaries, less the
 resident base and hypernetwork params; `benchmarks.common.xla_memory`), for the first document.
 
@@ -276,8 +277,9 @@ def write_markdown(result: dict) -> None:
       f"{result['docs']} held-out documents x 6 questions; the distillation baselines ({result['cd_steps']} Adam "
       f"steps each) on the first {result['cd_docs']} documents ({result['cd_questions']} questions), where every "
       f"method is also scored. Relative = ROUGE-L / the in-context ROUGE-L on the same questions. Update "
-      f"latency: median seconds per document, compiled beforehand; memory: XLA's peak extra over the resident "
-      f"params.\n\n{main}\n## Failure modes\n\nAn unrelated document's adapter:\n\n{failure}\nMore, shorter "
+      f"latency: median seconds of one update (one per document; the oracle makes one per question), compiled "
+      f"beforehand; memory: XLA's peak extra over the resident params.\n\n{main}\n## Failure modes\n\n"
+      f"An unrelated document's adapter:\n\n{failure}\nMore, shorter "
       f"chunks than training's (one chunk per document), rank-concatenated:\n\n{chunks}")
 
 
@@ -299,7 +301,7 @@ def plot(result: dict) -> None:
     right.scatter(result["update_s"][method], table["d2l" if method.startswith("d2l") else method]["cd_docs"]
                   ["relative_rouge_l"], s=60, label=method)
   right.set_xscale("log")
-  right.set_xlabel("update latency per document (s, log)")
+  right.set_xlabel("update latency (s, log; the oracle: per question)")
   right.set_ylabel("relative ROUGE-L")
   right.legend(fontsize=8)
   fig.suptitle("Internalization QA, Gemma 3 270M, held-out fictional documents")
