@@ -131,24 +131,22 @@ def context_distillation(base, documents, per_doc, settings: cd.DistillConfig, n
   for d, (doc, records) in enumerate(zip(documents, per_doc)):
     context = tok.encode(doc + "\n\n", add_bos=False)
     for r in records:  # oracle: one LoRA per test query
-      result = cd.distill(base.params, base.config, context, prompt_ids(r["query"]), settings=settings,
-                          stop_ids=stop_ids)
+      prompt = prompt_ids(r["query"])
+      result = cd.distill(base.params, base.config, context, prompt, settings=settings, stop_ids=stop_ids)
       out["cd_oracle"]["answers"] += qa.answer(base, [r["query"]], adapter=result.adapter, sampling=SAMPLING)
       out["cd_oracle"]["times"].append(result.timings.update_s)
       out["cd_oracle"]["kl"].append((float(result.losses[0]), float(result.losses[-1])))
       if d == 0 and "update_mb" not in out["cd_oracle"]:
-        out["cd_oracle"]["update_mb"] = cd_memory(base, settings, len(context), [prompt_ids(r["query"])],
-                                                  result.answers)
+        out["cd_oracle"]["update_mb"] = cd_memory(base, settings, len(context), [prompt], result.answers)
     queries = fictional.generated_queries({"document": doc}, num_queries)
-    result = cd.distill_queries(base.params, base.config, context, [prompt_ids(q) for q in queries],
-                                settings=settings, stop_ids=stop_ids)
+    prompts = [prompt_ids(q) for q in queries]
+    result = cd.distill_queries(base.params, base.config, context, prompts, settings=settings, stop_ids=stop_ids)
     out["cd_generated"]["answers"] += qa.answer(base, [r["query"] for r in records], adapter=result.adapter,
                                                 sampling=SAMPLING)
     out["cd_generated"]["times"].append(result.timings.update_s)
     out["cd_generated"]["kl"].append((float(result.losses[0]), float(result.losses[-1])))
     if d == 0:
-      out["cd_generated"]["update_mb"] = cd_memory(base, settings, len(context), [prompt_ids(q) for q in queries],
-                                                   result.answers)
+      out["cd_generated"]["update_mb"] = cd_memory(base, settings, len(context), prompts, result.answers)
       out["cd_generated"]["pairs"] = [{"query": q, "teacher_answer": tok.decode(list(a))}
                                       for q, a in zip(queries, result.answers)]
     print(f"[qa] context distillation: document {d + 1}/{len(documents)} "

@@ -174,7 +174,8 @@ def add_heads(specs: Sequence[str]) -> None:
     raise SystemExit(f"{path} does not exist: run the full evaluation first")
   result = json.loads(path.read_text())
   base = base_model.load_base_model(None)
-  sft = {h: saved.load_hypernetwork(d, base) for h, d in _named_dirs(specs, "--add-sft").items()}
+  dirs = _named_dirs(specs, "--add-sft")
+  sft = {h: saved.load_hypernetwork(d, base) for h, d in dirs.items()}
   encoder = next(iter(sft.values())).task_encoder(base)
   held = _held_out_records(result["held_out_examples_per_task"])
   train = _train_records(result["train_examples_per_task"])
@@ -186,7 +187,7 @@ def add_heads(specs: Sequence[str]) -> None:
     _log(f"{name}: held-out {zero[name]}, training tasks {fidelity[name]}")
   result["zero_shot"] = _after_heads(result["zero_shot"], zero)
   result["training_tasks"] = _after_heads(result["training_tasks"], fidelity)
-  result["hypernetworks"].update(_named_dirs(specs, "--add-sft"))
+  result["hypernetworks"].update(dirs)
   result.setdefault("added_by", []).append(common.command())
   common.write_json("t2l", result)  # keeps the first run's command and date; `added_by` names this one
   _write_markdown(result, [t.task_id for t in tasks.held_out_tasks()])
