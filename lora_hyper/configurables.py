@@ -3,14 +3,14 @@
   lora_hyper.train                    the meta-training loop (lora_hyper/training/trainer.py)
   lora_hyper.OptimizerConfig          AdamW, schedule, clipping, accumulation
   lora_hyper.DocExampleShapes / TaskExampleShapes
-  lora_hyper.FictionalQA / NiahSource / TfdsQASource / task_library / task_lora_library   data sources
+  lora_hyper.FictionalQA / NiahSource / TfdsQASource / JsonlQA / task_library / task_lora_library   data sources
 """
 
 from __future__ import annotations
 
 import gin
 
-from lora_hyper.data import fictional, lora_library, niah, tasks, tfds_source
+from lora_hyper.data import fictional, jsonl_source, lora_library, niah, tasks, tfds_source
 from lora_hyper.data import pipeline
 from lora_hyper.training import trainer  # noqa: F401  (registers lora_hyper.train)
 from lora_hyper.training.optimizer import OptimizerConfig
@@ -21,6 +21,7 @@ gin.external_configurable(pipeline.TaskExampleShapes, module="lora_hyper")
 gin.external_configurable(fictional.FictionalQA, module="lora_hyper")
 gin.external_configurable(niah.NiahSource, module="lora_hyper")
 gin.external_configurable(tfds_source.TfdsQASource, module="lora_hyper")
+gin.external_configurable(jsonl_source.JsonlQA, module="lora_hyper")
 
 
 @gin.configurable(module="lora_hyper")
@@ -33,10 +34,11 @@ def task_library(split: str = "train", descriptions: str = "train", num_examples
 
 @gin.configurable(module="lora_hyper")
 def task_lora_library(folder: str = gin.REQUIRED, split: str = "train", descriptions: str = "train",
-                      num_tasks: int | None = None) -> lora_library.TaskLoraLibrary:
+                      num_tasks: int | None = None, zscore: bool = False) -> lora_library.TaskLoraLibrary:
   """Saved per-task LoRAs (experiments/t2l/oracles.py) paired with each task's descriptions: the
-  reconstruction targets. `num_tasks` as for `task_library`."""
-  return lora_library.TaskLoraLibrary(folder, _split_tasks(split, num_tasks), descriptions)
+  reconstruction targets. `num_tasks` as for `task_library`; `zscore` makes reconstruction compare
+  factors z-scored per element over the library."""
+  return lora_library.TaskLoraLibrary(folder, _split_tasks(split, num_tasks), descriptions, zscore)
 
 
 def _split_tasks(split: str, num_tasks: int | None) -> tuple[tasks.Task, ...]:

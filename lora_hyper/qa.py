@@ -9,14 +9,16 @@ Answers end at EOS or at the end of their first line.
 from __future__ import annotations
 
 import functools
+import json
 import re
-from typing import Any, Mapping, NamedTuple, Sequence
+from pathlib import Path
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from lora_hyper.adapters import lora
-from lora_hyper.data import fictional, pipeline
+from lora_hyper.data import fictional, jsonl_source, pipeline
 from lora_hyper.model import decoding, transformer
 from lora_hyper.model.base_model import BaseModel
 from lora_hyper.model.config import GemmaConfig
@@ -115,3 +117,46 @@ def self_generated_pairs(model: BaseModel, document: str, num_queries: int, *, s
   queries = fictional.generated_queries({"document": document}, num_queries, seed=seed)
   answers = answer(model, queries, context=document, sampling=sampling, seed=seed)
   return [{"document": document, "query": q, "answer": a} for q, a in zip(queries, answers) if a]
+
+
+def write_self_generated_pairs(model: BaseModel, documents: Sequence[str], path: str | Path, num_queries: int, *,
+                               seed: int = 0, sampling: decoding.SamplingConfig = ANSWER_SAMPLING,
+                               progress: Callable[[int, int], None] | None = None) -> int:
+  """Appends every document's `self_generated_pairs` (with its 'doc_index') to a JSON Lines file that
+  `data.jsonl_source.JsonlQA` reads, one document per write, and returns the number of records.
+  A rerun resumes after the last document the file holds whole: generating pairs for thousands of
+  documents takes hours, and an interrupted run loses at most the document it was writing."""
+  path = Path(path)
+  start = _resume_point(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with path.open("a", encoding="utf-8") as f:
+    for i in range(start, len(documents)):
+      pairs = self_generated_pairs(model, documents[i], num_queries, seed=seed, sampling=sampling)
+      f.write("".join(json.dumps({**p, "doc_index": i}) + "\n" for p in pairs))
+      f.flush()
+      if progress is not None:
+        progress(i + 1, len(documents))
+  return sum(1 for _ in jsonl_source.read_records(path)) if path.stat().st_size else 0
+
+
+def _resume_point(path: Path) -> int:
+  """The first document index still to write. A last line cut off mid-write is removed along with
+  the rest of its document's records, which are then written again."""
+  if not path.is_file():
+    return 0
+  text = path.read_text(encoding="utf-8")
+  lines = text.splitlines(keepends=True)
+  complete = [l for l in lines if l.endswith("\n")]
+  try:
+    records = [json.loads(l) for l in complete if l.strip()]
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} has a malformed line before its end ({e.msg}); it is not a file this function "
+                     "wrote: move it away or pass another path") from None
+  if any("doc_index" not in r for r in records):
+    raise ValueError(f"{path} holds records without 'doc_index': not a file this function wrote")
+  if len(complete) == len(lines):
+    return max((r["doc_index"] for r in records), default=-1) + 1
+  cut = max((r["doc_index"] for r in records), default=-1)  # the document being written: redo it whole
+  keep = [l for l, r in zip((l for l in complete if l.strip()), records) if r["doc_index"] != cut]
+  path.write_text("".join(keep), encoding="utf-8")
+  return max(cut, 0)

@@ -6,7 +6,9 @@ of them, in the shipped hypernetwork's parametrisation (rank 8 on q and v, rsLoR
 
 writes OUT/oracles/<category>__<member>/adapter.safetensors (one per training task),
 OUT/multitask/adapter.safetensors, and the training curves as experiments/results/t2l_oracles.*.
-The examples are those the hypernetworks train on (`task_library`, seed 0, 200 per task).
+The examples are those the hypernetworks train on (`task_library`, seed 0, 200 per task). Every
+oracle starts from the same A (`TaskLoraConfig.shared_init`), so the library's factors differ by
+what the tasks taught them, not by their random starts.
 """
 
 from __future__ import annotations

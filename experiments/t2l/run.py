@@ -10,8 +10,10 @@ Score: exact match of the whole greedy answer (and its EOS), read from one teach
 (`qa.greedy_matches`). Held-out tasks are read with their held-out descriptions (a core phrasing never seen in
 training); adapters are generated per example from that example's description. Controls:
 random strings, and a description of another held-out task, as the description.
-Writes experiments/results/t2l.{json,md,png}. `--add-sft HEAD=DIR ...` evaluates more SFT heads
-(e.g. M and S) and adds their rows to the existing results, without rerunning the rest.
+Writes experiments/results/t2l.{json,md,png}. Without rerunning the rest, `--add-sft HEAD=DIR ...`
+adds SFT heads (e.g. M and S; `HEAD:N=DIR` one trained on N tasks, a point of the SFT scaling
+curve), and `--loras DIR --redo-library --recon N=DIR ...` rescores a new oracle library and the
+reconstruction hypernetworks trained on it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import common
-from lora_hyper import qa
+from lora_hyper import configurables, qa
 from lora_hyper.adapters import io, lora
 from lora_hyper.baselines import task_loras
 from lora_hyper.data import pipeline, tasks
@@ -40,6 +42,7 @@ from lora_hyper.model import base_model
 EVAL_SHAPES = pipeline.TaskExampleShapes(seq_len=64, answer_len=32)  # no answer in the library is cut
 ICL_SHAPES = pipeline.TaskExampleShapes(seq_len=288, answer_len=32)  # 3 demonstrations (or a description) fit
 BATCH = 32
+OWN_TASK_EXAMPLES = 240  # a reconstruction hypernetwork's own training tasks: examples in all
 
 
 def _log(message: str) -> None:
@@ -167,6 +170,99 @@ def _after_heads(rows: dict, added: dict) -> dict:
           **{n: rows[n] for n in names[cut:] if n not in added}}
 
 
+def _recon_rows(base, encoder, recon: dict[int, saved.SavedHypernetwork], held: list[dict], train: list[dict],
+                oracles: lora.LoraAdapter) -> tuple[dict, dict]:
+  """Reconstruction hypernetworks by number of training tasks: every one zero-shot on `held` and
+  on its own training tasks against their oracles; the one of the most tasks on `train` too, with
+  its deltas' cosine to the oracles' and the best any head of its width could do."""
+  zero, fidelity, own = {}, {}, {}
+  index = {t.task_id: i for i, t in enumerate(tasks.train_tasks())}
+  for n, hyper in sorted(recon.items()):
+    name = f"T2L recon ({n} tasks)"
+    generated = _generated(hyper, encoder, lambda r: r["description"])
+    zero[name] = _summary(Evaluator(base, held).score(generated), held)
+    _log(f"held-out {name}: {zero[name]}")
+    per_task = max(2, OWN_TASK_EXAMPLES // n)  # about the same number of examples for every library size
+    seen = tasks.TaskExamples(configurables.task_library(num_tasks=n).tasks, seed=1,
+                              num_examples_per_task=per_task, descriptions="train")
+    evaluator = Evaluator(base, [seen[i] for i in range(len(seen))])
+    own[str(n)] = {"examples_per_task": per_task, "recon": _summary(evaluator.score(generated)),
+                   "oracles": _summary(evaluator.score(_stacked(oracles, index)))}
+    _log(f"{name} on its own tasks: {own[str(n)]}")
+  if recon:
+    full = max(recon)
+    name = f"T2L recon ({full} tasks)"
+    fidelity[name] = _summary(Evaluator(base, train).score(_generated(recon[full], encoder,
+                                                                      lambda r: r["description"])))
+    _log(f"training tasks {name}: {fidelity[name]}")
+    if recon[full].config.head == "L" and full == len(index):
+      width = recon[full].config.head_in_dim
+      ceiling = f"oracle LoRAs in their top-{width} subspace (an L head of width {width} at best)"
+      fidelity[ceiling] = _summary(Evaluator(base, train).score(_stacked(_top_subspace(oracles, width), index)))
+      _log(f"training tasks {ceiling}: {fidelity[ceiling]}")
+    generated = text_to_lora.generate_adapter(recon[full].params,
+                                              [t.split_descriptions("train")[0] for t in tasks.train_tasks()],
+                                              config=recon[full].config, encoder=encoder)
+    cosines = [_delta_cosine(lora.take(generated, i), lora.take(oracles, i)) for i in range(len(index))]
+    fidelity["delta_cosine_recon_vs_oracle"] = {"mean": float(np.mean(cosines)), "min": float(np.min(cosines))}
+    fidelity["recon_own_tasks"] = own
+  return zero, fidelity
+
+
+def _top_subspace(library: lora.LoraAdapter, width: int) -> lora.LoraAdapter:
+  """The library's factors projected, per module, onto their best `width`-dim affine subspace over
+  all (task, layer) rows: an L head emits a module's A and B of every task and layer as one linear
+  map of a `width`-wide input plus a bias, so this is the closest to the library it can get."""
+  out = {}
+  for module, factors in library.weights.items():
+    a, b = np.asarray(factors["a"]), np.asarray(factors["b"])
+    rows = np.concatenate([a.reshape(a.shape[0] * a.shape[1], -1), b.reshape(b.shape[0] * b.shape[1], -1)], 1)
+    mean = rows.mean(axis=0)
+    u, s, vt = np.linalg.svd(rows - mean, full_matrices=False)
+    fitted = (u[:, :width] * s[:width]) @ vt[:width] + mean
+    split = a.shape[2] * a.shape[3]
+    out[module] = {"a": jnp.asarray(fitted[:, :split].reshape(a.shape)),
+                   "b": jnp.asarray(fitted[:, split:].reshape(b.shape))}
+  return lora.LoraAdapter(out, library.scaling)
+
+
+def _oracle_rows(base, train: list[dict], oracles: lora.LoraAdapter) -> dict:
+  """The per-task oracle LoRAs on the training tasks, and how their deltas cluster."""
+  index = {t.task_id: i for i, t in enumerate(tasks.train_tasks())}
+  rows = {"oracle LoRAs (one per task)": _summary(Evaluator(base, train).score(_stacked(oracles, index)))}
+  _log(f"training tasks oracle LoRAs: {rows['oracle LoRAs (one per task)']}")
+  rows["oracle_delta_cosine"] = _oracle_clustering(oracles, tasks.train_tasks())
+  return rows
+
+
+def redo_library(loras: str, recon_specs: Sequence[str]) -> None:
+  """Rescores what depends on the oracle library (its row and clustering) and the reconstruction
+  hypernetworks trained on it, replacing those rows of the saved results; the rest stands."""
+  path = common.RESULTS / "t2l.json"
+  if not path.is_file():
+    raise SystemExit(f"{path} does not exist: run the full evaluation first")
+  result = json.loads(path.read_text())
+  base = base_model.load_base_model(None)
+  recon_dirs = _named_dirs(recon_specs, "--recon")
+  recon = {int(n): saved.load_hypernetwork(d, base) for n, d in recon_dirs.items()}
+  encoder = next(iter(recon.values())).task_encoder(base)
+  oracles = _load_library(Path(loras) / "oracles", [t.task_id for t in tasks.train_tasks()])
+  held = _held_out_records(result["held_out_examples_per_task"])
+  train = _train_records(result["train_examples_per_task"])
+  zero, fidelity = _recon_rows(base, encoder, recon, held, train, oracles)
+  library = _oracle_rows(base, train, oracles)
+  is_recon = lambda name: name.startswith("T2L recon (")
+  result["zero_shot"] = _after_heads({k: v for k, v in result["zero_shot"].items() if not is_recon(k)}, zero)
+  kept = {k: library.get(k, v) for k, v in result["training_tasks"].items() if not is_recon(k)}
+  result["training_tasks"] = _after_heads(kept, {k: v for k, v in fidelity.items() if is_recon(k)})
+  result["training_tasks"].update({k: v for k, v in fidelity.items() if not is_recon(k)})
+  result["hypernetworks"] = {k: v for k, v in result["hypernetworks"].items() if not k.isdigit()} | recon_dirs
+  result.setdefault("added_by", []).append(common.command())
+  common.write_json("t2l", result)
+  _write_markdown(result, [t.task_id for t in tasks.held_out_tasks()])
+  _plot(result)
+
+
 def add_heads(specs: Sequence[str]) -> None:
   """Scores more SFT heads on the saved run's records and adds their rows to results/t2l.*."""
   path = common.RESULTS / "t2l.json"
@@ -181,10 +277,14 @@ def add_heads(specs: Sequence[str]) -> None:
   train = _train_records(result["train_examples_per_task"])
   zero, fidelity = {}, {}
   for head, hyper in sft.items():
+    head, _, num_tasks = head.partition(":")
     name, adapters_for = f"T2L SFT-{head}", _generated(hyper, encoder, lambda r: r["description"])
+    if num_tasks:  # a point of the scaling curve: held-out tasks only
+      name = f"{name} ({int(num_tasks)} tasks)"
     zero[name] = _summary(Evaluator(base, held).score(adapters_for), held)
-    fidelity[name] = _summary(Evaluator(base, train).score(adapters_for))
-    _log(f"{name}: held-out {zero[name]}, training tasks {fidelity[name]}")
+    if not num_tasks:
+      fidelity[name] = _summary(Evaluator(base, train).score(adapters_for))
+    _log(f"{name}: held-out {zero[name]}, training tasks {fidelity.get(name)}")
   result["zero_shot"] = _after_heads(result["zero_shot"], zero)
   result["training_tasks"] = _after_heads(result["training_tasks"], fidelity)
   result["hypernetworks"].update(dirs)
@@ -199,9 +299,13 @@ def main(argv=None) -> None:
   parser.add_argument("--loras", help="folder written by experiments.t2l.oracles")
   parser.add_argument("--sft", nargs="+", default=[], help="HEAD=DIR of SFT-trained Text-to-LoRAs (L, M, S)")
   parser.add_argument("--add-sft", nargs="+", default=[],
-                      help="HEAD=DIR: only score these SFT heads and add them to the saved results")
+                      help="HEAD=DIR: only score these SFT heads and add them to the saved results; HEAD:N=DIR "
+                           "for one trained on N tasks (task_library.num_tasks = N): a point of the scaling curve")
   parser.add_argument("--recon", nargs="*", default=[],
                       help="TASKS=DIR of reconstruction-trained Text-to-LoRAs, by number of training tasks")
+  parser.add_argument("--redo-library", action="store_true",
+                      help="only rescore the oracle library (--loras) and the --recon hypernetworks trained on it, "
+                           "replacing their rows of the saved results")
   parser.add_argument("--held-out-examples", type=int, default=20, help="per held-out task")
   parser.add_argument("--train-examples", type=int, default=4, help="per training task (experiment 2)")
   parser.add_argument("--icl-shots", type=int, default=3)
@@ -210,6 +314,10 @@ def main(argv=None) -> None:
     return add_heads(args.add_sft)
   if not args.loras:
     raise SystemExit("give --loras (the folder experiments.t2l.oracles wrote)")
+  if args.redo_library:
+    if not args.recon:
+      raise SystemExit("--redo-library rescores reconstruction hypernetworks: give --recon TASKS=DIR ...")
+    return redo_library(args.loras, args.recon)
   sft_dirs, recon_dirs = _named_dirs(args.sft, "--sft"), _named_dirs(args.recon, "--recon")
   if not sft_dirs:
     raise SystemExit("give at least one --sft HEAD=DIR")
@@ -234,8 +342,6 @@ def main(argv=None) -> None:
   randoms = {id(r): _random_description(rng) for r in records}
   heads = {f"T2L SFT-{head}": _generated(hyper, encoder, lambda r: r["description"]) for head, hyper in sft.items()}
   methods: dict[str, Callable] = {"base model": lambda rows: None, "multi-task LoRA": lambda rows: multitask, **heads}
-  for n, hyper in sorted(recon.items()):
-    methods[f"T2L recon ({n} tasks)"] = _generated(hyper, encoder, lambda r: r["description"])
   first = next(iter(sft))
   methods[f"T2L SFT-{first}, random-string description"] = _generated(sft[first], encoder, lambda r: randoms[id(r)])
   methods[f"T2L SFT-{first}, another task's description"] = _generated(
@@ -259,25 +365,18 @@ def main(argv=None) -> None:
   # ---- experiment 2: training tasks (seen descriptions, new examples): generated vs oracle LoRAs
   train_records = _train_records(args.train_examples)
   train_eval = Evaluator(base, train_records)
-  index = {t: i for i, t in enumerate(train_ids)}
-  train_methods = {"base model": lambda rows: None, "multi-task LoRA": lambda rows: multitask,
-                   "oracle LoRAs (one per task)": _stacked(oracles, index)}
-  train_methods.update(heads)
-  full = max(recon) if recon else None
-  if full is not None:
-    train_methods[f"T2L recon ({full} tasks)"] = _generated(recon[full], encoder, lambda r: r["description"])
+  library = _oracle_rows(base, train_records, oracles)
   fidelity = {}
-  for name, adapters_for in train_methods.items():
+  for name, adapters_for in {"base model": lambda rows: None, "multi-task LoRA": lambda rows: multitask}.items():
     fidelity[name] = _summary(train_eval.score(adapters_for))
     _log(f"training tasks {name}: {fidelity[name]}")
-  if full is not None:  # how close the generated factors are to their targets, per task
-    generated = text_to_lora.generate_adapter(recon[full].params,
-                                              [t.split_descriptions("train")[0] for t in tasks.train_tasks()],
-                                              config=recon[full].config, encoder=encoder)
-    cosines = [_delta_cosine(lora.take(generated, i), lora.take(oracles, i)) for i in range(len(train_ids))]
-    fidelity["delta_cosine_recon_vs_oracle"] = {"mean": float(np.mean(cosines)), "min": float(np.min(cosines))}
-  fidelity["oracle_delta_cosine"] = _oracle_clustering(oracles, tasks.train_tasks())
-  result["training_tasks"] = fidelity
+  fidelity["oracle LoRAs (one per task)"] = library.pop("oracle LoRAs (one per task)")
+  for name, adapters_for in heads.items():
+    fidelity[name] = _summary(train_eval.score(adapters_for))
+    _log(f"training tasks {name}: {fidelity[name]}")
+  recon_zero, recon_fidelity = _recon_rows(base, encoder, recon, records, train_records, oracles)
+  result["zero_shot"] = _after_heads(result["zero_shot"], recon_zero)
+  result["training_tasks"] = {**fidelity, **recon_fidelity, **library}
   common.write_json("t2l", result)
   _write_markdown(result, held_ids)
   _plot(result)
@@ -299,19 +398,47 @@ def _write_markdown(result: dict, held_ids: list[str]) -> None:
     c = result["training_tasks"]["delta_cosine_recon_vs_oracle"]
     body += (f"\nCosine between the reconstruction hypernetwork's weight deltas and the oracle LoRAs' "
              f"(all modules and layers): mean {c['mean']:.3f}, min {c['min']:.3f} over the training tasks.\n")
+  own = result["training_tasks"].get("recon_own_tasks")
+  if own:
+    body += ("\nEach reconstruction hypernetwork on its own training tasks (seen descriptions, new examples), "
+             "against those tasks' oracle LoRAs on the same examples:\n\n")
+    body += common.markdown_table(
+        ["training tasks", "examples", "oracle LoRAs: exact match", "reconstruction: exact match",
+         "oracle LoRAs: token accuracy", "reconstruction: token accuracy"],
+        [[n, v["examples_per_task"] * int(n), v["oracles"]["exact_match"], v["recon"]["exact_match"],
+          v["oracles"]["token_accuracy"], v["recon"]["token_accuracy"]] for n, v in own.items()])
   if "oracle_delta_cosine" in result["training_tasks"]:
     c = result["training_tasks"]["oracle_delta_cosine"]
     body += (f"\nCosine between the oracle LoRAs' deltas of two training tasks: {c['same_family']:.3f} within a "
              f"family (e.g. rot_1 and rot_2), {c['different_family']:.3f} across families.\n")
-  recon = sorted((int(m.split("(")[1].split()[0]), v["exact_match_line_end"]) for m, v in zero.items()
-                 if "recon (" in m)
-  if len(recon) > 1:
-    body += "\n## Experiment 3: zero-shot against the number of training tasks (reconstruction mode)\n\n"
-    body += common.markdown_table(["training tasks", "held-out exact match"], recon)
+  curves = _scaling_curves(zero)
+  if curves:
+    body += "\n## Experiment 3: zero-shot against the number of training tasks\n\n"
+    sizes = sorted({n for points in curves.values() for n in points})
+    body += common.markdown_table(["training tasks", *[f"{c}: held-out exact match" for c in curves]],
+                                  [[n, *[points.get(n, "-") for points in curves.values()]] for n in sizes])
   if result.get("added_by"):
-    body = (f"The first run: `{result['command']}`; rows added by: "
+    body = (f"The first run: `{result['command']}`; rows added or replaced by: "
             + "; ".join(f"`{c}`" for c in result["added_by"]) + ".\n\n" + body)
   common.write_markdown("t2l", "Text-to-LoRA on the task library (Gemma 3 270M)", body)
+
+
+def _scaling_curves(zero: dict) -> dict[str, dict[int, float]]:
+  """Held-out exact match (answer, then EOS or line end) by number of training tasks, per mode,
+  from rows named "T2L recon (N tasks)" and "T2L SFT-H (N tasks)" (whose full-library point is
+  the plain "T2L SFT-H" row); only curves of two or more points."""
+  curves: dict[str, dict[int, float]] = {}
+  for name, v in zero.items():
+    if "," in name or not name.endswith(" tasks)"):
+      continue
+    mode, count = name.removeprefix("T2L ").split(" (")
+    curves.setdefault("reconstruction" if mode == "recon" else mode, {})[int(count.split()[0])] = \
+        v["exact_match_line_end"]
+  full = len(tasks.train_tasks())
+  for mode, points in curves.items():
+    if mode.startswith("SFT-") and f"T2L {mode}" in zero:
+      points.setdefault(full, zero[f"T2L {mode}"]["exact_match_line_end"])
+  return {m: dict(sorted(p.items())) for m, p in curves.items() if len(p) > 1}
 
 
 def _plot(result: dict) -> None:
@@ -321,9 +448,8 @@ def _plot(result: dict) -> None:
   import matplotlib.pyplot as plt
 
   zero = result["zero_shot"]
-  recon = sorted((int(m.split("(")[1].split()[0]), v["exact_match_line_end"]) for m, v in zero.items()
-                 if "recon (" in m)
-  fig, axes = plt.subplots(1, 2 if len(recon) > 1 else 1, figsize=(13 if len(recon) > 1 else 8, 4.5), squeeze=False)
+  curves = _scaling_curves(zero)
+  fig, axes = plt.subplots(1, 2 if curves else 1, figsize=(13 if curves else 8, 4.5), squeeze=False)
   ax = axes[0, 0]
   names = list(zero)
   y = np.arange(len(names))
@@ -334,12 +460,21 @@ def _plot(result: dict) -> None:
   ax.invert_yaxis()
   ax.set_xlabel("exact match, 13 held-out tasks")
   ax.set_title("zero-shot (held-out tasks and descriptions)")
-  if len(recon) > 1:
+  if curves:
     ax = axes[0, 1]
-    ax.plot([n for n, _ in recon], [v for _, v in recon], marker="o")
+    for curve, points in curves.items():
+      ax.plot(list(points), list(points.values()), marker="o", label=f"{curve}, held-out tasks")
+    own = result["training_tasks"].get("recon_own_tasks", {})
+    if own:
+      sizes = [int(n) for n in own]
+      ax.plot(sizes, [v["recon"]["exact_match"] for v in own.values()], marker="o",
+              label="reconstruction, its own training tasks")
+      ax.plot(sizes, [v["oracles"]["exact_match"] for v in own.values()], marker="x", linestyle="--",
+              label="oracle LoRAs, the same tasks")
+    ax.legend(fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlabel("training tasks (reconstruction mode)")
-    ax.set_ylabel("held-out exact match")
+    ax.set_xlabel("training tasks")
+    ax.set_ylabel("exact match")
     ax.set_title("scaling")
   fig.tight_layout()
   fig.savefig(common.RESULTS / "t2l.png", dpi=120)

@@ -48,6 +48,10 @@ class TaskLoraConfig:
   examples_per_task: int = 1  # per step and task
   micro_batch: int = 32
   seed: int = 0
+  # Every task's LoRA starts from the same A (as separate PEFT runs under one fixed seed do), so the
+  # library's factors differ only by what each task taught them: reconstruction then learns that,
+  # not T random matrices (with independent starts each A is mostly its own noise).
+  shared_init: bool = True
 
   def __post_init__(self):
     if min(self.steps, self.rank, self.examples_per_task, self.micro_batch) < 1:
@@ -127,13 +131,20 @@ class TrainedLoras:
   seconds: float
 
 
+def initial_weights(base_config: GemmaConfig, num_adapters: int, config: TaskLoraConfig) -> dict:
+  """PEFT-initialised factors [T, L, r, d]: one start for all (`shared_init`) or one each."""
+  keys = jax.random.split(jax.random.key(config.seed), num_adapters)
+  if config.shared_init:
+    keys = jnp.repeat(keys[:1], num_adapters)  # the first key, so T = 1 starts as before either way
+  init = jax.vmap(lambda k: dict(context_distillation.init_adapter(
+      k, base_config, config.modules, config.rank, scaling=config.scaling).weights))
+  return init(keys)
+
+
 def train(base_params: PyTree, base_config: GemmaConfig, batches: Iterator[Example], num_adapters: int,
           config: TaskLoraConfig, progress: Callable[[int, float], None] | None = None) -> TrainedLoras:
   """Adam on `num_adapters` fresh LoRAs (PEFT init: the first delta is zero) for `config.steps`."""
-  keys = jax.random.split(jax.random.key(config.seed), num_adapters)
-  init = jax.vmap(lambda k: dict(context_distillation.init_adapter(
-      k, base_config, config.modules, config.rank, scaling=config.scaling).weights))
-  weights = init(keys)
+  weights = initial_weights(base_config, num_adapters, config)
   tx = optax.adam(config.learning_rate)
   opt_state = tx.init(weights)
   step = make_step(base_config, config.scaling, tx)

@@ -4,6 +4,9 @@ The folder holds one saved adapter per task (`FOLDER/<category>__<member>/adapte
 written by `experiments/t2l/oracles.py`); record i pairs task i // D with its description
 i % D, so every description of a task reconstructs the same target:
   {'task_id', 'description', 'target_a_<module>', 'target_b_<module>'}  ([L, r, d] float32)
+With `zscore`, every record also carries the library's per-element mean and standard deviation
+over its tasks (`target_mean_<a|b>_<module>`, `target_std_<a|b>_<module>`), and reconstruction
+compares z-scored factors.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class TaskLoraLibrary:
   folder: str
   tasks: tuple[Task, ...]
   descriptions: str = "train"  # 'train' | 'test' | 'all' (see Task.split_descriptions)
+  zscore: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -42,6 +46,7 @@ class TaskLoraLibrary:
     if len(set(infos)) != 1:
       raise ValueError(f"the task LoRAs in {self.folder!r} differ in modules, rank or scaling: {sorted(set(infos))}")
     object.__setattr__(self, "_targets", tuple(targets))
+    object.__setattr__(self, "_stats", _zscore_stats(targets) if self.zscore else {})
     object.__setattr__(self, "modules", infos[0][0])
     object.__setattr__(self, "rank", infos[0][1])
     object.__setattr__(self, "scaling", infos[0][2])
@@ -59,7 +64,19 @@ class TaskLoraLibrary:
       raise IndexError(f"index {index} out of range for {len(self)} records")
     task, description = divmod(index, self.descriptions_per_task)
     return {"task_id": self.tasks[task].task_id, "description": self._descriptions[task][description],
-            **self._targets[task]}
+            **self._targets[task], **self._stats}
+
+
+def _zscore_stats(targets: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  """Per-element mean and std over the tasks; an element no task moved gets std 1 (it adds 0)."""
+  stats = {}
+  for key in targets[0]:
+    stacked = np.stack([t[key] for t in targets])
+    std = stacked.std(axis=0)
+    suffix = key.removeprefix("target_")
+    stats[f"target_mean_{suffix}"] = stacked.mean(axis=0)
+    stats[f"target_std_{suffix}"] = np.where(std > 1e-8, std, 1.0).astype(np.float32)
+  return stats
 
 
 def check_matches(library: TaskLoraLibrary, modules: Sequence[str], rank: int, scaling: float) -> None:

@@ -124,7 +124,7 @@ def task_example(record: Record, tokenizer, embeddings: Mapping[str, np.ndarray]
 
 def reconstruction_example(record: Record, embeddings: Mapping[str, np.ndarray]) -> Example:
   """{'description', 'target_*'} (a `TaskLoraLibrary` record) -> the description's embedding and
-  the target factors."""
+  the target factors (and, from a z-scoring library, its per-element stats)."""
   return {"task_emb": np.asarray(embeddings[record["description"]], np.float32),
           **{k: np.asarray(v, np.float32) for k, v in record.items() if k.startswith("target_")}}
 

@@ -117,11 +117,10 @@ class TaskSFT:
 @dataclasses.dataclass(frozen=True)
 class TaskReconstruction:
   """Text-to-LoRA reconstruction: L1 between generated factors and a library of task LoRAs
-  (`target_a_<module>`, `target_b_<module>` [B, L, r, d]); optionally z-scored per element with
-  `target_mean_*` / `target_std_*` [L, r, d] in the batch."""
+  (`target_a_<module>`, `target_b_<module>` [B, L, r, d]); z-scored per element when the batch
+  carries the library's `target_mean_*` / `target_std_*` (`TaskLoraLibrary(zscore=True)`)."""
 
   hyper: TextToLoraConfig
-  zscore: bool = False
 
   def init(self, key: Array) -> PyTree:
     return text_to_lora.init(self.hyper, key)
@@ -137,7 +136,7 @@ class TaskReconstruction:
     target = lora.LoraAdapter({m: {"a": batch[f"target_a_{m}"], "b": batch[f"target_b_{m}"]} for m in modules},
                               generated.scaling)
     stats = None
-    if self.zscore:
+    if f"target_mean_a_{modules[0]}" in batch:
       stats = {m: {n: (batch[f"target_mean_{n}_{m}"][0], batch[f"target_std_{n}_{m}"][0]) for n in ("a", "b")}
                for m in modules}
     loss = losses.reconstruction_l1(generated, target, stats)

@@ -1,15 +1,27 @@
 """Every generated source plugs into grain: MapDataset shuffling and batching, and the DataLoader."""
 
+import json
+import tempfile
+
 import grain
 import numpy as np
 import pytest
 
-from lora_hyper.data import fictional, niah, tasks
+from lora_hyper.data import fictional, jsonl_source, niah, tasks
+
+
+def _jsonl_of_fictional() -> str:
+  source = fictional.FictionalQA(2, split="test")
+  with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+    f.write("".join(json.dumps(source[i]) + "\n" for i in range(len(source))))
+  return f.name
+
 
 SOURCES = {
     "niah": lambda: niah.NiahSource(24, length=(32, 64)),
     "fictional": lambda: fictional.FictionalQA(4, split="test"),
     "tasks": lambda: tasks.TaskExamples(tasks.all_tasks()[:6], seed=0, num_examples_per_task=4),
+    "jsonl": lambda: jsonl_source.JsonlQA(_jsonl_of_fictional()),
 }
 
 
