@@ -235,13 +235,26 @@ def _oracle_rows(base, train: list[dict], oracles: lora.LoraAdapter) -> dict:
   return rows
 
 
-def redo_library(loras: str, recon_specs: Sequence[str]) -> None:
-  """Rescores what depends on the oracle library (its row and clustering) and the reconstruction
-  hypernetworks trained on it, replacing those rows of the saved results; the rest stands."""
+def _saved_results() -> dict:
   path = common.RESULTS / "t2l.json"
   if not path.is_file():
     raise SystemExit(f"{path} does not exist: run the full evaluation first")
-  result = json.loads(path.read_text())
+  return json.loads(path.read_text())
+
+
+def _save_updated(result: dict) -> None:
+  """Writes results changed by this command: the first run's command and date stay, `added_by`
+  names this one."""
+  result.setdefault("added_by", []).append(common.command())
+  common.write_json("t2l", result)
+  _write_markdown(result, [t.task_id for t in tasks.held_out_tasks()])
+  _plot(result)
+
+
+def redo_library(loras: str, recon_specs: Sequence[str]) -> None:
+  """Rescores what depends on the oracle library (its row and clustering) and the reconstruction
+  hypernetworks trained on it, replacing those rows of the saved results; the rest stands."""
+  result = _saved_results()
   base = base_model.load_base_model(None)
   recon_dirs = _named_dirs(recon_specs, "--recon")
   recon = {int(n): saved.load_hypernetwork(d, base) for n, d in recon_dirs.items()}
@@ -257,18 +270,12 @@ def redo_library(loras: str, recon_specs: Sequence[str]) -> None:
   result["training_tasks"] = _after_heads(kept, {k: v for k, v in fidelity.items() if is_recon(k)})
   result["training_tasks"].update({k: v for k, v in fidelity.items() if not is_recon(k)})
   result["hypernetworks"] = {k: v for k, v in result["hypernetworks"].items() if not k.isdigit()} | recon_dirs
-  result.setdefault("added_by", []).append(common.command())
-  common.write_json("t2l", result)
-  _write_markdown(result, [t.task_id for t in tasks.held_out_tasks()])
-  _plot(result)
+  _save_updated(result)
 
 
 def add_heads(specs: Sequence[str]) -> None:
   """Scores more SFT heads on the saved run's records and adds their rows to results/t2l.*."""
-  path = common.RESULTS / "t2l.json"
-  if not path.is_file():
-    raise SystemExit(f"{path} does not exist: run the full evaluation first")
-  result = json.loads(path.read_text())
+  result = _saved_results()
   base = base_model.load_base_model(None)
   dirs = _named_dirs(specs, "--add-sft")
   sft = {h: saved.load_hypernetwork(d, base) for h, d in dirs.items()}
@@ -288,10 +295,7 @@ def add_heads(specs: Sequence[str]) -> None:
   result["zero_shot"] = _after_heads(result["zero_shot"], zero)
   result["training_tasks"] = _after_heads(result["training_tasks"], fidelity)
   result["hypernetworks"].update(dirs)
-  result.setdefault("added_by", []).append(common.command())
-  common.write_json("t2l", result)  # keeps the first run's command and date; `added_by` names this one
-  _write_markdown(result, [t.task_id for t in tasks.held_out_tasks()])
-  _plot(result)
+  _save_updated(result)
 
 
 def main(argv=None) -> None:
