@@ -80,8 +80,10 @@ def _global_batch(local: dict[str, np.ndarray], data_sharding) -> dict[str, jax.
   return {k: jax.make_array_from_process_local_data(data_sharding, v) for k, v in local.items()}
 
 
-def _tokens_in(batch: dict[str, np.ndarray]) -> int:
-  return int(sum(batch[k].sum() for k in ("chunk_mask", "student_mask", "teacher_mask") if k in batch))
+def _tokens_in(batch: dict[str, np.ndarray]) -> int | None:
+  """Tokens the step reads; None for a batch of none (reconstruction), so no tokens/s is logged."""
+  keys = [k for k in ("chunk_mask", "student_mask", "teacher_mask") if k in batch]
+  return int(sum(batch[k].sum() for k in keys)) if keys else None
 
 
 @gin.configurable(module="lora_hyper")
@@ -192,7 +194,8 @@ def train(
       local = pending.pop() if pending else next(data_iter)
       state, step_metrics = run_step(state, base_params, _global_batch(local, data_sharding))
       metrics = {k: float(v) for k, v in step_metrics.items()}
-      logger.log(step + 1, metrics, tokens=_tokens_in(local) * jax.process_count())
+      tokens = _tokens_in(local)
+      logger.log(step + 1, metrics, tokens=None if tokens is None else tokens * jax.process_count())
       if not np.isfinite(metrics["loss"]):
         raise FloatingPointError(f"loss became {metrics['loss']} at step {step + 1}; last checkpoint kept")
       preempted = _agree(flag.is_set)
