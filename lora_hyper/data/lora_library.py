@@ -68,7 +68,8 @@ class TaskLoraLibrary:
 
 
 def _zscore_stats(targets: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-  """Per-element mean and std over the tasks; an element no task moved gets std 1 (it adds 0)."""
+  """Per-element mean and std over the tasks; an element equal in every task gets std 1 (its error
+  then counts unscaled instead of divided by zero)."""
   stats = {}
   for key in targets[0]:
     stacked = np.stack([t[key] for t in targets])
