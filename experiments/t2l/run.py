@@ -415,33 +415,33 @@ def _write_markdown(result: dict, held_ids: list[str]) -> None:
     c = result["training_tasks"]["oracle_delta_cosine"]
     body += (f"\nCosine between the oracle LoRAs' deltas of two training tasks: {c['same_family']:.3f} within a "
              f"family (e.g. rot_1 and rot_2), {c['different_family']:.3f} across families.\n")
-  curves = _scaling_curves(zero)
-  if curves:
-    body += "\n## Experiment 3: zero-shot against the number of training tasks\n\n"
-    sizes = sorted({n for points in curves.values() for n in points})
-    body += common.markdown_table(["training tasks", *[f"{c}: held-out exact match" for c in curves]],
-                                  [[n, *[points.get(n, "-") for points in curves.values()]] for n in sizes])
+  exact, accuracy = _scaling_curves(zero), _scaling_curves(zero, "token_accuracy")
+  if exact:
+    body += "\n## Experiment 3: zero-shot against the number of training tasks (held-out tasks)\n\n"
+    sizes = sorted({n for points in exact.values() for n in points})
+    header = ["training tasks", *[f"{c}: {m}" for c in exact for m in ("exact match", "token accuracy")]]
+    body += common.markdown_table(header, [[n, *[curve.get(n, "-") for c in exact for curve in (exact[c], accuracy[c])]]
+                                           for n in sizes])
   if result.get("added_by"):
     body = (f"The first run: `{result['command']}`; rows added or replaced by: "
             + "; ".join(f"`{c}`" for c in result["added_by"]) + ".\n\n" + body)
   common.write_markdown("t2l", "Text-to-LoRA on the task library (Gemma 3 270M)", body)
 
 
-def _scaling_curves(zero: dict) -> dict[str, dict[int, float]]:
-  """Held-out exact match (answer, then EOS or line end) by number of training tasks, per mode,
-  from rows named "T2L recon (N tasks)" and "T2L SFT-H (N tasks)" (whose full-library point is
-  the plain "T2L SFT-H" row); only curves of two or more points."""
+def _scaling_curves(zero: dict, metric: str = "exact_match_line_end") -> dict[str, dict[int, float]]:
+  """Held-out `metric` by number of training tasks, per mode, from rows named "T2L recon (N tasks)"
+  and "T2L SFT-H (N tasks)" (whose full-library point is the plain "T2L SFT-H" row); only curves
+  of two or more points."""
   curves: dict[str, dict[int, float]] = {}
   for name, v in zero.items():
     if "," in name or not name.endswith(" tasks)"):
       continue
     mode, count = name.removeprefix("T2L ").split(" (")
-    curves.setdefault("reconstruction" if mode == "recon" else mode, {})[int(count.split()[0])] = \
-        v["exact_match_line_end"]
+    curves.setdefault("reconstruction" if mode == "recon" else mode, {})[int(count.split()[0])] = v[metric]
   full = len(tasks.train_tasks())
   for mode, points in curves.items():
     if mode.startswith("SFT-") and f"T2L {mode}" in zero:
-      points.setdefault(full, zero[f"T2L {mode}"]["exact_match_line_end"])
+      points.setdefault(full, zero[f"T2L {mode}"][metric])
   return {m: dict(sorted(p.items())) for m, p in curves.items() if len(p) > 1}
 
 
