@@ -154,9 +154,10 @@ def _resume_point(path: Path) -> int:
                      "wrote: move it away or pass another path") from None
   if any("doc_index" not in r for r in records):
     raise ValueError(f"{path} holds records without 'doc_index': not a file this function wrote")
+  last = max((r["doc_index"] for r in records), default=-1)
   if len(complete) == len(lines):
-    return max((r["doc_index"] for r in records), default=-1) + 1
-  cut = max((r["doc_index"] for r in records), default=-1)  # the document being written: redo it whole
-  keep = [l for l, r in zip((l for l in complete if l.strip()), records) if r["doc_index"] != cut]
+    return last + 1
+  # Cut off while writing: redo the last document whole.
+  keep = [l for l, r in zip((l for l in complete if l.strip()), records) if r["doc_index"] != last]
   path.write_text("".join(keep), encoding="utf-8")
-  return max(cut, 0)
+  return max(last, 0)
