@@ -177,10 +177,11 @@ def _recon_rows(base, encoder, recon: dict[int, saved.SavedHypernetwork], held: 
   its deltas' cosine to the oracles' and the best any head of its width could do."""
   zero, fidelity, own = {}, {}, {}
   index = {t.task_id: i for i, t in enumerate(tasks.train_tasks())}
+  held_eval, train_eval = Evaluator(base, held), Evaluator(base, train)  # tokenized once for every model
   for n, hyper in sorted(recon.items()):
     name = f"T2L recon ({n} tasks)"
     generated = _generated(hyper, encoder, lambda r: r["description"])
-    zero[name] = _summary(Evaluator(base, held).score(generated), held)
+    zero[name] = _summary(held_eval.score(generated), held)
     _log(f"held-out {name}: {zero[name]}")
     per_task = max(2, OWN_TASK_EXAMPLES // n)  # about the same number of examples for every library size
     seen = tasks.TaskExamples(configurables.task_library(num_tasks=n).tasks, seed=1,
@@ -192,13 +193,12 @@ def _recon_rows(base, encoder, recon: dict[int, saved.SavedHypernetwork], held: 
   if recon:
     full = max(recon)
     name = f"T2L recon ({full} tasks)"
-    fidelity[name] = _summary(Evaluator(base, train).score(_generated(recon[full], encoder,
-                                                                      lambda r: r["description"])))
+    fidelity[name] = _summary(train_eval.score(_generated(recon[full], encoder, lambda r: r["description"])))
     _log(f"training tasks {name}: {fidelity[name]}")
     if recon[full].config.head == "L" and full == len(index):
       width = recon[full].config.head_in_dim
       ceiling = f"oracle LoRAs in their top-{width} subspace (an L head of width {width} at best)"
-      fidelity[ceiling] = _summary(Evaluator(base, train).score(_stacked(_top_subspace(oracles, width), index)))
+      fidelity[ceiling] = _summary(train_eval.score(_stacked(_top_subspace(oracles, width), index)))
       _log(f"training tasks {ceiling}: {fidelity[ceiling]}")
     generated = text_to_lora.generate_adapter(recon[full].params,
                                               [t.split_descriptions("train")[0] for t in tasks.train_tasks()],
