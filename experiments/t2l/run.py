@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import string
 import sys
 import time
@@ -151,6 +152,19 @@ def _named_dirs(items: Sequence[str], what: str) -> dict[str, str]:
   return out
 
 
+def _training_steps(folder: str) -> int | None:
+  """The `train.steps` a saved hypernetwork was trained for (its config.gin), when recorded."""
+  path = Path(folder) / "config.gin"
+  match = re.search(r"^train\.steps = (\d+)$", path.read_text(), re.M) if path.is_file() else None
+  return int(match.group(1)) if match else None
+
+
+def _with_steps(fidelity: dict, recon_dirs: dict[str, str]) -> dict:
+  for n, folder in recon_dirs.items():
+    fidelity.get("recon_own_tasks", {}).get(str(int(n)), {})["steps"] = _training_steps(folder)
+  return fidelity
+
+
 def _held_out_records(per_task: int) -> list[dict]:
   held = tasks.TaskExamples(tasks.held_out_tasks(), seed=1, num_examples_per_task=per_task, descriptions="test")
   return [held[i] for i in range(len(held))]
@@ -263,6 +277,7 @@ def redo_library(loras: str, recon_specs: Sequence[str]) -> None:
   held = _held_out_records(result["held_out_examples_per_task"])
   train = _train_records(result["train_examples_per_task"])
   zero, fidelity = _recon_rows(base, encoder, recon, held, train, oracles)
+  fidelity = _with_steps(fidelity, recon_dirs)
   library = _oracle_rows(base, train, oracles)
   is_recon = lambda name: name.startswith("T2L recon (")
   result["zero_shot"] = _after_heads({k: v for k, v in result["zero_shot"].items() if not is_recon(k)}, zero)
@@ -379,6 +394,7 @@ def main(argv=None) -> None:
     fidelity[name] = _summary(train_eval.score(adapters_for))
     _log(f"training tasks {name}: {fidelity[name]}")
   recon_zero, recon_fidelity = _recon_rows(base, encoder, recon, records, train_records, oracles)
+  recon_fidelity = _with_steps(recon_fidelity, recon_dirs)
   result["zero_shot"] = _after_heads(result["zero_shot"], recon_zero)
   result["training_tasks"] = {**fidelity, **recon_fidelity, **library}
   common.write_json("t2l", result)
@@ -407,10 +423,11 @@ def _write_markdown(result: dict, held_ids: list[str]) -> None:
     body += ("\nEach reconstruction hypernetwork on its own training tasks (seen descriptions, new examples), "
              "against those tasks' oracle LoRAs on the same examples:\n\n")
     body += common.markdown_table(
-        ["training tasks", "examples", "oracle LoRAs: exact match", "reconstruction: exact match",
-         "oracle LoRAs: token accuracy", "reconstruction: token accuracy"],
-        [[n, v["examples_per_task"] * int(n), v["oracles"]["exact_match"], v["recon"]["exact_match"],
-          v["oracles"]["token_accuracy"], v["recon"]["token_accuracy"]] for n, v in own.items()])
+        ["training tasks", "training steps (batch 8)", "examples", "oracle LoRAs: exact match",
+         "reconstruction: exact match", "oracle LoRAs: token accuracy", "reconstruction: token accuracy"],
+        [[n, v.get("steps") or "-", v["examples_per_task"] * int(n), v["oracles"]["exact_match"],
+          v["recon"]["exact_match"], v["oracles"]["token_accuracy"], v["recon"]["token_accuracy"]]
+         for n, v in own.items()])
   if "oracle_delta_cosine" in result["training_tasks"]:
     c = result["training_tasks"]["oracle_delta_cosine"]
     body += (f"\nCosine between the oracle LoRAs' deltas of two training tasks: {c['same_family']:.3f} within a "
