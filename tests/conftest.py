@@ -10,8 +10,11 @@ import jax  # noqa: E402  (after XLA_FLAGS, which jax reads on import)
 import pytest  # noqa: E402
 
 # Tests rebuild the same tiny programs many times (each resumed run recompiles its step): a
-# session-wide compilation cache makes the repeats cheap.
-jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="lora_hyper_jax_cache_"))
+# session-wide compilation cache makes the repeats cheap. Set in the environment too, so the
+# trainer processes that tests start share it.
+os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="lora_hyper_jax_cache_")
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 jax.config.update("jax_default_matmul_precision", "highest")

@@ -32,10 +32,10 @@ def test_doc_to_lora_run_lowers_its_loss(tmp_path, embedded_base):
   result = trainer.train(
       workdir=str(tmp_path), data=[source[i] for i in range(3)], objective="d2l_kl",
       hypernetwork="d2l_tiny", hyper_overrides={"chunk_len": 128, "max_chunks": 1, "rank": 4},
-      global_batch_size=3, steps=25, log_every=10, save_every=1000, loaded_base=embedded_base, mesh_shape=(1, 1, 1),
-      optimizer=OptimizerConfig(learning_rate=1e-3, warmup_steps=3, total_steps=25, schedule="constant"),
+      global_batch_size=3, steps=12, log_every=10, save_every=1000, loaded_base=embedded_base, mesh_shape=(1, 1, 1),
+      optimizer=OptimizerConfig(learning_rate=1e-3, warmup_steps=3, total_steps=12, schedule="constant"),
       doc_shapes=pipeline.DocExampleShapes(num_chunks=1, student_len=32, teacher_len=160, answer_len=8))
-  assert result.step == 25
+  assert result.step == 12
   _assert_learns(_losses(tmp_path))
 
 
@@ -44,8 +44,8 @@ def test_text_to_lora_run_lowers_its_loss(tmp_path, embedded_base):
                               num_examples_per_task=2)
   result = trainer.train(
       workdir=str(tmp_path), data=source, objective="t2l_sft", hypernetwork="t2l_tiny",
-      global_batch_size=4, steps=25, log_every=10, save_every=1000, loaded_base=embedded_base, mesh_shape=(1, 1, 1),
-      optimizer=OptimizerConfig(learning_rate=1e-3, warmup_steps=3, total_steps=25, schedule="constant"),
+      global_batch_size=4, steps=12, log_every=10, save_every=1000, loaded_base=embedded_base, mesh_shape=(1, 1, 1),
+      optimizer=OptimizerConfig(learning_rate=1e-3, warmup_steps=3, total_steps=12, schedule="constant"),
       task_shapes=pipeline.TaskExampleShapes(seq_len=40, answer_len=12))
-  assert result.step == 25
+  assert result.step == 12
   _assert_learns(_losses(tmp_path))
