@@ -1,21 +1,17 @@
 """Shared fixtures. Eight simulated CPU devices let sharding tests build real meshes."""
 
 import os
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
-
-import tempfile  # noqa: E402
-
-import jax  # noqa: E402  (after XLA_FLAGS, which jax reads on import)
-import pytest  # noqa: E402
-
 # Tests rebuild the same tiny programs many times (each resumed run recompiles its step): a
-# session-wide compilation cache makes the repeats cheap. Set in the environment too, so the
-# trainer processes that tests start share it.
+# session-wide compilation cache makes the repeats cheap. Set in the environment, so the trainer
+# processes that tests start share it.
 os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="lora_hyper_jax_cache_")
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
-jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+import jax  # noqa: E402  (after the environment above, which jax reads on import)
+import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 

@@ -152,17 +152,10 @@ def _named_dirs(items: Sequence[str], what: str) -> dict[str, str]:
   return out
 
 
-def _training_steps(folder: str) -> int | None:
+def _training_steps(hyper: saved.SavedHypernetwork) -> int | None:
   """The `train.steps` a saved hypernetwork was trained for (its config.gin), when recorded."""
-  path = Path(folder) / "config.gin"
-  match = re.search(r"^train\.steps = (\d+)$", path.read_text(), re.M) if path.is_file() else None
+  match = re.search(r"^train\.steps = (\d+)$", hyper.gin_config or "", re.M)
   return int(match.group(1)) if match else None
-
-
-def _with_steps(fidelity: dict, recon_dirs: dict[str, str]) -> dict:
-  for n, folder in recon_dirs.items():
-    fidelity.get("recon_own_tasks", {}).get(str(int(n)), {})["steps"] = _training_steps(folder)
-  return fidelity
 
 
 def _held_out_records(per_task: int) -> list[dict]:
@@ -201,7 +194,8 @@ def _recon_rows(base, encoder, recon: dict[int, saved.SavedHypernetwork], held: 
     seen = tasks.TaskExamples(configurables.task_library(num_tasks=n).tasks, seed=1,
                               num_examples_per_task=per_task, descriptions="train")
     evaluator = Evaluator(base, [seen[i] for i in range(len(seen))])
-    own[str(n)] = {"examples_per_task": per_task, "recon": _summary(evaluator.score(generated)),
+    own[str(n)] = {"examples_per_task": per_task, "steps": _training_steps(hyper),
+                   "recon": _summary(evaluator.score(generated)),
                    "oracles": _summary(evaluator.score(_stacked(oracles, index)))}
     _log(f"{name} on its own tasks: {own[str(n)]}")
   if recon:
@@ -277,7 +271,6 @@ def redo_library(loras: str, recon_specs: Sequence[str]) -> None:
   held = _held_out_records(result["held_out_examples_per_task"])
   train = _train_records(result["train_examples_per_task"])
   zero, fidelity = _recon_rows(base, encoder, recon, held, train, oracles)
-  fidelity = _with_steps(fidelity, recon_dirs)
   library = _oracle_rows(base, train, oracles)
   is_recon = lambda name: name.startswith("T2L recon (")
   result["zero_shot"] = _after_heads({k: v for k, v in result["zero_shot"].items() if not is_recon(k)}, zero)
@@ -394,7 +387,6 @@ def main(argv=None) -> None:
     fidelity[name] = _summary(train_eval.score(adapters_for))
     _log(f"training tasks {name}: {fidelity[name]}")
   recon_zero, recon_fidelity = _recon_rows(base, encoder, recon, records, train_records, oracles)
-  recon_fidelity = _with_steps(recon_fidelity, recon_dirs)
   result["zero_shot"] = _after_heads(result["zero_shot"], recon_zero)
   result["training_tasks"] = {**fidelity, **recon_fidelity, **library}
   common.write_json("t2l", result)
