@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ def command() -> str:
   """This run's command line, as run from the repository root."""
   module = Path(sys.argv[0]).with_suffix("").relative_to(Path.cwd()) if Path(sys.argv[0]).is_absolute() else \
       Path(sys.argv[0]).with_suffix("")
-  return " ".join([".venv/bin/python -m " + ".".join(module.parts), *sys.argv[1:]])
+  return " ".join([".venv/bin/python -m " + ".".join(module.parts), *map(shlex.quote, sys.argv[1:])])
 
 
 def write_json(name: str, result: dict[str, Any]) -> Path:

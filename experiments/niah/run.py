@@ -87,10 +87,11 @@ def main() -> None:
   parser.add_argument("--seed", type=int, default=1, help="haystack seed (training used 0)")
   parser.add_argument("--digits", type=int, nargs=2, default=[4, 4], help="needle digit count range, as trained")
   parser.add_argument("--training-log", default=None, metavar="WORKDIR/logs/metrics.jsonl",
-                      help="also plot the training run's loss (results/niah_training.{json,png})")
+                      help="also plot the training run's loss (results/NAME_training.{json,png})")
+  parser.add_argument("--name", default="niah", help="results/NAME.{json,md,png}")
   args = parser.parse_args()
   if args.training_log:
-    common.training_curve(args.training_log, "niah_training")
+    common.training_curve(args.training_log, f"{args.name}_training")
 
   base = base_model.load_base_model()
   hyper = saved.load_hypernetwork(args.hypernetwork or saved.shipped("doc_to_lora"), base)
@@ -122,21 +123,21 @@ def main() -> None:
   result = {"hypernetwork": hyper.describe(), "per_length": args.per_length, "seed": args.seed,
             "digits": args.digits,
             "train_max_tokens": TRAIN_MAX_TOKENS, "methods": methods, "rows": rows}
-  common.write_json("niah", result)
+  common.write_json(args.name, result)
   table = common.markdown_table(
       ["haystack tokens", *methods, *(f"internalize s ({m})" for m in methods if m.startswith("d2l"))],
       [[r["length"], *(r["exact_match"][m] for m in methods),
         *(r["internalize_s"][m] for m in methods if m.startswith("d2l"))] for r in rows])
   digits = common.markdown_table(["haystack tokens", *methods],
                                  [[r["length"], *(r["digit_accuracy"][m] for m in methods)] for r in rows])
-  common.write_markdown("niah", "Needle in a haystack: exact match by haystack length",
+  common.write_markdown(args.name, "Needle in a haystack: exact match by haystack length",
                         f"{args.per_length} held-out haystacks per length (seed {args.seed}); trained on "
                         f"32-{TRAIN_MAX_TOKENS} tokens.\n\n{table}\nDigits right at their position (partial "
                         f"credit):\n\n{digits}")
-  plot(rows, methods)
+  plot(rows, methods, args.name)
 
 
-def plot(rows: list[dict], methods: list[str]) -> None:
+def plot(rows: list[dict], methods: list[str], name: str) -> None:
   import matplotlib
 
   matplotlib.use("Agg")
@@ -155,7 +156,7 @@ def plot(rows: list[dict], methods: list[str]) -> None:
   axes[0].set_title("Needle in a haystack, Gemma 3 270M")
   axes[1].legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(common.RESULTS / "niah.png", dpi=120)
+  fig.savefig(common.RESULTS / f"{name}.png", dpi=120)
 
 
 if __name__ == "__main__":

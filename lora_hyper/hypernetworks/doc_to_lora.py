@@ -57,6 +57,7 @@ Array = jax.Array
 PyTree = Any
 
 CONTEXT_ENCODERS = ("per_layer_activations", "early_exit")
+ZERO_B_INITS = ("scale", "head")
 # Params that hold the running mean of chunk codes: set by `update_center`, never by gradients.
 CENTER_EMA, CENTER_WEIGHT = "center_ema", "center_weight"
 
@@ -74,6 +75,11 @@ class DocToLoraConfig:
   exit_layer: int | None = None  # early_exit only; None: base.num_layers // 4.
   normalize_features: bool = True  # read Z_l through layer l's pre-attention RMSNorm
   center_momentum: float | None = 0.9  # running mean of chunk codes (module docstring); None: no centring
+  # What makes the first generated B zero. "scale": the published init (scale_b = 0, random B head):
+  # B = scale_b * head_b(x) then starts as a product in which the head gets no gradient until
+  # scale_b has moved. "head": B head = 0, scale_b = 1: the head learns from the first step (no
+  # faster on NIAH: experiments/README.md).
+  zero_b_init: str = "scale"
   pre_head_blocks: int = 1  # per-layer residual MLP blocks before the heads
   pre_head_mlp_dim: int = 2048
   chunk_len: int = 8192  # tokens per chunk, BOS included
@@ -86,6 +92,8 @@ class DocToLoraConfig:
       raise ValueError(f"context_encoder must be one of {CONTEXT_ENCODERS}, got {self.context_encoder!r}")
     if not 0 <= self.feature_layer < self.base.num_layers:
       raise ValueError(f"exit_layer={self.exit_layer} is outside the base model's {self.base.num_layers} layers")
+    if self.zero_b_init not in ZERO_B_INITS:
+      raise ValueError(f"zero_b_init must be one of {ZERO_B_INITS}, got {self.zero_b_init!r}")
     if self.chunk_len < 2 or self.max_chunks < 1 or self.rank < 1:
       raise ValueError(f"need chunk_len >= 2, max_chunks >= 1, rank >= 1; got {self.chunk_len}, "
                        f"{self.max_chunks}, {self.rank}")
@@ -179,17 +187,21 @@ class TargetHead(nn.Module):
   d_in: int
   d_out: int
   latent_dim: int
+  zero_b_init: str = "scale"  # DocToLoraConfig.zero_b_init
 
   def setup(self):
     n, r, d_in, d_out = self.num_layers, self.rank, self.d_in, self.d_out
     latent = self.latent_dim
     # The reference's head init: small, and scaled down by r since every rank row shares it.
     head_init = _layers.normal(0.5 / math.sqrt(latent + (d_in + d_out) * r))
+    zeros, ones = nn.initializers.zeros_init(), nn.initializers.ones_init()
+    zero_head = self.zero_b_init == "head"
     self.head_a = _layers.param(self, "head_a", head_init, (n, latent, d_in), ("layers", "hyper_embed", "lora_in"))
-    self.head_b = _layers.param(self, "head_b", head_init, (n, latent, d_out), ("layers", "hyper_embed", "lora_out"))
-    # scale_b = 0 makes every generated B, hence the first adapter, exactly zero.
-    self.scale_a = _layers.param(self, "scale_a", nn.initializers.ones_init(), (n, r), ("layers", "lora_rank"))
-    self.scale_b = _layers.param(self, "scale_b", nn.initializers.zeros_init(), (n, r), ("layers", "lora_rank"))
+    self.head_b = _layers.param(self, "head_b", zeros if zero_head else head_init, (n, latent, d_out),
+                                ("layers", "hyper_embed", "lora_out"))
+    # A zero scale_b (or B head) makes every generated B, hence the first adapter, exactly zero.
+    self.scale_a = _layers.param(self, "scale_a", ones, (n, r), ("layers", "lora_rank"))
+    self.scale_b = _layers.param(self, "scale_b", ones if zero_head else zeros, (n, r), ("layers", "lora_rank"))
     self.bias_a = _layers.param(self, "bias_a", _layers.normal(0.2 / math.sqrt(d_in * r)), (n, r, d_in),
                                 ("layers", "lora_rank", "lora_in"))
     self.bias_b = _layers.param(self, "bias_b", nn.initializers.zeros_init(), (n, r, d_out),
@@ -214,7 +226,8 @@ class DocToLora(nn.Module):
     layers = cfg.base.num_layers
     self.perceiver = Perceiver(cfg.perceiver, cfg.num_output_latents)
     self.pre_head = [PerLayerResidualMLP(layers, cfg.pre_head_mlp_dim) for _ in range(cfg.pre_head_blocks)]
-    self.heads = {m: TargetHead(layers, cfg.rank, *cfg.base.module_shape(m), latent_dim=cfg.perceiver.latent_dim)
+    self.heads = {m: TargetHead(layers, cfg.rank, *cfg.base.module_shape(m), latent_dim=cfg.perceiver.latent_dim,
+                                zero_b_init=cfg.zero_b_init)
                   for m in cfg.modules}
     if cfg.center_momentum is not None:  # statistics, not weights: meta-training sets them (`update_center`)
       zeros = nn.initializers.zeros_init()

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import flax.linen as nn
 import gin
 import jax
 import numpy as np
@@ -17,7 +18,7 @@ from jax.experimental import multihost_utils
 
 from lora_hyper import sharding
 from lora_hyper.data import lora_library, pipeline, tasks
-from lora_hyper.hypernetworks import doc_to_lora, text_to_lora
+from lora_hyper.hypernetworks import doc_to_lora, saved, text_to_lora
 from lora_hyper.hypernetworks.task_encoders import TaskEncoder, make_task_encoder
 from lora_hyper.model import base_model as base_model_lib
 from lora_hyper.model import transformer
@@ -110,6 +111,7 @@ def train(
     keep_checkpoints: int = 3,
     log_every: int = 10,
     seed: int = 0,
+    init_from: str | None = None,
     stop_after: int | None = None,
     loaded_base: base_model_lib.BaseModel | None = None,
 ) -> TrainResult:
@@ -121,6 +123,10 @@ def train(
 
   `task_encoder` embeds Text-to-LoRA's descriptions: "base_model" or "minilm" (all-MiniLM-L6-v2,
   which needs `hyper_overrides = {'emb_dim': 384}` and lora-hyper[minilm]).
+
+  `init_from` starts from a saved hypernetwork's params (a folder `lora-hyper train --out` wrote,
+  for the same base model and shapes) with a fresh optimizer and step 0: a second training stage
+  on other data. A checkpoint in `workdir` still wins, so a preempted stage resumes where it stopped.
 
   `stop_after` ends this run after that many steps (a checkpoint is saved), as a preemption would.
   `loaded_base` lets callers (tests, notebooks) pass an already loaded base model.
@@ -169,8 +175,12 @@ def train(
 
   # ---- init (created already sharded), or restore
   state_sharding = step_lib.state_shardings(objective_fn.abstract_params(), tx, mesh)
-  init_state = jax.jit(lambda key: step_lib.create_state(objective_fn.init(key), tx), out_shardings=state_sharding)
-  state = init_state(jax.random.key(seed))
+  if init_from is None:
+    init_state = jax.jit(lambda key: step_lib.create_state(objective_fn.init(key), tx), out_shardings=state_sharding)
+    state = init_state(jax.random.key(seed))
+  else:
+    params = _saved_params(init_from, base, hyper, objective_fn.abstract_params())
+    state = jax.jit(lambda p: step_lib.create_state(p, tx), out_shardings=state_sharding)(params)
   ckpt = checkpointing.manager(Path(workdir) / "checkpoints", save_every=save_every, keep=keep_checkpoints)
   restored = checkpointing.restore(ckpt, checkpointing.abstract_like(state), data_iter)
   if restored is not None:
@@ -205,6 +215,19 @@ def train(
         break
   ckpt.close()
   return TrainResult(jax.device_get(state.params), int(state.step), metrics, preempted)
+
+
+def _saved_params(folder: str, base: base_model_lib.BaseModel, hyper: Any, abstract_params: Any) -> Any:
+  """`init_from`'s params, float32, after checking they fit this run's hypernetwork."""
+  loaded = saved.load_hypernetwork(folder, base)  # checks the base model, the digest and its own shapes
+  shapes = lambda tree: {jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+  got, want = shapes(loaded.params), shapes(nn.unbox(abstract_params))
+  if type(loaded.config) is not type(hyper) or got != want:
+    differ = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
+    raise ValueError(f"init_from={folder!r} holds a {type(loaded.config).__name__} whose params do not fit this "
+                     f"run's {type(hyper).__name__} (first differences: {differ[:3]}); use the same hypernetwork "
+                     "and hyper_overrides as the run that saved it")
+  return jax.tree.map(lambda x: np.asarray(x, np.float32), loaded.params)
 
 
 def _agree(flag: bool) -> bool:

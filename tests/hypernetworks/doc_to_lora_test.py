@@ -81,9 +81,9 @@ def test_context_encoders_read_the_frozen_base_model(base_cfg, base_params):
   assert doc_to_lora.d2l_paper(config_lib.gemma2_2b(), context_encoder="early_exit").feature_layer == 26 // 4
 
 
-@pytest.mark.parametrize("encoder", ENCODERS)
-def test_zero_initialised_adapter_leaves_logits_unchanged(base_cfg, base_params, tokenizer, encoder):
-  cfg = _tiny(base_cfg, encoder)
+@pytest.mark.parametrize("encoder,zero_b_init", [(e, "scale") for e in ENCODERS] + [(ENCODERS[0], "head")])
+def test_zero_initialised_adapter_leaves_logits_unchanged(base_cfg, base_params, tokenizer, encoder, zero_b_init):
+  cfg = _tiny(base_cfg, encoder).replace(zero_b_init=zero_b_init)
   params = doc_to_lora.init(cfg, jax.random.key(1))
   adapter = doc_to_lora.internalize(params, base_params, ["A first document, long enough for chunks.", "Two."],
                                     config=cfg, tokenizer=tokenizer)
@@ -165,6 +165,26 @@ def test_generator_jits_and_its_gradients_are_finite_and_non_zero(base_cfg, base
     assert bool(jnp.isfinite(g).all()), jax.tree_util.keystr(path)
     statistic = path[0].key in (doc_to_lora.CENTER_EMA, doc_to_lora.CENTER_WEIGHT)  # set by the step, not learned
     assert (float(jnp.abs(g).max()) == 0) == statistic, jax.tree_util.keystr(path)
+
+
+@pytest.mark.parametrize("zero_b_init", doc_to_lora.ZERO_B_INITS)
+def test_which_b_factor_starts_at_zero_decides_what_learns_first(base_cfg, base_params, zero_b_init):
+  """The published init (scale_b = 0) gives the B head no gradient at first: B = scale_b * head_b(x)
+  starts as a product of two factors, each moved only through the other. A zero B head with
+  scale_b = 1 gives it one from the first step."""
+  cfg = _tiny(base_cfg).replace(zero_b_init=zero_b_init)
+  tokens, mask = _chunk_arrays(doc_to_lora.chunk_documents([list(range(3, 15)), [9, 8, 7]], config=cfg))
+  params = doc_to_lora.init(cfg, jax.random.key(1))
+  head = params["heads_down"]
+  assert float(jnp.abs(head["scale_b"] if zero_b_init == "scale" else head["head_b"]).max()) == 0
+
+  def loss(p):
+    adapter = doc_to_lora.adapter_from_chunks(p, base_params, tokens, mask, config=cfg)
+    return jnp.sum(jnp.sin(lora.merged_delta(adapter, "down")))
+
+  grads = jax.grad(loss)(params)["heads_down"]
+  assert (float(jnp.abs(grads["head_b"]).max()) > 0) == (zero_b_init == "head")
+  assert (float(jnp.abs(grads["scale_b"]).max()) > 0) == (zero_b_init == "scale")
 
 
 def test_generation_centred_on_the_running_mean_equals_meta_training_centred_on_the_batch(base_cfg, base_params):

@@ -229,3 +229,21 @@ def test_reconstruction_trains_from_a_library_of_task_loras(tmp_path):
     trainer.train(workdir=str(tmp_path / "bad"), **{**args, "hyper_overrides": {"rank": 4}})
   with pytest.raises(ValueError, match="reads a library of task LoRAs"):
     trainer.train(workdir=str(tmp_path / "bad2"), **{**args, "data": qa_records(8)})
+
+
+def test_a_second_stage_starts_from_a_saved_hypernetwork_and_still_resumes(tmp_path):
+  from lora_hyper.adapters import io
+  from lora_hyper.hypernetworks import saved
+
+  base = tiny_base()
+  first = _train(tmp_path / "one", steps=1, save_every=1)
+  hyper = d2l_tiny(base.config, chunk_len=16, max_chunks=2)
+  folder = str(saved.save_hypernetwork(tmp_path / "stage1", hyper, first.params, base=io.base_identity(base)))
+  start = _train(tmp_path / "two", init_from=folder, steps=0)
+  assert start.step == 0
+  _assert_same(start.params, first.params)  # before a step: exactly the saved params (step and Adam are fresh)
+  _train(tmp_path / "three", init_from=folder, steps=2, save_every=1, stop_after=1)
+  _train(tmp_path / "three", init_from=folder, steps=2, save_every=1)
+  assert json.loads((tmp_path / "three" / "run.json").read_text())["started_at_step"] == 1  # its checkpoint won
+  with pytest.raises(ValueError, match="do not fit this run's DocToLoraConfig"):
+    _train(tmp_path / "bad", init_from=folder, hyper_overrides={"chunk_len": 16, "max_chunks": 2, "rank": 4})
