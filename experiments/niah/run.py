@@ -15,11 +15,13 @@ Writes experiments/results/niah.{json,md,png}.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import re
 import time
 
 import jax
+import jax.numpy as jnp
 
 from experiments import common
 from lora_hyper import qa
@@ -78,6 +80,18 @@ def in_context_answers(base, records) -> list[str]:
   return [qa.answer(base, [r["query"]], context=r["document"], sampling=SAMPLING)[0] for r in records]
 
 
+def recentred(base, hyper, num_haystacks: int, count_tokens):
+  """`hyper` with its code centre recomputed from its params on training haystacks (seed 0)."""
+  source = niah.NiahSource(num_haystacks, length=(32, TRAIN_MAX_TOKENS), seed=0, count_tokens=count_tokens,
+                           digits=(4, 4))
+  chunks = doc_to_lora.chunk_documents([base.tokenizer.encode(source[i]["document"], add_bos=False)
+                                        for i in range(num_haystacks)], config=hyper.config)
+  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), hyper.params)
+  params = doc_to_lora.recompute_center(params, base.params, jnp.asarray(chunks.tokens), jnp.asarray(chunks.mask),
+                                        config=hyper.config)
+  return dataclasses.replace(hyper, params=params)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--hypernetwork", default=None, help="saved Doc-to-LoRA folder (default: the shipped one)")
@@ -89,6 +103,8 @@ def main() -> None:
   parser.add_argument("--training-log", default=None, metavar="WORKDIR/logs/metrics.jsonl",
                       help="also plot the training run's loss (results/NAME_training.{json,png})")
   parser.add_argument("--name", default="niah", help="results/NAME.{json,md,png}")
+  parser.add_argument("--recenter", type=int, default=0, metavar="N",
+                      help="first recompute the code centre on N training haystacks (32-256 tokens, seed 0)")
   args = parser.parse_args()
   if args.training_log:
     common.training_curve(args.training_log, f"{args.name}_training")
@@ -96,6 +112,8 @@ def main() -> None:
   base = base_model.load_base_model()
   hyper = saved.load_hypernetwork(args.hypernetwork or saved.shipped("doc_to_lora"), base)
   count_tokens = lambda text: len(base.tokenizer.encode(text, add_bos=False))
+  if args.recenter:
+    hyper = recentred(base, hyper, args.recenter, count_tokens)
   methods = [f"d2l_chunk{c}" for c in args.chunk_lens] + ["base_in_context", "base_no_context"]
   rows = []
   for length in args.lengths:
@@ -120,7 +138,8 @@ def main() -> None:
     print(f"[niah] {length:5d} tokens: " + "  ".join(f"{m}={row['exact_match'][m]:.2f}" for m in methods),
           flush=True)
 
-  result = {"hypernetwork": hyper.describe(), "per_length": args.per_length, "seed": args.seed,
+  result = {"hypernetwork": hyper.describe(), "recentred_on": args.recenter, "per_length": args.per_length,
+            "seed": args.seed,
             "digits": args.digits,
             "train_max_tokens": TRAIN_MAX_TOKENS, "methods": methods, "rows": rows}
   common.write_json(args.name, result)
@@ -132,7 +151,9 @@ def main() -> None:
                                  [[r["length"], *(r["digit_accuracy"][m] for m in methods)] for r in rows])
   common.write_markdown(args.name, "Needle in a haystack: exact match by haystack length",
                         f"{args.per_length} held-out haystacks per length (seed {args.seed}); trained on "
-                        f"32-{TRAIN_MAX_TOKENS} tokens.\n\n{table}\nDigits right at their position (partial "
+                        f"32-{TRAIN_MAX_TOKENS} tokens."
+                        + (f" Code centre recomputed on {args.recenter} training haystacks." if args.recenter else "")
+                        + f"\n\n{table}\nDigits right at their position (partial "
                         f"credit):\n\n{digits}")
   plot(rows, methods, args.name)
 

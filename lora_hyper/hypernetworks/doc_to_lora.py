@@ -365,6 +365,31 @@ def update_center(params: PyTree, batch_mean: Array, *, config: DocToLoraConfig)
           CENTER_WEIGHT: beta * weight + (1 - beta)}
 
 
+def recompute_center(params: PyTree, base_params: PyTree, tokens: Array, mask: Array, *, config: DocToLoraConfig,
+                     batch_size: int = 16) -> PyTree:
+  """Params whose running mean is the exact mean code of these chunked documents [N, K, T] under
+  these params, as batch-norm statistics are recalibrated after training: a running mean trails
+  codes that move, and the codes' per-document parts are small next to their common part."""
+  if config.center_momentum is None:
+    raise ValueError("this hypernetwork does not centre its codes (center_momentum=None): nothing to recompute")
+  total, count = 0.0, 0
+  for start in range(0, tokens.shape[0], batch_size):
+    batch_tokens, batch_mask = tokens[start:start + batch_size], mask[start:start + batch_size]
+    chunks = int(jnp.sum(jnp.any(batch_mask, axis=-1)))
+    total = total + chunks * _batch_mean_code(params, base_params, batch_tokens, batch_mask, config=config)
+    count += chunks
+  if count == 0:
+    raise ValueError("recompute_center needs at least one non-empty document")
+  return {**params, CENTER_EMA: (total / count).astype(params[CENTER_EMA].dtype),
+          CENTER_WEIGHT: jnp.ones_like(params[CENTER_WEIGHT])}
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def _batch_mean_code(params: PyTree, base_params: PyTree, tokens: Array, mask: Array, *,
+                     config: DocToLoraConfig) -> Array:
+  return document_adapters(params, base_params, tokens, mask, config=config, center_on_batch=True)[1]
+
+
 def combine(params: PyTree, chunk_weights: dict[str, dict[str, Array]], chunk_valid: Array, *,
             config: DocToLoraConfig) -> lora.LoraAdapter:
   """Per-chunk factors [N, K, L, r, d] -> one adapter per document [N, L, K*r + r, d].

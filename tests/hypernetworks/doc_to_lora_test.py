@@ -209,6 +209,24 @@ def test_generation_centred_on_the_running_mean_equals_meta_training_centred_on_
                                rtol=1e-5, atol=1e-6)
 
 
+def test_a_recomputed_centre_makes_generation_equal_batch_centred_meta_training(base_cfg, base_params):
+  cfg = _tiny(base_cfg)
+  tokens, mask = _chunk_arrays(doc_to_lora.chunk_documents([list(range(3, 15)), [9, 8, 7], [4, 5, 6, 7]], config=cfg))
+  params = _trained_like(doc_to_lora.init(cfg, jax.random.key(1)))
+  params = doc_to_lora.update_center(params, jnp.ones_like(params[doc_to_lora.CENTER_EMA]), config=cfg)  # a stale mean
+  trained, _ = doc_to_lora.document_adapters(params, base_params, tokens, mask, config=cfg, center_on_batch=True)
+  stale = doc_to_lora.adapter_from_chunks(params, base_params, tokens, mask, config=cfg)
+  assert not np.allclose(np.asarray(stale.weights["down"]["a"]), np.asarray(trained.weights["down"]["a"]))
+  for batch_size in (16, 2):  # batches of 2 documents (2 + 1 real chunks, then 1): weighted by their chunks
+    recentred = doc_to_lora.recompute_center(params, base_params, tokens, mask, config=cfg, batch_size=batch_size)
+    generated = doc_to_lora.adapter_from_chunks(recentred, base_params, tokens, mask, config=cfg)
+    for key in ("a", "b"):
+      np.testing.assert_allclose(np.asarray(generated.weights["down"][key]),
+                                 np.asarray(trained.weights["down"][key]), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="does not centre its codes"):
+    doc_to_lora.recompute_center(params, base_params, tokens, mask, config=cfg.replace(center_momentum=None))
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
