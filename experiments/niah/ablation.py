@@ -139,18 +139,17 @@ def layer_probe(base, source: niah.NiahSource, num_haystacks: int, lam: float = 
   """Per layer: held-out accuracy of ridge probes on the needle's digit tokens (RMS-normed as the
   hypernetwork reads them) for the digit's value, its position in the number, and both at once."""
   ids = digit_ids(base.tokenizer)
-  scales = base.params["layers"]["pre_attention_norm"]["scale"]
+  every_layer = doc_to_lora.d2l_compact(base.config, context_encoder="per_layer_activations")
   features, position, value = [], [], []
   for i in range(num_haystacks):
     record = source[i]
     tokens = base.tokenizer.encode(record["document"])
     number = [ids[int(d)] for d in record["answer"]]
     start = next(j for j in range(len(tokens)) if tokens[j:j + 4] == number)
-    padded = np.zeros((1, CHUNK_LEN), np.int32)  # one shape, one compilation; causal, so padding changes nothing
+    padded = np.zeros((1, CHUNK_LEN), np.int32)  # one shape, one compilation; padding is masked
     padded[0, :len(tokens)] = tokens
-    hidden = transformer.forward(base.params, jnp.asarray(padded), config=base.config, logits=False).per_layer_hidden
-    hidden = np.asarray(transformer.rms_norm(hidden[:, 0], scales[:, None, :], base.config.rms_norm_eps))
-    features.append(hidden[:, start:start + 4])  # [layers, 4, D]
+    hidden = doc_to_lora.encode_context(base.params, jnp.asarray(padded), jnp.asarray(padded > 0), config=every_layer)
+    features.append(np.asarray(hidden[:, 0, start:start + 4]))  # [layers, 4, D]
     position += range(4)
     value += [int(d) for d in record["answer"]]
   x = np.concatenate(features, axis=1)  # [layers, 4 * haystacks, D]
@@ -223,16 +222,15 @@ def main() -> None:
     config = doc_to_lora.d2l_compact(base.config, context_encoder="early_exit", chunk_len=CHUNK_LEN,
                                      max_chunks=1, **variant.overrides)
     print(f"[ablation] {name}", flush=True)
-    source = lambda seed, n: niah.NiahSource(num_records=n, length=variant.lengths, seed=seed, count_tokens=count,
-                                             digits=(4, 4))
-    warmup = niah.NiahSource(num_records=10**6, length=variant.warmup_lengths or variant.lengths, seed=0,
-                             count_tokens=count, digits=(4, 4))
-    alone = niah.NiahSource(num_records=10**6, length=(1, 1), seed=0, count_tokens=count, digits=(4, 4))
+    source = lambda length, seed=0, n=10**6: niah.NiahSource(num_records=n, length=length, seed=seed,
+                                                             count_tokens=count, digits=(4, 4))
+    train, alone = source(variant.lengths), source((1, 1))
+    warmup = source(variant.warmup_lengths) if variant.warmup_lengths else train
     mixed = np.random.default_rng(3).random(order.shape) < variant.alone_share
-    data = [examples(base, config, [alone if mix else warmup if step < variant.warmup_steps else source(0, 10**6)
+    data = [examples(base, config, [alone if mix else warmup if step < variant.warmup_steps else train
                                     for mix in row_mixed], idx)
             for step, (idx, row_mixed) in enumerate(zip(order, mixed))]
-    held_out = examples(base, config, source(1, 64), range(64))
+    held_out = examples(base, config, source(variant.lengths, seed=1, n=64), range(64))
     results[name] = {"overrides": variant.overrides, "lr": variant.lr, "lengths": variant.lengths,
                      "steps": args.steps, "warmup_lengths": variant.warmup_lengths,
                      "warmup_steps": variant.warmup_steps, "alone_share": variant.alone_share,

@@ -178,15 +178,22 @@ def load_hypernetwork(directory: str | os.PathLike, base: BaseModel | None = Non
                            task_encoder_type=encoder.get("type", "base_model"))
 
 
-def _check_shapes(params: Any, want: Any, file: Path) -> None:
+def shape_mismatch(params: Any, want: Any) -> str | None:
+  """How the leaves of `params` differ from `want`'s (paths and shapes), or None when they fit."""
   shapes = lambda tree: {jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
   got, expected = shapes(params), shapes(want)
-  if got != expected:
-    missing = sorted(set(expected) - set(got))
-    wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
-    extra = sorted(set(got) - set(expected))
-    raise ValueError(f"{str(file)!r} does not match its config: missing {missing[:3]}, wrong shapes "
-                     f"{wrong[:3]}, unexpected {extra[:3]}")
+  if got == expected:
+    return None
+  missing = sorted(set(expected) - set(got))
+  wrong = sorted(k for k in set(got) & set(expected) if got[k] != expected[k])
+  extra = sorted(set(got) - set(expected))
+  return f"missing {missing[:3]}, wrong shapes {wrong[:3]}, unexpected {extra[:3]}"
+
+
+def _check_shapes(params: Any, want: Any, file: Path) -> None:
+  mismatch = shape_mismatch(params, want)
+  if mismatch:
+    raise ValueError(f"{str(file)!r} does not match its config: {mismatch}")
 
 
 def shipped(kind: str) -> Path:

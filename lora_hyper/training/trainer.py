@@ -220,12 +220,10 @@ def train(
 def _saved_params(folder: str, base: base_model_lib.BaseModel, hyper: Any, abstract_params: Any) -> Any:
   """`init_from`'s params, float32, after checking they fit this run's hypernetwork."""
   loaded = saved.load_hypernetwork(folder, base)  # checks the base model, the digest and its own shapes
-  shapes = lambda tree: {jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
-  got, want = shapes(loaded.params), shapes(nn.unbox(abstract_params))
-  if type(loaded.config) is not type(hyper) or got != want:
-    differ = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
+  mismatch = saved.shape_mismatch(loaded.params, nn.unbox(abstract_params))
+  if type(loaded.config) is not type(hyper) or mismatch:
     raise ValueError(f"init_from={folder!r} holds a {type(loaded.config).__name__} whose params do not fit this "
-                     f"run's {type(hyper).__name__} (first differences: {differ[:3]}); use the same hypernetwork "
+                     f"run's {type(hyper).__name__} ({mismatch or 'another kind'}); use the same hypernetwork "
                      "and hyper_overrides as the run that saved it")
   return jax.tree.map(lambda x: np.asarray(x, np.float32), loaded.params)
 
