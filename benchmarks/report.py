@@ -215,7 +215,7 @@ def notes() -> list[str]:
                + ". Elementwise work (softmax over the 262,144-token "
                "vocabulary for the KL, norms, Adam) is not counted as FLOPs.")
   d = load("per_example_adapters")
-  if d and d["min_ratio"] < 0.8:
+  if d:
     parts = []
     for r in d["rows"]:
       mb = r.get("mb_read_per_decode_step")
@@ -228,8 +228,10 @@ def notes() -> list[str]:
                "the cost grows with batch x rank. " + "; ".join(parts) + ". Rank 16 is a one-chunk document's "
                "adapter, rank 136 a 16K-token document's. Decoding one token per example is bound by memory reads "
                "on this CPU; where the measured ratio falls below the reads' prediction, the rest is the batched "
-               "matrix-vector products of the per-example einsum. A merged adapter costs nothing per token but "
-               "serves one document only.")
+               "matrix-vector products of the per-example einsum. The model slices each layer's factors out of "
+               "the adapters where they lie (`lora.layer_weights`): scanning over a layer-major copy instead "
+               "copied every example's whole adapter at each decoding step. A merged adapter costs nothing per "
+               "token but serves one document only.")
   return out
 
 

@@ -120,10 +120,18 @@ def delta(x: Array, a: Array, b: Array) -> Array:
   return jnp.einsum("b...r,bro->b...o", jnp.einsum("b...i,bri->b...r", x, a), b)
 
 
-def layer_major(adapter: LoraAdapter) -> dict[str, dict[str, Array]]:
-  """Factors with the layer axis first (for `nn.scan` over layers) and the scaling folded into B."""
-  move = (lambda w: jnp.moveaxis(w, 1, 0)) if adapter.is_batched else (lambda w: w)
-  return {m: {"a": move(ab["a"]), "b": move(ab["b"] * adapter.scaling)} for m, ab in adapter.weights.items()}
+def scaled_weights(adapter: LoraAdapter) -> dict[str, dict[str, Array]]:
+  """The factors with the scaling folded into B."""
+  return {m: {"a": ab["a"], "b": ab["b"] * adapter.scaling} for m, ab in adapter.weights.items()}
+
+
+def layer_weights(weights: Mapping[str, Mapping[str, Array]], layer: Array) -> dict[str, dict[str, Array]]:
+  """One layer's factors [*batch, rank, d] from [*batch, layers, rank, d]; `layer` may be traced.
+
+  Sliced in place rather than scanned over: scanning needs the layer axis first, and moving it
+  there copies every example's whole adapter on each call (each decoding step)."""
+  take = lambda w: jax.lax.dynamic_index_in_dim(w, layer, axis=w.ndim - 3, keepdims=False)
+  return {m: {k: take(w) for k, w in ab.items()} for m, ab in weights.items()}
 
 
 def concat(adapters: list[LoraAdapter]) -> LoraAdapter:

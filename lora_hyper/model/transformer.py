@@ -157,14 +157,15 @@ class Block(nn.Module):
   config: GemmaConfig
 
   @nn.compact
-  def __call__(self, x: Array, layer: dict[str, Any], inputs: AttentionInputs):
+  def __call__(self, x: Array, layer: dict[str, Any], inputs: AttentionInputs, lora_weights: dict | None):
     cfg = self.config
+    lora_ab = None if lora_weights is None else lora.layer_weights(lora_weights, layer["index"])
     norm = lambda name: RMSNorm(cfg.rms_norm_eps, cfg.weight_dtype, name=name)
     layer_input = x
     attn_out, new_kv = Attention(cfg, name="attn")(
-        norm("pre_attention_norm")(x), layer["sliding"], inputs, layer["lora"], layer["kv"])
+        norm("pre_attention_norm")(x), layer["sliding"], inputs, lora_ab, layer["kv"])
     x = x + norm("post_attention_norm")(attn_out)
-    mlp_out = MLP(cfg, name="mlp")(norm("pre_ffw_norm")(x), layer["lora"])
+    mlp_out = MLP(cfg, name="mlp")(norm("pre_ffw_norm")(x), lora_ab)
     x = x + norm("post_ffw_norm")(mlp_out)
     x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
     return x, {"hidden": layer_input, "kv": new_kv}
@@ -205,7 +206,7 @@ class Gemma(nn.Module):
     self.final_norm = RMSNorm(cfg.rms_norm_eps, cfg.weight_dtype)
     block = nn.remat(Block, prevent_cse=False) if cfg.remat else Block
     self.layers = nn.scan(
-        block, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=(0, nn.broadcast),
+        block, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=(0, nn.broadcast, nn.broadcast),
         length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"},
     )(cfg)
 
@@ -236,9 +237,9 @@ class Gemma(nn.Module):
       inputs = AttentionInputs(positions, k_positions, valid[:, None, :] & causal[None], cache.index)
       kv_layers = {"k": cache.k, "v": cache.v}
 
-    per_layer = {"sliding": jnp.asarray(cfg.sliding_layers),
-                 "lora": None if adapter is None else lora.layer_major(adapter), "kv": kv_layers}
-    x, outs = self.layers(x, per_layer, inputs)
+    per_layer = {"sliding": jnp.asarray(cfg.sliding_layers), "index": jnp.arange(cfg.num_layers), "kv": kv_layers}
+    lora_weights = None if adapter is None else lora.scaled_weights(adapter)
+    x, outs = self.layers(x, per_layer, inputs, lora_weights)
 
     new_cache = None
     if cache is not None:

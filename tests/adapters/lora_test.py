@@ -72,6 +72,27 @@ def test_gradients_flow_to_the_adapter(params, tokens):
     assert np.isfinite(leaf).all() and np.abs(leaf).max() > 0
 
 
+def test_per_example_adapter_gradients_equal_separate_calls(params, tokens):
+  # Each layer's factors are sliced out of the batched adapter; their gradients must land in the
+  # right example and layer.
+  batched = lora.random(jax.random.key(8), CFG, ("k", "down"), rank=2, batch=3, std=0.1)
+  loss = lambda ad, x: jnp.sum(transformer.forward(params, x, config=CFG, adapter=ad).logits[:, -1] ** 2)
+  together = jax.grad(loss)(batched, tokens)
+  for i in range(3):
+    alone = jax.grad(loss)(lora.take(batched, i), tokens[i:i + 1])
+    jax.tree.map(lambda t, a: np.testing.assert_allclose(t[i], a, atol=1e-5 * np.abs(a).max(), rtol=1e-4),
+                 together, alone)
+  assert all(np.abs(together.weights["down"]["a"][0, layer]).max() > 0 for layer in range(CFG.num_layers))
+
+
+def test_layer_weights_slices_one_layer_of_shared_and_per_example_factors():
+  shared = {"down": {"a": jnp.arange(3 * 2 * 4.0).reshape(3, 2, 4)}}
+  per_example = {"down": {"a": jnp.arange(5 * 3 * 2 * 4.0).reshape(5, 3, 2, 4)}}
+  np.testing.assert_array_equal(lora.layer_weights(shared, jnp.asarray(1))["down"]["a"], shared["down"]["a"][1])
+  np.testing.assert_array_equal(lora.layer_weights(per_example, jnp.asarray(2))["down"]["a"],
+                                per_example["down"]["a"][:, 2])
+
+
 @pytest.mark.parametrize("bad, message", [
     (lambda: lora.zeros(config_lib.tiny_gemma3(num_layers=6, sliding_layers=(True,) * 6), ("q",), 2),
      "needs a"),
