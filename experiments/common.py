@@ -45,24 +45,37 @@ def write_markdown(name: str, title: str, body: str) -> Path:
   return path
 
 
-def training_curve(metrics_jsonl: str | os.PathLike, name: str, window: int = 50) -> dict[str, Any]:
+def training_curve(metrics_jsonl: str | os.PathLike | Sequence[str | os.PathLike], name: str,
+                   window: int = 50) -> dict[str, Any]:
   """A run's logged loss (`WORKDIR/logs/metrics.jsonl`) as results/{name}.json and .png, with a
-  moving mean over `window` logged steps."""
+  moving mean over `window` logged steps. Several files are the stages of one run, in order:
+  their steps are laid end to end and each new stage is marked."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  rows = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line.strip()]
-  steps, loss = [r["step"] for r in rows], [r["loss"] for r in rows]
+  paths = [metrics_jsonl] if isinstance(metrics_jsonl, (str, os.PathLike)) else list(metrics_jsonl)
+  steps, loss, stage_starts = [], [], []
+  for path in paths:
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    offset = steps[-1] if steps else 0
+    stage_starts.append(offset)
+    steps += [offset + r["step"] for r in rows]
+    loss += [r["loss"] for r in rows]
   smooth = [sum(loss[max(0, i - window + 1):i + 1]) / len(loss[max(0, i - window + 1):i + 1])
             for i in range(len(loss))]
-  curve = {"source": str(metrics_jsonl), "window": window, "step": steps, "loss": loss, "loss_smoothed": smooth}
+  source = str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
+  curve = {"source": source, "window": window, "step": steps, "loss": loss, "loss_smoothed": smooth}
+  if len(paths) > 1:
+    curve["stage_starts"] = stage_starts
   write_json(name, curve)
   fig, ax = plt.subplots(figsize=(7, 3.5))
   ax.plot(steps, loss, alpha=0.3, label="loss")
   ax.plot(steps, smooth, label=f"mean of {window}")
-  ax.set_xlabel("step")
+  for start in stage_starts[1:]:
+    ax.axvline(start, color="grey", linestyle=":")
+  ax.set_xlabel("step" if len(paths) == 1 else "step (stages end to end, dotted: a new stage)")
   ax.set_ylabel("training loss")
   ax.legend()
   fig.tight_layout()
@@ -70,7 +83,8 @@ def training_curve(metrics_jsonl: str | os.PathLike, name: str, window: int = 50
   return curve
 
 
-if __name__ == "__main__":  # python -m experiments.common WORKDIR/logs/metrics.jsonl NAME
-  if len(sys.argv) != 3:
-    sys.exit("usage: python -m experiments.common WORKDIR/logs/metrics.jsonl NAME  (plots a training run's loss)")
-  training_curve(sys.argv[1], sys.argv[2])
+if __name__ == "__main__":  # python -m experiments.common WORKDIR/logs/metrics.jsonl [...] NAME
+  if len(sys.argv) < 3:
+    sys.exit("usage: python -m experiments.common WORKDIR/logs/metrics.jsonl [MORE_STAGES ...] NAME  "
+             "(plots a training run's loss; several files are its stages in order)")
+  training_curve(sys.argv[1:-1], sys.argv[-1])

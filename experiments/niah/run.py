@@ -48,10 +48,23 @@ def digit_accuracy(answers: list[str], records: list[dict]) -> float:
   return sum(share(a, r["answer"]) for a, r in zip(answers, records)) / len(records)
 
 
+def digit_accuracy_by_position(answers: list[str], records: list[dict]) -> list[float]:
+  """Per position in the number (first digit first): the share of needles whose digit there is given."""
+  width = max(len(r["answer"]) for r in records)
+  hits, counts = [0] * width, [0] * width
+  for answer, record in zip(answers, records):
+    given = normalise(answer)
+    for i, digit in enumerate(record["answer"]):
+      hits[i] += i < len(given) and given[i] == digit
+      counts[i] += 1
+  return [h / c for h, c in zip(hits, counts)]
+
+
 def score(row: dict, method: str, answers: list[str], records: list[dict]) -> None:
-  """Both metrics of one method's answers into the row."""
+  """The metrics of one method's answers into the row."""
   row["exact_match"][method] = exact_match(answers, records)
   row["digit_accuracy"][method] = digit_accuracy(answers, records)
+  row["digit_by_position"][method] = digit_accuracy_by_position(answers, records)
 
 
 def doc_to_lora_answers(base, hyper, records, chunk_len: int, batch: int) -> tuple[list[str], float]:
@@ -100,8 +113,9 @@ def main() -> None:
   parser.add_argument("--chunk-lens", type=int, nargs="+", default=[128, 1024])
   parser.add_argument("--seed", type=int, default=1, help="haystack seed (training used 0)")
   parser.add_argument("--digits", type=int, nargs=2, default=[4, 4], help="needle digit count range, as trained")
-  parser.add_argument("--training-log", default=None, metavar="WORKDIR/logs/metrics.jsonl",
-                      help="also plot the training run's loss (results/NAME_training.{json,png})")
+  parser.add_argument("--training-log", nargs="+", default=None, metavar="WORKDIR/logs/metrics.jsonl",
+                      help="also plot the training run's loss (results/NAME_training.{json,png}); "
+                           "several files: the run's stages, in order")
   parser.add_argument("--name", default="niah", help="results/NAME.{json,md,png}")
   parser.add_argument("--recenter", type=int, default=0, metavar="N",
                       help="first recompute the code centre on N training haystacks (32-256 tokens, seed 0)")
@@ -121,7 +135,8 @@ def main() -> None:
                              digits=tuple(args.digits))
     records = [source[i] for i in range(args.per_length)]
     row = {"length": length, "mean_tokens": sum(r["length"] for r in records) / len(records),
-           "exact_match": {}, "digit_accuracy": {}, "internalize_s": {}, "examples": {}}
+           "exact_match": {}, "digit_accuracy": {}, "digit_by_position": {}, "internalize_s": {},
+           "examples": {}}
     for chunk_len in args.chunk_lens:
       answers, seconds = doc_to_lora_answers(base, hyper, records, chunk_len, batch=max(1, 4096 // length))
       score(row, f"d2l_chunk{chunk_len}", answers, records)
@@ -149,12 +164,15 @@ def main() -> None:
         *(r["internalize_s"][m] for m in methods if m.startswith("d2l"))] for r in rows])
   digits = common.markdown_table(["haystack tokens", *methods],
                                  [[r["length"], *(r["digit_accuracy"][m] for m in methods)] for r in rows])
+  by_position = common.markdown_table(
+      ["haystack tokens", *methods],
+      [[r["length"], *(" / ".join(f"{x:.2f}" for x in r["digit_by_position"][m]) for m in methods)] for r in rows])
   common.write_markdown(args.name, "Needle in a haystack: exact match by haystack length",
                         f"{args.per_length} held-out haystacks per length (seed {args.seed}); trained on "
                         f"32-{TRAIN_MAX_TOKENS} tokens."
                         + (f" Code centre recomputed on {args.recenter} training haystacks." if args.recenter else "")
                         + f"\n\n{table}\nDigits right at their position (partial "
-                        f"credit):\n\n{digits}")
+                        f"credit):\n\n{digits}\n\nBy position in the number, first digit first:\n\n{by_position}")
   plot(rows, methods, args.name)
 
 
