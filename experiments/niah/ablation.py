@@ -62,6 +62,13 @@ def digit_scores(hits: jax.Array, targets: np.ndarray, ids: list[int]) -> tuple[
   return float(hits[digit].mean()), float(np.all(hits | ~digit, axis=-1).mean())
 
 
+def digit_positions(hits: jax.Array, targets: np.ndarray, ids: list[int]) -> list[float]:
+  """Teacher-forced hits per position in the number (first digit first)."""
+  hits, digit = np.asarray(hits), np.isin(targets, ids)
+  order = np.cumsum(digit, axis=-1) - 1  # which digit of the number each answer token is
+  return [float(hits[digit & (order == k)].mean()) for k in range(int(digit.sum(-1).max()))]
+
+
 class Method(NamedTuple):
   """What a variant trains: params, loss(params, batch) -> (loss, running stats), how the stats
   enter the params after a step, and the adapters it gives a batch (codes centred on the running
@@ -193,11 +200,15 @@ def run_variant(base, method: Method, lr: float, data, held_out, eval_every: int
     params, opt, loss = step(params, opt, batch)
     curve.append(float(loss))
     if i % eval_every == 0 or i == len(data):
-      digits, exact = digit_scores(hits(params, held_out, False), targets, ids)
-      batch_digits, _ = digit_scores(hits(params, held_out, True), targets, ids)
-      evals.append({"step": i, "digits": digits, "exact": exact, "digits_batch_centred": batch_digits})
+      running, on_batch = hits(params, held_out, False), hits(params, held_out, True)
+      digits, exact = digit_scores(running, targets, ids)
+      batch_digits, _ = digit_scores(on_batch, targets, ids)
+      by_position = digit_positions(on_batch, targets, ids)
+      evals.append({"step": i, "digits": digits, "exact": exact, "digits_batch_centred": batch_digits,
+                    "by_position_batch_centred": by_position})
       print(f"  step {i}: loss {np.mean(curve[-eval_every:]):.3f} digits {digits:.3f} exact {exact:.3f} "
-            f"(batch-centred: digits {batch_digits:.3f}) ({time.perf_counter() - start:.0f} s)", flush=True)
+            f"(batch-centred: digits {batch_digits:.3f}, by position "
+            + " / ".join(f"{x:.2f}" for x in by_position) + f") ({time.perf_counter() - start:.0f} s)", flush=True)
   return {"curve": curve, "evals": evals, "seconds": time.perf_counter() - start}
 
 
@@ -253,10 +264,13 @@ def write(results: dict, probe: list[dict], args) -> None:
     last = r["evals"][-1]
     loss = float(np.mean(r["curve"][-50:]))
     haystack = "needle only" if tuple(r["lengths"]) == (1, 1) else "{}-{}".format(*r["lengths"])
+    by_position = last.get("by_position_batch_centred")
     rows.append([name, haystack, r["steps"], loss, last["digits"], last["exact"],
-                 last.get("digits_batch_centred", "-"), r["seconds"] / r["steps"]])
+                 last.get("digits_batch_centred", "-"),
+                 " / ".join(f"{x:.2f}" for x in by_position) if by_position else "-", r["seconds"] / r["steps"]])
   table = common.markdown_table(["variant", "haystack tokens", "steps", "loss (last 50 steps)", "digits right",
-                                 "exact match", "digits right, batch-centred", "s / step"], rows)
+                                 "exact match", "digits right, batch-centred", "by position, batch-centred",
+                                 "s / step"], rows)
   commands = sorted({r["command"] for r in results.values()})
   probe_table = common.markdown_table(["layer", "digit value", "position in the number", "both (40 classes)"],
                                       [[r["layer"], r["value"], r["position"], r["value_and_position"]]
