@@ -177,10 +177,9 @@ def layer_probe(base, source: niah.NiahSource, num_haystacks: int, lam: float = 
     return float(np.mean((x[split:] @ w).argmax(1) == labels[split:]))
 
   def explained(x, labels):  # between-value variance / total variance of x [haystacks, D]
-    centred = x - x.mean(0)
-    between = sum((labels == c).sum() * np.sum((x[labels == c].mean(0) - x.mean(0)) ** 2)
-                  for c in np.unique(labels))
-    return float(between / np.sum(centred ** 2))
+    mean = x.mean(0)
+    between = sum((labels == c).sum() * np.sum((x[labels == c].mean(0) - mean) ** 2) for c in np.unique(labels))
+    return float(between / np.sum((x - mean) ** 2))
 
   means, digits = np.stack(pooled, axis=1), value.reshape(num_haystacks, 4)  # [layers, haystacks, D]
   return [{"layer": layer, "value": accuracy(x[layer], value, 10), "position": accuracy(x[layer], position, 4),

@@ -78,7 +78,7 @@ class DocToLoraConfig:
   # What makes the first generated B zero. "scale": the published init (scale_b = 0, random B head):
   # B = scale_b * head_b(x) then starts as a product in which the head gets no gradient until
   # scale_b has moved. "head": B head = 0, scale_b = 1: the head learns from the first step (no
-  # faster on NIAH: experiments/README.md).
+  # faster on NIAH haystacks, a little on the needle alone: experiments/README.md).
   zero_b_init: str = "scale"
   pre_head_blocks: int = 1  # per-layer residual MLP blocks before the heads
   pre_head_mlp_dim: int = 2048
