@@ -29,6 +29,13 @@ marginal for thousands of steps. Meta-training subtracts the mean code of the ba
 (as batch normalisation does) and keeps a running mean in the params, which generation
 subtracts; the document-independent part of each adapter is the bias block's job.
 
+Optionally only B is generated (`generated_factors="b"`): every block's A is the bias block's
+learned, document-independent A, so a document's adapter is linear in its chunk codes instead of
+quadratic (B and A both from the code). On the NIAH needle the published heads learn the number one
+digit at a time, the linear ones all four digits together, as free per-digit factors do
+(experiments/README.md). Its cost: the chunks' rank blocks then share one A, so however many
+chunks a document has, its adapter reads the same r directions of its input (its rank stays r).
+
 Each chunk is encoded independently: BOS prepended, positions from 0, right padding masked
 both in the base model and in the Perceiver's cross-attention, so padding changes nothing.
 """
@@ -58,6 +65,7 @@ PyTree = Any
 
 CONTEXT_ENCODERS = ("per_layer_activations", "early_exit")
 ZERO_B_INITS = ("scale", "head")
+GENERATED_FACTORS = ("ab", "b")
 # Params that hold the running mean of chunk codes: set by `update_center`, never by gradients.
 CENTER_EMA, CENTER_WEIGHT = "center_ema", "center_weight"
 
@@ -80,6 +88,10 @@ class DocToLoraConfig:
   # scale_b has moved. "head": B head = 0, scale_b = 1: the head learns from the first step (no
   # faster on NIAH haystacks, a little on the needle alone: experiments/README.md).
   zero_b_init: str = "scale"
+  # Which factors the heads generate from a chunk's code. "ab": A and B (published), so the adapter
+  # B A is quadratic in the code. "b": B only; every block's A is the bias block's learned,
+  # document-independent A, so the adapter is linear in the code (module docstring).
+  generated_factors: str = "ab"
   pre_head_blocks: int = 1  # per-layer residual MLP blocks before the heads
   pre_head_mlp_dim: int = 2048
   chunk_len: int = 8192  # tokens per chunk, BOS included
@@ -94,6 +106,8 @@ class DocToLoraConfig:
       raise ValueError(f"exit_layer={self.exit_layer} is outside the base model's {self.base.num_layers} layers")
     if self.zero_b_init not in ZERO_B_INITS:
       raise ValueError(f"zero_b_init must be one of {ZERO_B_INITS}, got {self.zero_b_init!r}")
+    if self.generated_factors not in GENERATED_FACTORS:
+      raise ValueError(f"generated_factors must be one of {GENERATED_FACTORS}, got {self.generated_factors!r}")
     if self.chunk_len < 2 or self.max_chunks < 1 or self.rank < 1:
       raise ValueError(f"need chunk_len >= 2, max_chunks >= 1, rank >= 1; got {self.chunk_len}, "
                        f"{self.max_chunks}, {self.rank}")
@@ -141,8 +155,8 @@ def d2l_small(base: GemmaConfig, **overrides: Any) -> DocToLoraConfig:
 
 
 def d2l_compact(base: GemmaConfig, **overrides: Any) -> DocToLoraConfig:
-  """Sized to ship with gemma3_270m (~12M params, 24 MB in bfloat16): width 128,
-  4 encoder blocks, 4 query heads x 32, 2 KV heads, MLP 512; rank 8 on down_proj."""
+  """Sized to ship with gemma3_270m (~12M params; 7.3M, 15 MB in bfloat16 with generated_factors="b"):
+  width 128, 4 encoder blocks, 4 query heads x 32, 2 KV heads, MLP 512; rank 8 on down_proj."""
   perceiver = PerceiverConfig(latent_dim=128, num_latents=8, num_blocks=4, num_heads=4, num_kv_heads=2,
                               head_dim=32, mlp_dim=512, input_mlp_factor=2)
   kw = dict(perceiver=perceiver, pre_head_mlp_dim=512, chunk_len=1024, max_chunks=32)
@@ -188,6 +202,7 @@ class TargetHead(nn.Module):
   d_out: int
   latent_dim: int
   zero_b_init: str = "scale"  # DocToLoraConfig.zero_b_init
+  generate_a: bool = True  # False: A is the bias block's, for every chunk (generated_factors="b")
 
   def setup(self):
     n, r, d_in, d_out = self.num_layers, self.rank, self.d_in, self.d_out
@@ -196,11 +211,12 @@ class TargetHead(nn.Module):
     head_init = _layers.normal(0.5 / math.sqrt(latent + (d_in + d_out) * r))
     zeros, ones = nn.initializers.zeros_init(), nn.initializers.ones_init()
     zero_head = self.zero_b_init == "head"
-    self.head_a = _layers.param(self, "head_a", head_init, (n, latent, d_in), ("layers", "hyper_embed", "lora_in"))
+    if self.generate_a:
+      self.head_a = _layers.param(self, "head_a", head_init, (n, latent, d_in), ("layers", "hyper_embed", "lora_in"))
+      self.scale_a = _layers.param(self, "scale_a", ones, (n, r), ("layers", "lora_rank"))
     self.head_b = _layers.param(self, "head_b", zeros if zero_head else head_init, (n, latent, d_out),
                                 ("layers", "hyper_embed", "lora_out"))
     # A zero scale_b (or B head) makes every generated B, hence the first adapter, exactly zero.
-    self.scale_a = _layers.param(self, "scale_a", ones, (n, r), ("layers", "lora_rank"))
     self.scale_b = _layers.param(self, "scale_b", ones if zero_head else zeros, (n, r), ("layers", "lora_rank"))
     self.bias_a = _layers.param(self, "bias_a", _layers.normal(0.2 / math.sqrt(d_in * r)), (n, r, d_in),
                                 ("layers", "lora_rank", "lora_in"))
@@ -208,7 +224,10 @@ class TargetHead(nn.Module):
                                 ("layers", "lora_rank", "lora_out"))
 
   def __call__(self, x: Array) -> dict[str, Array]:  # x [N, L, r, d] -> a [N, L, r, d_in], b [N, L, r, d_out]
-    a = jnp.einsum("nlrd,ldi->nlri", x, self.head_a.astype(x.dtype)) * self.scale_a[..., None]
+    if self.generate_a:
+      a = jnp.einsum("nlrd,ldi->nlri", x, self.head_a.astype(x.dtype)) * self.scale_a[..., None]
+    else:
+      a = jnp.broadcast_to(self.bias_a, (x.shape[0],) + self.bias_a.shape)
     b = jnp.einsum("nlrd,ldo->nlro", x, self.head_b.astype(x.dtype)) * self.scale_b[..., None]
     return {"a": a.astype(jnp.float32), "b": b.astype(jnp.float32)}
 
@@ -227,7 +246,7 @@ class DocToLora(nn.Module):
     self.perceiver = Perceiver(cfg.perceiver, cfg.num_output_latents)
     self.pre_head = [PerLayerResidualMLP(layers, cfg.pre_head_mlp_dim) for _ in range(cfg.pre_head_blocks)]
     self.heads = {m: TargetHead(layers, cfg.rank, *cfg.base.module_shape(m), latent_dim=cfg.perceiver.latent_dim,
-                                zero_b_init=cfg.zero_b_init)
+                                zero_b_init=cfg.zero_b_init, generate_a=cfg.generated_factors == "ab")
                   for m in cfg.modules}
     if cfg.center_momentum is not None:  # statistics, not weights: meta-training sets them (`update_center`)
       zeros = nn.initializers.zeros_init()

@@ -81,9 +81,11 @@ def test_context_encoders_read_the_frozen_base_model(base_cfg, base_params):
   assert doc_to_lora.d2l_paper(config_lib.gemma2_2b(), context_encoder="early_exit").feature_layer == 26 // 4
 
 
-@pytest.mark.parametrize("encoder,zero_b_init", [(e, "scale") for e in ENCODERS] + [(ENCODERS[0], "head")])
-def test_zero_initialised_adapter_leaves_logits_unchanged(base_cfg, base_params, tokenizer, encoder, zero_b_init):
-  cfg = _tiny(base_cfg, encoder).replace(zero_b_init=zero_b_init)
+@pytest.mark.parametrize("encoder,zero_b_init,factors", [(e, "scale", "ab") for e in ENCODERS]
+                         + [(ENCODERS[0], "head", "ab"), (ENCODERS[1], "head", "b")])
+def test_zero_initialised_adapter_leaves_logits_unchanged(base_cfg, base_params, tokenizer, encoder, zero_b_init,
+                                                          factors):
+  cfg = _tiny(base_cfg, encoder).replace(zero_b_init=zero_b_init, generated_factors=factors)
   params = doc_to_lora.init(cfg, jax.random.key(1))
   adapter = doc_to_lora.internalize(params, base_params, ["A first document, long enough for chunks.", "Two."],
                                     config=cfg, tokenizer=tokenizer)
@@ -147,8 +149,30 @@ def test_different_documents_give_different_adapters_in_one_batch(base_cfg, base
   assert not np.allclose(b[0, :, :r], b[1, :, :r])
 
 
-def test_generator_jits_and_its_gradients_are_finite_and_non_zero(base_cfg, base_params):
-  cfg = _tiny(base_cfg)  # early_exit differs only in its inputs; its jitted path runs in the tests above
+def test_generating_b_only_gives_every_chunk_the_bias_blocks_a(base_cfg, base_params, tokenizer):
+  """generated_factors='b': A is learned but document-independent, so each document's adapter is
+  linear in its codes (B) and the chunks differ only in B."""
+  cfg = _tiny(base_cfg).replace(generated_factors="b", zero_b_init="head")
+  params = doc_to_lora.init(cfg, jax.random.key(1))
+  assert set(params["heads_down"]) == {"head_b", "scale_b", "bias_a", "bias_b"}
+  params = _trained_like({**params, "heads_down": {**params["heads_down"], "head_b": jax.random.normal(
+      jax.random.key(3), params["heads_down"]["head_b"].shape)}})
+  docs = ["A first document, long enough for chunks.", "Two."]
+  weights = doc_to_lora.internalize(params, base_params, docs, config=cfg, tokenizer=tokenizer).weights["down"]
+  r, bias_a = cfg.rank, np.asarray(params["heads_down"]["bias_a"])
+  for doc, chunks in ((0, 6), (1, 1)):
+    for k in range(chunks):
+      np.testing.assert_array_equal(np.asarray(weights["a"][doc, :, k * r:(k + 1) * r]), bias_a)
+  np.testing.assert_array_equal(np.asarray(weights["a"][0, :, -r:]), bias_a)
+  assert not np.allclose(weights["b"][0, :, :r], weights["b"][1, :, :r])
+  with pytest.raises(ValueError, match="generated_factors"):
+    cfg.replace(generated_factors="a")
+
+
+@pytest.mark.parametrize("factors", doc_to_lora.GENERATED_FACTORS)
+def test_generator_jits_and_its_gradients_are_finite_and_non_zero(base_cfg, base_params, factors):
+  # early_exit differs only in its inputs; its jitted path runs in the tests above
+  cfg = _tiny(base_cfg).replace(generated_factors=factors)
   tokens, mask = _chunk_arrays(doc_to_lora.chunk_documents([list(range(3, 15)), [9, 8, 7]], config=cfg))
   params = doc_to_lora.init(cfg, jax.random.key(1))
 
