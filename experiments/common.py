@@ -31,6 +31,11 @@ def write_json(name: str, result: dict[str, Any]) -> Path:
   return path
 
 
+def slashed(values: Sequence[float], decimals: int = 2) -> str:
+  """Per-position numbers as one table cell: 1.00 / 0.95 / 0.90."""
+  return " / ".join(f"{x:.{decimals}f}" for x in values)
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

@@ -228,7 +228,7 @@ def run_variant(base, method: Method, lr: float, data, held_out, eval_every: int
                     "by_position_batch_centred": by_position})
       print(f"  step {i}: loss {np.mean(curve[-eval_every:]):.3f} digits {digits:.3f} exact {exact:.3f} "
             f"(batch-centred: digits {batch_digits:.3f}, by position "
-            + " / ".join(f"{x:.2f}" for x in by_position) + f") ({time.perf_counter() - start:.0f} s)", flush=True)
+            + common.slashed(by_position) + f") ({time.perf_counter() - start:.0f} s)", flush=True)
   return {"curve": curve, "evals": evals, "seconds": time.perf_counter() - start}
 
 
@@ -249,7 +249,7 @@ def main() -> None:
                                             digits=(4, 4)), 160)
   for row in probe:
     print("[probe] layer {layer}: value {value:.3f} position {position:.3f} both {value_and_position:.3f}".format(**row),
-          "mean-feature share by digit", " / ".join(f"{x:.3f}" for x in row["mean_feature_share_by_digit"]))
+          "mean-feature share by digit", common.slashed(row["mean_feature_share_by_digit"], 3))
   order = np.random.default_rng(0).permutation(10**6)[:8 * args.steps].reshape(args.steps, 8)
   results = {}
   for name in args.variants:
@@ -288,7 +288,7 @@ def write(results: dict, probe: list[dict], args) -> None:
     by_position = last.get("by_position_batch_centred")
     rows.append([name, haystack, r["steps"], loss, last["digits"], last["exact"],
                  last.get("digits_batch_centred", "-"),
-                 " / ".join(f"{x:.2f}" for x in by_position) if by_position else "-", r["seconds"] / r["steps"]])
+                 common.slashed(by_position) if by_position else "-", r["seconds"] / r["steps"]])
   table = common.markdown_table(["variant", "haystack tokens", "steps", "loss (last 50 steps)", "digits right",
                                  "exact match", "digits right, batch-centred", "by position, batch-centred",
                                  "s / step"], rows)
@@ -297,7 +297,7 @@ def write(results: dict, probe: list[dict], args) -> None:
       ["layer", "digit value", "position in the number", "both (40 classes)",
        "share of the mean feature's variance, by digit (1st / 2nd / 3rd / 4th)"],
       [[r["layer"], r["value"], r["position"], r["value_and_position"],
-        " / ".join(f"{x:.3f}" for x in r.get("mean_feature_share_by_digit", []))] for r in probe])
+        common.slashed(r.get("mean_feature_share_by_digit", []), 3)] for r in probe])
   common.write_markdown("niah_ablation", "Needle digits: what makes Doc-to-LoRA learn them",
                         f"4-digit needles in {LENGTHS[0]}-{LENGTHS[1]}-token haystacks unless said, batch 8, "
                         f"the same batches for every variant; scored on 64 held-out haystacks (seed 1) of the "

@@ -41,11 +41,16 @@ def exact_match(answers: list[str], records: list[dict]) -> float:
   return sum(normalise(a) == r["answer"] for a, r in zip(answers, records)) / len(records)
 
 
+def digit_hits(answer: str, number: str) -> list[bool]:
+  """For each digit of the magic number: is it given at its position in the answer?"""
+  given = normalise(answer)
+  return [i < len(given) and given[i] == digit for i, digit in enumerate(number)]
+
+
 def digit_accuracy(answers: list[str], records: list[dict]) -> float:
   """Share of the magic numbers' digits given at their position: partial credit exact match lacks."""
-  def share(answer: str, number: str) -> float:
-    return sum(a == b for a, b in zip(normalise(answer), number)) / len(number)
-  return sum(share(a, r["answer"]) for a, r in zip(answers, records)) / len(records)
+  hits = [digit_hits(a, r["answer"]) for a, r in zip(answers, records)]
+  return sum(sum(h) / len(h) for h in hits) / len(records)
 
 
 def digit_accuracy_by_position(answers: list[str], records: list[dict]) -> list[float]:
@@ -53,9 +58,8 @@ def digit_accuracy_by_position(answers: list[str], records: list[dict]) -> list[
   width = max(len(r["answer"]) for r in records)
   hits, counts = [0] * width, [0] * width
   for answer, record in zip(answers, records):
-    given = normalise(answer)
-    for i, digit in enumerate(record["answer"]):
-      hits[i] += i < len(given) and given[i] == digit
+    for i, hit in enumerate(digit_hits(answer, record["answer"])):
+      hits[i] += hit
       counts[i] += 1
   return [h / c for h, c in zip(hits, counts)]
 
@@ -166,7 +170,7 @@ def main() -> None:
                                  [[r["length"], *(r["digit_accuracy"][m] for m in methods)] for r in rows])
   by_position = common.markdown_table(
       ["haystack tokens", *methods],
-      [[r["length"], *(" / ".join(f"{x:.2f}" for x in r["digit_by_position"][m]) for m in methods)] for r in rows])
+      [[r["length"], *(common.slashed(r["digit_by_position"][m]) for m in methods)] for r in rows])
   common.write_markdown(args.name, "Needle in a haystack: exact match by haystack length",
                         f"{args.per_length} held-out haystacks per length (seed {args.seed}); trained on "
                         f"32-{TRAIN_MAX_TOKENS} tokens."
