@@ -87,8 +87,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
   if args.out:  # load the base here: the saved hypernetwork records its identity
     base = _load_base(_train_setting("base_model"), _train_setting("base_dtype"))
   result = trainer.train(loaded_base=base)
+  loss = f"; final loss {result.metrics['loss']:.4f}" if "loss" in result.metrics else "; no step run"
   _log(f"stopped at step {result.step}" + (" (preempted; rerun the same command to resume)" if result.preempted
-                                           else "") + f"; final loss {result.metrics.get('loss', float('nan')):.4f}")
+                                           else "") + loss)
   if args.out and result.preempted:
     _log(f"the hypernetwork is saved to {args.out} when training ends")
   elif args.out:

@@ -90,7 +90,7 @@ def hypernetwork(base, config) -> Method:
     return value, metrics[objectives.RUNNING_STATS]
 
   adapters = lambda params, batch, on_batch=False: doc_to_lora.document_adapters(
-      params, base.params, batch["chunk_tokens"], batch["chunk_mask"], config=config, center_on_batch=on_batch)[0]
+      params, base.params, batch["chunk_tokens"], batch["chunk_mask"], config=config, center_on_batch=on_batch).adapter
   return Method(objective.init(jax.random.key(0)), loss, objective.absorb_running_stats, adapters)
 
 

@@ -22,6 +22,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from experiments import common
 from lora_hyper import qa
@@ -71,10 +72,15 @@ def score(row: dict, method: str, answers: list[str], records: list[dict]) -> No
   row["digit_by_position"][method] = digit_accuracy_by_position(answers, records)
 
 
+def chunked_config(base, hyper, records, chunk_len: int):
+  """The hypernetwork's config with this chunk length and room for the longest haystack."""
+  longest = max(len(base.tokenizer.encode(r["document"], add_bos=False)) for r in records)
+  return hyper.config.replace(chunk_len=chunk_len, max_chunks=max(1, math.ceil(longest / (chunk_len - 1))))
+
+
 def doc_to_lora_answers(base, hyper, records, chunk_len: int, batch: int) -> tuple[list[str], float]:
   """Answers with each haystack's adapter, and the median seconds of one `internalize`."""
-  longest = max(len(base.tokenizer.encode(r["document"], add_bos=False)) for r in records)
-  config = hyper.config.replace(chunk_len=chunk_len, max_chunks=max(1, math.ceil(longest / (chunk_len - 1))))
+  config = chunked_config(base, hyper, records, chunk_len)
   answers = []
   for start in range(0, len(records), batch):
     group = records[start:start + batch]
@@ -90,6 +96,25 @@ def doc_to_lora_answers(base, hyper, records, chunk_len: int, batch: int) -> tup
     one(record)
     times.append(time.perf_counter() - start)
   return answers, sorted(times)[len(times) // 2]
+
+
+def gate_summary(base, hyper, records, chunk_len: int, batch: int) -> dict[str, float]:
+  """With `chunk_gate`: the mean gate (over layers) of the chunks holding the needle and of the others."""
+  config = chunked_config(base, hyper, records, chunk_len)
+  needle, other = [], []
+  for start in range(0, len(records), batch):
+    ids = [base.tokenizer.encode(r["document"], add_bos=False) for r in records[start:start + batch]]
+    chunks = doc_to_lora.chunk_documents(ids, config=config)
+    gates = doc_to_lora.chunk_gates(hyper.params, base.params, jnp.asarray(chunks.tokens), jnp.asarray(chunks.mask),
+                                    config=config)
+    per_chunk = sum(jax.device_get(g).mean(axis=-1) for g in gates.values()) / len(gates)  # [N, K]
+    for i in range(len(ids)):
+      for k in np.flatnonzero(chunks.mask[i].any(axis=-1)):
+        text = base.tokenizer.decode([int(t) for t in chunks.tokens[i, k][chunks.mask[i, k]]])
+        (needle if "magic" in text else other).append(float(per_chunk[i, k]))
+  return {"needle_chunk": float(np.mean(needle)) if needle else float("nan"),
+          "other_chunks": float(np.mean(other)) if other else float("nan"),
+          "other_chunks_max": float(np.max(other)) if other else float("nan")}
 
 
 def in_context_answers(base, records) -> list[str]:
@@ -146,6 +171,9 @@ def main() -> None:
       score(row, f"d2l_chunk{chunk_len}", answers, records)
       row["internalize_s"][f"d2l_chunk{chunk_len}"] = seconds
       row["examples"][f"d2l_chunk{chunk_len}"] = answers[:3]
+      if hyper.config.chunk_gate:
+        row.setdefault("gates", {})[f"d2l_chunk{chunk_len}"] = gate_summary(base, hyper, records, chunk_len,
+                                                                            batch=max(1, 4096 // length))
     answers = in_context_answers(base, records)
     score(row, "base_in_context", answers, records)
     row["examples"]["base_in_context"] = answers[:3]
@@ -171,12 +199,21 @@ def main() -> None:
   by_position = common.markdown_table(
       ["haystack tokens", *methods],
       [[r["length"], *(common.slashed(r["digit_by_position"][m]) for m in methods)] for r in rows])
+  gates = ""
+  if hyper.config.chunk_gate:
+    gated = [m for m in methods if m.startswith("d2l")]
+    gates = "\n\nChunk gates (mean over layers; 1 at init): the needle's chunk / the other chunks' mean / their " \
+            "largest:\n\n" + common.markdown_table(
+                ["haystack tokens", *gated],
+                [[r["length"], *(" / ".join(f"{r['gates'][m][key]:.3f}" for key in
+                                            ("needle_chunk", "other_chunks", "other_chunks_max")) for m in gated)]
+                 for r in rows])
   common.write_markdown(args.name, "Needle in a haystack: exact match by haystack length",
                         f"{args.per_length} held-out haystacks per length (seed {args.seed}); trained on "
                         f"32-{TRAIN_MAX_TOKENS} tokens."
                         + (f" Code centre recomputed on {args.recenter} training haystacks." if args.recenter else "")
                         + f"\n\n{table}\nDigits right at their position (partial "
-                        f"credit):\n\n{digits}\n\nBy position in the number, first digit first:\n\n{by_position}")
+                        f"credit):\n\n{digits}\n\nBy position in the number, first digit first:\n\n{by_position}{gates}")
   plot(rows, methods, args.name)
 
 

@@ -11,6 +11,7 @@ answer tokens.
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from typing import Any, Callable, Mapping, Sequence
 
 import grain
@@ -56,21 +57,59 @@ def _answer_positions(prefix_len: int, answer_len: int, width: int) -> tuple[np.
   return at, mask
 
 
+# The paper's second stage: how many chunks a document is cut into (1: 50%, 2: 12.5%, 3-8: 6.25%
+# each), every chunk at least this many tokens (and at most the hypernetwork's chunk_len - 1).
+RANDOM_CHUNK_COUNTS = np.array([8, 2, 1, 1, 1, 1, 1, 1]) / 16
+MIN_RANDOM_CHUNK_TOKENS = 25
+
+
 @dataclasses.dataclass(frozen=True)
 class DocExampleShapes:
-  """Fixed shapes of Doc-to-LoRA training examples (one compilation for the whole run)."""
+  """Fixed shapes of Doc-to-LoRA training examples (one compilation for the whole run).
+
+  `random_chunking`: cut each document at random points into 1 to `num_chunks` chunks, the paper's
+  second training stage (`random_pieces`), instead of into chunks of the hypernetwork's chunk_len.
+  """
 
   num_chunks: int = 1
   student_len: int = 64
   teacher_len: int | None = 512  # None: no teacher sequence (plain cross-entropy needs none)
   answer_len: int = 16
+  random_chunking: bool = False
+
+
+def random_pieces(ids: Sequence[int], rng: np.random.Generator, *, max_chunks: int, max_tokens: int) -> list[list[int]]:
+  """A document's ids cut at random points into contiguous chunks: their count drawn as the paper's
+  second stage draws it (capped at `max_chunks`), each chunk 25 to `max_tokens` tokens where the
+  document allows (shorter documents get fewer chunks, longer ones more)."""
+  n = len(ids)
+  fewest = -(-n // max_tokens)
+  if fewest > max_chunks:
+    raise ValueError(f"a document of {n} tokens needs {fewest} chunks of {max_tokens}; num_chunks={max_chunks}")
+  drawn = 1 + int(rng.choice(len(RANDOM_CHUNK_COUNTS), p=RANDOM_CHUNK_COUNTS))
+  k = max(fewest, min(drawn, max_chunks, n // MIN_RANDOM_CHUNK_TOKENS))
+  if k * MIN_RANDOM_CHUNK_TOKENS > n:
+    return [list(ids)]
+  sizes = MIN_RANDOM_CHUNK_TOKENS + rng.multinomial(n - k * MIN_RANDOM_CHUNK_TOKENS, rng.dirichlet(np.ones(k)))
+  if sizes.max() > max_tokens:  # rare: fall back to near-equal chunks, which fit since k >= fewest
+    sizes = np.full(k, n // k) + (np.arange(k) < n % k)
+  cuts = np.concatenate([[0], np.cumsum(sizes)])
+  return [list(ids[cuts[i]:cuts[i + 1]]) for i in range(k)]
 
 
 def doc_example(record: Record, tokenizer, hyper: DocToLoraConfig, shapes: DocExampleShapes) -> Example:
   """{'document', 'query', 'answer'} -> chunked document, teacher and student sequences."""
   pad, bos = hyper.base.pad_id, hyper.base.bos_id
   doc_ids = tokenizer.encode(record["document"], add_bos=False)
-  chunks = doc_to_lora.chunk_documents([doc_ids], config=hyper, num_chunks=shapes.num_chunks)
+  if shapes.random_chunking:
+    if not doc_ids:
+      raise ValueError("document is empty: it has no tokens")
+    # Seeded by the record itself: the same record is always cut the same way, on any process.
+    rng = np.random.default_rng(zlib.crc32((record["document"] + "\0" + record["query"]).encode()))
+    pieces = random_pieces(doc_ids, rng, max_chunks=shapes.num_chunks, max_tokens=hyper.chunk_len - 1)
+    chunks = doc_to_lora.pack_chunks([pieces], config=hyper, num_chunks=shapes.num_chunks)
+  else:
+    chunks = doc_to_lora.chunk_documents([doc_ids], config=hyper, num_chunks=shapes.num_chunks)
   chunk_tokens = np.full((shapes.num_chunks, hyper.chunk_len), pad, np.int32)
   chunk_mask = np.zeros((shapes.num_chunks, hyper.chunk_len), bool)
   chunk_tokens[:, :chunks.tokens.shape[-1]] = chunks.tokens[0]

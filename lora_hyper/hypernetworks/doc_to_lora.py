@@ -36,6 +36,15 @@ digit at a time, the linear ones all four digits together, as free per-digit fac
 (experiments/README.md). Its cost: the chunks' rank blocks then share one A, so however many
 chunks a document has, its adapter reads the same r directions of its input (its rank stays r).
 
+Optionally each chunk's B is gated (`chunk_gate`, also not published): g = 2 sigmoid(GATE_GAIN *
+(w . code + c)) per (layer, module), exactly 1 at init so a trained hypernetwork keeps its
+adapters. The heads are linear in the code, so a chunk of filler makes a B as large as the
+needle's (its centred code is L2-normalised too), and many of them summed along the rank axis
+drown the one that matters: on NIAH, the shipped hypernetwork answers nothing at 1,024 tokens
+in 128-token chunks and every needle with only the needle's chunk kept. The gate is the
+nonlinearity that lets a chunk's adapter vanish; multi-chunk training (the paper's second stage,
+`DocExampleShapes.random_chunking`) teaches it which chunks those are.
+
 Each chunk is encoded independently: BOS prepended, positions from 0, right padding masked
 both in the base model and in the Perceiver's cross-attention, so padding changes nothing.
 """
@@ -45,7 +54,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import chex
 import flax.linen as nn
@@ -66,6 +75,9 @@ PyTree = Any
 CONTEXT_ENCODERS = ("per_layer_activations", "early_exit")
 ZERO_B_INITS = ("scale", "head")
 GENERATED_FACTORS = ("ab", "b")
+# The gate's logit is this times a linear function of the code: its params then move the gate as
+# fast as the heads move B under one learning rate (a unit code's dot product changes slowly).
+GATE_GAIN = 16.0
 # Params that hold the running mean of chunk codes: set by `update_center`, never by gradients.
 CENTER_EMA, CENTER_WEIGHT = "center_ema", "center_weight"
 
@@ -92,6 +104,10 @@ class DocToLoraConfig:
   # B A is quadratic in the code. "b": B only; every block's A is the bias block's learned,
   # document-independent A, so the adapter is linear in the code (module docstring).
   generated_factors: str = "ab"
+  # Not published. True: each chunk's generated B is scaled by a learned gate in (0, 2), 1 at
+  # init, read from the chunk's code (per layer and module), so training can switch off chunks
+  # that hold nothing the answer needs (module docstring).
+  chunk_gate: bool = False
   pre_head_blocks: int = 1  # per-layer residual MLP blocks before the heads
   pre_head_mlp_dim: int = 2048
   chunk_len: int = 8192  # tokens per chunk, BOS included
@@ -203,6 +219,7 @@ class TargetHead(nn.Module):
   latent_dim: int
   zero_b_init: str = "scale"  # DocToLoraConfig.zero_b_init
   generate_a: bool = True  # False: A is the bias block's, for every chunk (generated_factors="b")
+  chunk_gate: bool = False  # DocToLoraConfig.chunk_gate
 
   def setup(self):
     n, r, d_in, d_out = self.num_layers, self.rank, self.d_in, self.d_out
@@ -222,6 +239,9 @@ class TargetHead(nn.Module):
                                 ("layers", "lora_rank", "lora_in"))
     self.bias_b = _layers.param(self, "bias_b", nn.initializers.zeros_init(), (n, r, d_out),
                                 ("layers", "lora_rank", "lora_out"))
+    if self.chunk_gate:  # zero: every gate starts at exactly 1
+      self.gate_w = _layers.param(self, "gate_w", zeros, (n, r, latent), ("layers", "lora_rank", "hyper_embed"))
+      self.gate_b = _layers.param(self, "gate_b", zeros, (n,), ("layers",))
 
   def __call__(self, x: Array) -> dict[str, Array]:  # x [N, L, r, d] -> a [N, L, r, d_in], b [N, L, r, d_out]
     if self.generate_a:
@@ -229,7 +249,14 @@ class TargetHead(nn.Module):
     else:
       a = jnp.broadcast_to(self.bias_a, (x.shape[0],) + self.bias_a.shape)
     b = jnp.einsum("nlrd,ldo->nlro", x, self.head_b.astype(x.dtype)) * self.scale_b[..., None]
+    if self.chunk_gate:
+      b = b * self.gate(x)[..., None, None].astype(b.dtype)
     return {"a": a.astype(jnp.float32), "b": b.astype(jnp.float32)}
+
+  def gate(self, x: Array) -> Array:
+    """Normalised codes x [N, L, r, d] -> each chunk's gate on B per layer [N, L], in (0, 2)."""
+    logit = jnp.einsum("nlrd,lrd->nl", x.astype(jnp.float32), self.gate_w) + self.gate_b
+    return 2.0 * jax.nn.sigmoid(GATE_GAIN * logit)
 
   def bias_block(self) -> dict[str, Array]:
     return {"a": self.bias_a, "b": self.bias_b}
@@ -246,7 +273,8 @@ class DocToLora(nn.Module):
     self.perceiver = Perceiver(cfg.perceiver, cfg.num_output_latents)
     self.pre_head = [PerLayerResidualMLP(layers, cfg.pre_head_mlp_dim) for _ in range(cfg.pre_head_blocks)]
     self.heads = {m: TargetHead(layers, cfg.rank, *cfg.base.module_shape(m), latent_dim=cfg.perceiver.latent_dim,
-                                zero_b_init=cfg.zero_b_init, generate_a=cfg.generated_factors == "ab")
+                                zero_b_init=cfg.zero_b_init, generate_a=cfg.generated_factors == "ab",
+                                chunk_gate=cfg.chunk_gate)
                   for m in cfg.modules}
     if cfg.center_momentum is not None:  # statistics, not weights: meta-training sets them (`update_center`)
       zeros = nn.initializers.zeros_init()
@@ -270,10 +298,19 @@ class DocToLora(nn.Module):
 
   def decode(self, codes: Array, center: Array | None = None) -> dict[str, dict[str, Array]]:
     """codes [N, L, modules, r, d] minus `center` [L, modules, r, d] -> {module: a [N, L, r, d_in], b}."""
+    x = self.head_inputs(codes, center)
+    return {m: self.heads[m](x[:, :, i]) for i, m in enumerate(self.config.modules)}
+
+  def head_inputs(self, codes: Array, center: Array | None = None) -> Array:
+    """Codes centred and L2-normalised, as the heads read them."""
     x = codes if center is None else codes - center.astype(codes.dtype)
     x32 = x.astype(jnp.float32)
-    x = (x32 * jax.lax.rsqrt(jnp.sum(x32 * x32, axis=-1, keepdims=True) + 1e-12)).astype(x.dtype)
-    return {m: self.heads[m](x[:, :, i]) for i, m in enumerate(self.config.modules)}
+    return (x32 * jax.lax.rsqrt(jnp.sum(x32 * x32, axis=-1, keepdims=True) + 1e-12)).astype(x.dtype)
+
+  def gates(self, codes: Array, center: Array | None = None) -> dict[str, Array]:
+    """codes [N, L, modules, r, d] -> {module: each chunk's gate per layer [N, L]} (chunk_gate only)."""
+    x = self.head_inputs(codes, center)
+    return {m: self.heads[m].gate(x[:, :, i]) for i, m in enumerate(self.config.modules)}
 
   def running_center(self) -> Array | None:
     """The debiased running mean of chunk codes (zero before any update), or None without centring."""
@@ -406,7 +443,7 @@ def recompute_center(params: PyTree, base_params: PyTree, tokens: Array, mask: A
 @functools.partial(jax.jit, static_argnames="config")
 def _batch_mean_code(params: PyTree, base_params: PyTree, tokens: Array, mask: Array, *,
                      config: DocToLoraConfig) -> Array:
-  return document_adapters(params, base_params, tokens, mask, config=config, center_on_batch=True)[1]
+  return document_adapters(params, base_params, tokens, mask, config=config, center_on_batch=True).code_mean
 
 
 def combine(params: PyTree, chunk_weights: dict[str, dict[str, Array]], chunk_valid: Array, *,
@@ -428,10 +465,18 @@ def combine(params: PyTree, chunk_weights: dict[str, dict[str, Array]], chunk_va
   return lora.LoraAdapter(weights, config.scaling)
 
 
+class GeneratedAdapters(NamedTuple):
+  """What `document_adapters` returns."""
+
+  adapter: lora.LoraAdapter  # one per document [N, L, K*r + r, d]
+  code_mean: Array | None  # the batch's mean code (center_on_batch only), for `update_center`
+  gates: dict[str, Array] | None  # chunk_gate only: {module: gate [N, K, L]}, 0 on empty chunk slots
+
+
 def document_adapters(params: PyTree, base_params: PyTree, tokens: Array, mask: Array, *,
                       config: DocToLoraConfig, iterative: bool = False,
-                      center_on_batch: bool = False) -> tuple[lora.LoraAdapter, Array | None]:
-  """Chunked documents tokens/mask [N, K, T] -> (adapters [N, L, K*r + r, d], the batch's mean code).
+                      center_on_batch: bool = False) -> GeneratedAdapters:
+  """Chunked documents tokens/mask [N, K, T] -> their adapters, and what training needs besides.
 
   Codes are centred on the running mean, or with `center_on_batch` (meta-training) on the mean
   of this batch's chunks, which is then returned for `update_center` (otherwise None).
@@ -442,24 +487,38 @@ def document_adapters(params: PyTree, base_params: PyTree, tokens: Array, mask: 
   flat_tokens, flat_mask = tokens.reshape(n * k, t), mask.reshape(n * k, t)
   features = encode_context(base_params, flat_tokens, flat_mask, config=config)
   codes = chunk_codes(params, features, flat_mask, config=config, iterative=iterative)
-  codes = codes.reshape(n, k, *codes.shape[1:])
   chunk_valid = mask.any(axis=-1)
   apply = functools.partial(DocToLora(config).apply, {"params": params})
   mean = None
   if config.center_momentum is not None and center_on_batch:
-    center = mean = batch_center(codes, chunk_valid)
+    center = mean = batch_center(codes.reshape(n, k, *codes.shape[1:]), chunk_valid)
   else:
     center = apply(method=DocToLora.running_center)
-  weights = apply(codes.reshape(n * k, *codes.shape[2:]), center, method=DocToLora.decode)
+  weights = apply(codes, center, method=DocToLora.decode)
   weights = jax.tree.map(lambda w: w.reshape(n, k, *w.shape[1:]), weights)
-  return combine(params, weights, chunk_valid, config=config), mean
+  gates = None
+  if config.chunk_gate:  # the heads apply them; recomputed here (one small einsum) to be reported
+    gates = {m: jnp.where(chunk_valid[:, :, None], g.reshape(n, k, -1), 0.0)
+             for m, g in apply(codes, center, method=DocToLora.gates).items()}
+  return GeneratedAdapters(combine(params, weights, chunk_valid, config=config), mean, gates)
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def chunk_gates(params: PyTree, base_params: PyTree, tokens: Array, mask: Array, *,
+                config: DocToLoraConfig) -> dict[str, Array]:
+  """Chunked documents tokens/mask [N, K, T] -> {module: gate [N, K, L]}: how much of each chunk's
+  B the adapter keeps (`chunk_gate`; 0 for empty chunk slots). Shows which chunks a document's
+  adapter is made of."""
+  if not config.chunk_gate:
+    raise ValueError("this hypernetwork has no chunk gates (chunk_gate=False)")
+  return document_adapters(params, base_params, tokens, mask, config=config).gates
 
 
 @functools.partial(jax.jit, static_argnames=("config", "iterative"))
 def adapter_from_chunks(params: PyTree, base_params: PyTree, tokens: Array, mask: Array, *,
                         config: DocToLoraConfig, iterative: bool = False) -> lora.LoraAdapter:
   """Chunked documents tokens/mask [N, K, T] -> adapters [N, L, K*r + r, d], all chunks in one batch."""
-  return document_adapters(params, base_params, tokens, mask, config=config, iterative=iterative)[0]
+  return document_adapters(params, base_params, tokens, mask, config=config, iterative=iterative).adapter
 
 
 # ----------------------------------------------------------------------------- documents
@@ -498,6 +557,14 @@ def chunk_documents(documents: Sequence[Sequence[int]], *, config: DocToLoraConf
           f"document {i} has {len(ids)} tokens, {count} chunks of {per_chunk}; the configured maximum is "
           f"max_chunks={config.max_chunks} ({config.max_chunks * per_chunk} tokens)")
     split.append([ids[j:j + per_chunk] for j in range(0, len(ids), per_chunk)])
+  return pack_chunks(split, config=config, num_chunks=num_chunks)
+
+
+def pack_chunks(split: Sequence[Sequence[Sequence[int]]], *, config: DocToLoraConfig,
+                num_chunks: int | None = None) -> Chunks:
+  """Documents already split into chunks of token ids (no BOS, each at most chunk_len - 1) -> `Chunks`."""
+  if any(len(c) > config.chunk_len - 1 for s in split for c in s):
+    raise ValueError(f"a chunk holds more than chunk_len - 1 = {config.chunk_len - 1} tokens")
   k = max(len(s) for s in split) if num_chunks is None else num_chunks
   if k < max(len(s) for s in split):
     raise ValueError(f"num_chunks={num_chunks} is fewer than the {max(len(s) for s in split)} chunks needed")

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import flax.linen as nn
+from flax import traverse_util
 import gin
 import jax
 import numpy as np
@@ -126,7 +126,9 @@ def train(
 
   `init_from` starts from a saved hypernetwork's params (a folder `lora-hyper train --out` wrote,
   for the same base model and shapes) with a fresh optimizer and step 0: a second training stage
-  on other data. A checkpoint in `workdir` still wins, so a preempted stage resumes where it stopped.
+  on other data. Params this run's hypernetwork has and the saved one lacks (a component switched
+  on for the new stage, e.g. `chunk_gate`) start from their init, and are named in the log. A
+  checkpoint in `workdir` still wins, so a preempted stage resumes where it stopped.
 
   `stop_after` ends this run after that many steps (a checkpoint is saved), as a preemption would.
   `loaded_base` lets callers (tests, notebooks) pass an already loaded base model.
@@ -179,7 +181,7 @@ def train(
     init_state = jax.jit(lambda key: step_lib.create_state(objective_fn.init(key), tx), out_shardings=state_sharding)
     state = init_state(jax.random.key(seed))
   else:
-    params = _saved_params(init_from, base, hyper, objective_fn.abstract_params())
+    params = _saved_params(init_from, base, hyper, jax.jit(objective_fn.init)(jax.random.key(seed)))
     state = jax.jit(lambda p: step_lib.create_state(p, tx), out_shardings=state_sharding)(params)
   ckpt = checkpointing.manager(Path(workdir) / "checkpoints", save_every=save_every, keep=keep_checkpoints)
   restored = checkpointing.restore(ckpt, checkpointing.abstract_like(state), data_iter)
@@ -217,15 +219,22 @@ def train(
   return TrainResult(jax.device_get(state.params), int(state.step), metrics, preempted)
 
 
-def _saved_params(folder: str, base: base_model_lib.BaseModel, hyper: Any, abstract_params: Any) -> Any:
-  """`init_from`'s params, float32, after checking they fit this run's hypernetwork."""
+def _saved_params(folder: str, base: base_model_lib.BaseModel, hyper: Any, fresh: Any) -> Any:
+  """`init_from`'s params, float32, after checking they fit this run's hypernetwork (whose `fresh`
+  init supplies the params the saved one lacks)."""
   loaded = saved.load_hypernetwork(folder, base)  # checks the base model, the digest and its own shapes
-  mismatch = saved.shape_mismatch(loaded.params, nn.unbox(abstract_params))
+  got, want = traverse_util.flatten_dict(loaded.params), traverse_util.flatten_dict(fresh)
+  added = sorted("/".join(k) for k in set(want) - set(got))
+  mismatch = saved.shape_mismatch({"/".join(k): v for k, v in got.items()},
+                                  {"/".join(k): v for k, v in want.items() if k in got})
   if type(loaded.config) is not type(hyper) or mismatch:
     raise ValueError(f"init_from={folder!r} holds a {type(loaded.config).__name__} whose params do not fit this "
                      f"run's {type(hyper).__name__} ({mismatch or 'another kind'}); use the same hypernetwork "
                      "and hyper_overrides as the run that saved it")
-  return jax.tree.map(lambda x: np.asarray(x, np.float32), loaded.params)
+  if added:
+    print(f"init_from: {len(added)} params not in {folder} start from their init: {', '.join(added)}", flush=True)
+  merged = {**{k: np.asarray(v) for k, v in want.items()}, **got}
+  return jax.tree.map(lambda x: np.asarray(x, np.float32), traverse_util.unflatten_dict(merged))
 
 
 def _agree(flag: bool) -> bool:

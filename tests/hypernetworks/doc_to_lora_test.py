@@ -59,6 +59,8 @@ def test_small_config_for_270m_is_about_a_tenth_of_the_base():
 def test_every_param_has_logical_axes(base_cfg, encoder, check_logical_axes):
   cfg = _tiny(base_cfg, encoder)
   check_logical_axes(doc_to_lora.param_shapes(cfg), doc_to_lora.param_specs(cfg))
+  cfg = cfg.replace(generated_factors="b", chunk_gate=True)
+  check_logical_axes(doc_to_lora.param_shapes(cfg), doc_to_lora.param_specs(cfg))
 
 
 # ----------------------------------------------------------------------------- behaviour
@@ -169,10 +171,53 @@ def test_generating_b_only_gives_every_chunk_the_bias_blocks_a(base_cfg, base_pa
     cfg.replace(generated_factors="a")
 
 
-@pytest.mark.parametrize("factors", doc_to_lora.GENERATED_FACTORS)
-def test_generator_jits_and_its_gradients_are_finite_and_non_zero(base_cfg, base_params, factors):
+def test_chunk_gate_starts_at_one_and_scales_each_chunks_b_by_one_number_per_layer(base_cfg, base_params, tokenizer):
+  """chunk_gate: at init the adapters are exactly those without it (so a trained hypernetwork can
+  take one on); a gate reading the code scales every (chunk, layer) B block by its own factor in
+  (0, 2); a closed gate removes the chunks and leaves the bias block."""
+  cfg = _tiny(base_cfg).replace(generated_factors="b", zero_b_init="head")
+  gated = cfg.replace(chunk_gate=True)
+  params = doc_to_lora.init(cfg, jax.random.key(1))
+  params = _trained_like({**params, "heads_down": {**params["heads_down"], "head_b": jax.random.normal(
+      jax.random.key(3), params["heads_down"]["head_b"].shape)}})
+  gates = doc_to_lora.init(gated, jax.random.key(1))["heads_down"]
+  assert set(gates) - set(params["heads_down"]) == {"gate_w", "gate_b"}
+  with_gates = lambda **g: {**params, "heads_down": {**params["heads_down"], **g}}
+  docs = ["A first document, long enough for chunks.", "Two."]
+  b = lambda p, c: np.asarray(doc_to_lora.internalize(p, base_params, docs, config=c, tokenizer=tokenizer)
+                              .weights["down"]["b"])
+  plain = b(params, cfg)
+  np.testing.assert_array_equal(b(with_gates(gate_w=gates["gate_w"], gate_b=gates["gate_b"]), gated), plain)
+
+  w = jax.random.normal(jax.random.key(4), gates["gate_w"].shape) / 8
+  read = b(with_gates(gate_w=w, gate_b=gates["gate_b"]), gated)
+  r, layers = cfg.rank, base_cfg.num_layers
+  factors = np.zeros((6, layers))
+  for k in range(6):  # document 0's six chunks: each (chunk, layer) block is its plain block times one number
+    for layer in range(layers):
+      block, plain_block = read[0, layer, k * r:(k + 1) * r], plain[0, layer, k * r:(k + 1) * r]
+      factors[k, layer] = np.sum(block * plain_block) / np.sum(plain_block ** 2)
+      np.testing.assert_allclose(block, factors[k, layer] * plain_block, rtol=1e-5, atol=1e-7)
+  assert np.all((factors > 0) & (factors < 2)) and np.ptp(factors) > 0.5, factors
+  tokens, mask = _chunk_arrays(doc_to_lora.chunk_documents(
+      [tokenizer.encode(d, add_bos=False) for d in docs], config=gated))
+  reported = doc_to_lora.chunk_gates(with_gates(gate_w=w, gate_b=gates["gate_b"]), base_params, tokens, mask,
+                                     config=gated)["down"]
+  np.testing.assert_allclose(np.asarray(reported[0]), factors, rtol=1e-4)
+  np.testing.assert_array_equal(np.asarray(reported[1, 1:]), 0.0)  # document 1 fills one chunk slot of six
+  with pytest.raises(ValueError, match="no chunk gates"):
+    doc_to_lora.chunk_gates(params, base_params, tokens, mask, config=cfg)
+  np.testing.assert_array_equal(read[:, :, -r:], plain[:, :, -r:])  # the bias block is never gated
+
+  closed = b(with_gates(gate_w=gates["gate_w"], gate_b=jnp.full_like(gates["gate_b"], -2.0)), gated)
+  assert np.abs(closed[:, :, :-r]).max() < 1e-9 * np.abs(plain).max()
+  np.testing.assert_array_equal(closed[:, :, -r:], plain[:, :, -r:])
+
+
+@pytest.mark.parametrize("factors,gate", [("ab", False), ("b", False), ("b", True)])
+def test_generator_jits_and_its_gradients_are_finite_and_non_zero(base_cfg, base_params, factors, gate):
   # early_exit differs only in its inputs; its jitted path runs in the tests above
-  cfg = _tiny(base_cfg).replace(generated_factors=factors)
+  cfg = _tiny(base_cfg).replace(generated_factors=factors, chunk_gate=gate)
   tokens, mask = _chunk_arrays(doc_to_lora.chunk_documents([list(range(3, 15)), [9, 8, 7]], config=cfg))
   params = doc_to_lora.init(cfg, jax.random.key(1))
 
@@ -215,8 +260,8 @@ def test_generation_centred_on_the_running_mean_equals_meta_training_centred_on_
   cfg = _tiny(base_cfg)
   tokens, mask = _chunk_arrays(doc_to_lora.chunk_documents([list(range(3, 15)), [9, 8, 7]], config=cfg))
   params = _trained_like(doc_to_lora.init(cfg, jax.random.key(1)))
-  trained, batch_mean = doc_to_lora.document_adapters(params, base_params, tokens, mask, config=cfg,
-                                                      center_on_batch=True)
+  trained, batch_mean, _ = doc_to_lora.document_adapters(params, base_params, tokens, mask, config=cfg,
+                                                         center_on_batch=True)
   # The short document's second chunk slot is padding: it must not enter the mean.
   flat_tokens, flat_mask = tokens.reshape(-1, tokens.shape[-1]), mask.reshape(-1, mask.shape[-1])
   features = doc_to_lora.encode_context(base_params, flat_tokens, flat_mask, config=cfg)
@@ -238,7 +283,7 @@ def test_a_recomputed_centre_makes_generation_equal_batch_centred_meta_training(
   tokens, mask = _chunk_arrays(doc_to_lora.chunk_documents([list(range(3, 15)), [9, 8, 7], [4, 5, 6, 7]], config=cfg))
   params = _trained_like(doc_to_lora.init(cfg, jax.random.key(1)))
   params = doc_to_lora.update_center(params, jnp.ones_like(params[doc_to_lora.CENTER_EMA]), config=cfg)  # a stale mean
-  trained, _ = doc_to_lora.document_adapters(params, base_params, tokens, mask, config=cfg, center_on_batch=True)
+  trained = doc_to_lora.document_adapters(params, base_params, tokens, mask, config=cfg, center_on_batch=True).adapter
   stale = doc_to_lora.adapter_from_chunks(params, base_params, tokens, mask, config=cfg)
   assert not np.allclose(np.asarray(stale.weights["down"]["a"]), np.asarray(trained.weights["down"]["a"]))
   for batch_size in (16, 2):  # batches of 2 documents (2 + 1 real chunks, then 1): weighted by their chunks

@@ -18,7 +18,7 @@ import pytest
 
 from lora_hyper import sharding
 from lora_hyper.data import pipeline
-from lora_hyper.hypernetworks import text_to_lora
+from lora_hyper.hypernetworks import doc_to_lora, text_to_lora
 from lora_hyper.hypernetworks.doc_to_lora import d2l_tiny
 from lora_hyper.model import transformer
 from lora_hyper.training import objectives, step as step_lib, trainer
@@ -201,6 +201,36 @@ def test_cross_entropy_examples_need_no_teacher_and_distillation_says_so():
     objectives.DocDistillation(hyper, loss="kl")(params, base.params, batch, jax.random.key(0))
 
 
+def test_gate_penalty_adds_the_mean_gate_of_the_real_chunks():
+  base = tiny_base()
+  hyper = d2l_tiny(base.config, chunk_len=16, max_chunks=2, generated_factors="b", chunk_gate=True)
+  shapes = dataclasses.replace(SHAPES, teacher_len=None)
+  records = [qa_records(1)[0], {"document": "Short.", "query": "Which?", "answer": "X"}]  # 2 chunks, then 1
+  examples = [pipeline.doc_example(r, base.tokenizer, hyper, shapes) for r in records]
+  batch = jax.tree.map(lambda *x: np.stack(x), *examples)
+  assert batch["chunk_mask"].any(-1).tolist() == [[True, True], [True, False]]
+  params = objectives.DocDistillation(hyper, loss="ce").init(jax.random.key(0))
+  heads = params["heads_down"]
+  params = {**params, "heads_down": {**heads, "gate_w": jax.random.normal(jax.random.key(1), heads["gate_w"].shape),
+                                     "head_b": jax.random.normal(jax.random.key(2), heads["head_b"].shape)}}
+  plain = objectives.DocDistillation(hyper, loss="ce", l1_penalty=0.0)
+  penalised = dataclasses.replace(plain, gate_penalty=0.5)
+  (loss, metrics), grads = jax.value_and_grad(plain, has_aux=True)(params, base.params, batch, jax.random.key(0))
+  (loss_p, metrics_p), grads_p = jax.value_and_grad(penalised, has_aux=True)(params, base.params, batch,
+                                                                              jax.random.key(0))
+  # The reported mean is over the three real chunks (and layers), centred on this batch as training is.
+  mean_gate = float(metrics["mean_gate"])
+  gates = doc_to_lora.document_adapters(params, base.params, batch["chunk_tokens"], batch["chunk_mask"],
+                                        config=hyper, center_on_batch=True).gates["down"]  # [2, 2, layers]
+  np.testing.assert_allclose(mean_gate, np.mean(np.asarray(gates)[[0, 0, 1], [0, 1, 0]]), rtol=1e-6)
+  assert abs(mean_gate - 1) > 1e-3
+  np.testing.assert_allclose(float(loss_p), float(loss) + 0.5 * mean_gate, rtol=1e-6)
+  # It pushes every gate shut: gate_b's gradient grows by the penalty's (positive) share.
+  assert np.all(np.asarray(grads_p["heads_down"]["gate_b"] - grads["heads_down"]["gate_b"]) > 0)
+  with pytest.raises(ValueError, match="gate_penalty needs a hypernetwork with chunk gates"):
+    objectives.DocDistillation(d2l_tiny(base.config), gate_penalty=0.1)
+
+
 def test_reconstruction_trains_from_a_library_of_task_loras(tmp_path):
   """`t2l_recon` end to end through the trainer: saved task LoRAs -> records -> lower L1; a library
   in another parametrisation is refused before any step."""
@@ -231,7 +261,7 @@ def test_reconstruction_trains_from_a_library_of_task_loras(tmp_path):
     trainer.train(workdir=str(tmp_path / "bad2"), **{**args, "data": qa_records(8)})
 
 
-def test_a_second_stage_starts_from_a_saved_hypernetwork_and_still_resumes(tmp_path):
+def test_a_second_stage_starts_from_a_saved_hypernetwork_and_still_resumes(tmp_path, capsys):
   from lora_hyper.adapters import io
   from lora_hyper.hypernetworks import saved
 
@@ -247,3 +277,10 @@ def test_a_second_stage_starts_from_a_saved_hypernetwork_and_still_resumes(tmp_p
   assert json.loads((tmp_path / "three" / "run.json").read_text())["started_at_step"] == 1  # its checkpoint won
   with pytest.raises(ValueError, match="do not fit this run's DocToLoraConfig"):
     _train(tmp_path / "bad", init_from=folder, hyper_overrides={"chunk_len": 16, "max_chunks": 2, "rank": 4})
+  # A component switched on for the new stage starts from its init (a gate of exactly 1), the rest as saved.
+  gated = _train(tmp_path / "gated", init_from=folder, steps=0,
+                 hyper_overrides={"chunk_len": 16, "max_chunks": 2, "chunk_gate": True})
+  heads = dict(gated.params["heads_down"])
+  assert not np.any(heads.pop("gate_w")) and not np.any(heads.pop("gate_b"))
+  _assert_same({**gated.params, "heads_down": heads}, first.params)
+  assert "2 params not in" in capsys.readouterr().out
