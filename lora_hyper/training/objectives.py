@@ -40,24 +40,18 @@ class DocDistillation:
   """Doc-to-LoRA context distillation: teacher = base with the document in context, student =
   base + generated adapter without it. `loss`: kl (full vocabulary), topk (the teacher's top-k
   log-probs, computed here or stored in the batch as `teacher_topk_logprobs/ids`) or ce (plain
-  cross-entropy on the answer tokens, as the paper uses for NIAH).
-
-  `gate_penalty` (hypernetworks with `chunk_gate`; not published) adds that times the mean gate of
-  the batch's chunks: a chunk whose B the answer does not need is then pushed shut, however few
-  such chunks training documents have (many at evaluation would add up)."""
+  cross-entropy on the answer tokens, as the paper uses for NIAH). With `chunk_gate` the mean
+  gate of the batch's real chunks is logged as `mean_gate`."""
 
   hyper: DocToLoraConfig
   loss: str = "kl"
   top_k: int = 16
   l1_penalty: float = 0.1
-  gate_penalty: float = 0.0
   iterative: bool = False
 
   def __post_init__(self):
     if self.loss not in ("kl", "topk", "ce"):
       raise ValueError(f"DocDistillation.loss must be kl, topk or ce, got {self.loss!r}")
-    if self.gate_penalty and not self.hyper.chunk_gate:
-      raise ValueError("gate_penalty needs a hypernetwork with chunk gates (hyper_overrides chunk_gate=True)")
 
   def init(self, key: Array) -> PyTree:
     return doc_to_lora.init(self.hyper, key)
@@ -92,9 +86,8 @@ class DocDistillation:
     metrics = {"task_loss": task_loss, "l1_penalty": penalty}
     if gates is not None:
       chunks = jnp.maximum(jnp.sum(batch["chunk_mask"].any(axis=-1)), 1)
-      mean_gate = sum(jnp.sum(g) for g in gates.values()) / (chunks * self.hyper.base.num_layers * len(gates))
-      loss = loss + self.gate_penalty * mean_gate
-      metrics["mean_gate"] = mean_gate
+      metrics["mean_gate"] = sum(jnp.sum(g) for g in gates.values()) / (chunks * self.hyper.base.num_layers
+                                                                         * len(gates))
     if code_mean is not None:
       metrics[RUNNING_STATS] = code_mean
     return loss, metrics

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import flax.linen as nn
 from flax import traverse_util
 import gin
 import jax
@@ -181,7 +182,7 @@ def train(
     init_state = jax.jit(lambda key: step_lib.create_state(objective_fn.init(key), tx), out_shardings=state_sharding)
     state = init_state(jax.random.key(seed))
   else:
-    params = _saved_params(init_from, base, hyper, jax.jit(objective_fn.init)(jax.random.key(seed)))
+    params = _saved_params(init_from, base, hyper, objective_fn, seed)
     state = jax.jit(lambda p: step_lib.create_state(p, tx), out_shardings=state_sharding)(params)
   ckpt = checkpointing.manager(Path(workdir) / "checkpoints", save_every=save_every, keep=keep_checkpoints)
   restored = checkpointing.restore(ckpt, checkpointing.abstract_like(state), data_iter)
@@ -219,12 +220,13 @@ def train(
   return TrainResult(jax.device_get(state.params), int(state.step), metrics, preempted)
 
 
-def _saved_params(folder: str, base: base_model_lib.BaseModel, hyper: Any, fresh: Any) -> Any:
-  """`init_from`'s params, float32, after checking they fit this run's hypernetwork (whose `fresh`
-  init supplies the params the saved one lacks)."""
+def _saved_params(folder: str, base: base_model_lib.BaseModel, hyper: Any, objective_fn: Any, seed: int) -> Any:
+  """`init_from`'s params, float32, after checking they fit this run's hypernetwork; params it lacks
+  come from this run's init (computed on the host CPU, the same on every process)."""
   loaded = saved.load_hypernetwork(folder, base)  # checks the base model, the digest and its own shapes
-  got, want = traverse_util.flatten_dict(loaded.params), traverse_util.flatten_dict(fresh)
-  added = sorted("/".join(k) for k in set(want) - set(got))
+  got = traverse_util.flatten_dict(loaded.params)
+  want = traverse_util.flatten_dict(nn.unbox(objective_fn.abstract_params()))
+  added = sorted(set(want) - set(got))
   mismatch = saved.shape_mismatch({"/".join(k): v for k, v in got.items()},
                                   {"/".join(k): v for k, v in want.items() if k in got})
   if type(loaded.config) is not type(hyper) or mismatch:
@@ -232,9 +234,12 @@ def _saved_params(folder: str, base: base_model_lib.BaseModel, hyper: Any, fresh
                      f"run's {type(hyper).__name__} ({mismatch or 'another kind'}); use the same hypernetwork "
                      "and hyper_overrides as the run that saved it")
   if added:
-    print(f"init_from: {len(added)} params not in {folder} start from their init: {', '.join(added)}", flush=True)
-  merged = {**{k: np.asarray(v) for k, v in want.items()}, **got}
-  return jax.tree.map(lambda x: np.asarray(x, np.float32), traverse_util.unflatten_dict(merged))
+    print(f"init_from: {len(added)} params not in {folder} start from their init: "
+          f"{', '.join('/'.join(k) for k in added)}", flush=True)
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):
+      fresh = traverse_util.flatten_dict(jax.device_get(jax.jit(objective_fn.init)(jax.random.key(seed))))
+    got = {**got, **{k: fresh[k] for k in added}}
+  return jax.tree.map(lambda x: np.asarray(x, np.float32), traverse_util.unflatten_dict(got))
 
 
 def _agree(flag: bool) -> bool:
