@@ -8,8 +8,8 @@ without it. Score: exact match of the answer's first line (spaces, commas and a 
 dropped) with the magic number.
 
 Run (about 25 minutes on 2 CPU cores):
-  .venv/bin/python -m experiments.niah.run --hypernetwork lora_hyper/pretrained/d2l_gemma3_270m
-Writes experiments/results/niah.{json,md,png}.
+  .venv/bin/python -m experiments.niah.run --hypernetwork lora_hyper/pretrained/d2l_gemma3_270m --name niah_stage2
+Writes experiments/results/NAME.{json,md,png} (default niah); with chunk gates, also their values.
 """
 
 from __future__ import annotations

@@ -40,10 +40,10 @@ Optionally each chunk's B is gated (`chunk_gate`, also not published): g = 2 sig
 (w . code + c)) per (layer, module), exactly 1 at init so a trained hypernetwork keeps its
 adapters. The heads are linear in the code, so a chunk of filler makes a B as large as the
 needle's (its centred code is L2-normalised too), and many of them summed along the rank axis
-drown the one that matters: on NIAH, the shipped hypernetwork answers nothing at 1,024 tokens
-in 128-token chunks and every needle with only the needle's chunk kept. The gate is the
-nonlinearity that lets a chunk's adapter vanish; multi-chunk training (the paper's second stage,
-`DocExampleShapes.random_chunking`) teaches it which chunks those are.
+drown the one that matters: on NIAH, stage 1's hypernetwork finds no needle in 1,024 tokens of
+128-token chunks, 85% of them with only the needle's chunk kept. The gate is the nonlinearity that
+lets a chunk's adapter shrink; multi-chunk training (the paper's second stage,
+`DocExampleShapes.random_chunking`) teaches it which chunks those are (experiments/README.md).
 
 Each chunk is encoded independently: BOS prepended, positions from 0, right padding masked
 both in the base model and in the Perceiver's cross-attention, so padding changes nothing.
