@@ -148,6 +148,8 @@ def main() -> None:
   parser.add_argument("--name", default="niah", help="results/NAME.{json,md,png}")
   parser.add_argument("--recenter", type=int, default=0, metavar="N",
                       help="first recompute the code centre on N training haystacks (32-256 tokens, seed 0)")
+  parser.add_argument("--no-base", action="store_true",
+                      help="Doc-to-LoRA only (e.g. a chunk-length sweep): skip the base model with and without the haystack")
   args = parser.parse_args()
   if args.training_log:
     common.training_curve(args.training_log, f"{args.name}_training")
@@ -157,7 +159,8 @@ def main() -> None:
   count_tokens = lambda text: len(base.tokenizer.encode(text, add_bos=False))
   if args.recenter:
     hyper = recentred(base, hyper, args.recenter, count_tokens)
-  methods = [f"d2l_chunk{c}" for c in args.chunk_lens] + ["base_in_context", "base_no_context"]
+  methods = [f"d2l_chunk{c}" for c in args.chunk_lens] + ([] if args.no_base else ["base_in_context",
+                                                                                    "base_no_context"])
   rows = []
   for length in args.lengths:
     source = niah.NiahSource(args.per_length, length=length, seed=args.seed, count_tokens=count_tokens,
@@ -174,12 +177,13 @@ def main() -> None:
       if hyper.config.chunk_gate:
         row.setdefault("gates", {})[f"d2l_chunk{chunk_len}"] = gate_summary(base, hyper, records, chunk_len,
                                                                             batch=max(1, 4096 // length))
-    answers = in_context_answers(base, records)
-    score(row, "base_in_context", answers, records)
-    row["examples"]["base_in_context"] = answers[:3]
-    bare = qa.answer(base, [niah.QUERY], sampling=SAMPLING)[0]  # the same prompt for every record
-    score(row, "base_no_context", [bare] * len(records), records)
-    row["examples"]["base_no_context"] = [bare]
+    if not args.no_base:
+      answers = in_context_answers(base, records)
+      score(row, "base_in_context", answers, records)
+      row["examples"]["base_in_context"] = answers[:3]
+      bare = qa.answer(base, [niah.QUERY], sampling=SAMPLING)[0]  # the same prompt for every record
+      score(row, "base_no_context", [bare] * len(records), records)
+      row["examples"]["base_no_context"] = [bare]
     row["examples"]["reference"] = [r["answer"] for r in records[:3]]
     rows.append(row)
     print(f"[niah] {length:5d} tokens: " + "  ".join(f"{m}={row['exact_match'][m]:.2f}" for m in methods),

@@ -58,3 +58,5 @@ def test_randomly_chunked_examples_hold_the_document_and_are_the_same_every_time
   assert len(seen) >= 3, seen  # documents of 84-224 tokens get several chunk counts
   with pytest.raises(ValueError, match="empty"):
     pipeline.doc_example({"document": "", "query": "q", "answer": "a"}, tokenizer, hyper, shapes)
+  with pytest.raises(ValueError, match="a chunk holds more than chunk_len - 1 = 63 tokens"):
+    doc_to_lora.pack_chunks([[list(range(3, 40)), list(range(3, 67))]], config=hyper)
