@@ -41,7 +41,8 @@ def test_every_shipped_config_parses():
       gin.add_config_file_search_path(str(path.parent))
       gin.parse_config_files_and_bindings([str(path)], ["lora_hyper.train.workdir = '/tmp/x'",
                                                         "lora_hyper.train.base_model = 'gemma3-270m'",
-                                                        "lora_hyper.task_lora_library.folder = '/tmp/x'"])
+                                                        "lora_hyper.task_lora_library.folder = '/tmp/x'",
+                                                        "lora_hyper.train.init_from = '/tmp/stage1'"])
       assert gin.query_parameter("lora_hyper.train.objective") in trainer.OBJECTIVES, path
       assert gin.query_parameter("lora_hyper.train.hypernetwork") in trainer.HYPERNETWORKS, path
       assert gin.query_parameter("lora_hyper.OptimizerConfig.total_steps") == \
