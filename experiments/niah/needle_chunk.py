@@ -24,14 +24,6 @@ from lora_hyper.hypernetworks import doc_to_lora, saved
 from lora_hyper.model import base_model
 
 
-def needle_chunks(base, chunks: doc_to_lora.Chunks) -> np.ndarray:
-  """[N, K] True where the chunk's text holds (the start of) the needle."""
-  holds = np.zeros(chunks.mask.shape[:2], bool)
-  for i, k in zip(*np.nonzero(chunks.mask.any(axis=-1))):
-    holds[i, k] = "magic" in base.tokenizer.decode([int(t) for t in chunks.tokens[i, k][chunks.mask[i, k]]])
-  return holds
-
-
 def evaluate(base, hyper, records, chunk_len: int) -> dict:
   """Exact match and digits with all chunks and with the needle's chunk only, and B norms per chunk."""
   config = run.chunked_config(base, hyper, records, chunk_len)
@@ -39,7 +31,7 @@ def evaluate(base, hyper, records, chunk_len: int) -> dict:
                                        config=config)
   adapter = doc_to_lora.adapter_from_chunks(hyper.params, base.params, jnp.asarray(chunks.tokens),
                                             jnp.asarray(chunks.mask), config=config)
-  holds = needle_chunks(base, chunks)
+  holds = run.needle_chunks(base, chunks)
   r, k = config.rank, chunks.tokens.shape[1]
   keep = np.concatenate([np.repeat(holds, r, axis=1), np.ones((len(records), r), bool)], axis=1)  # [N, K*r + r]
   weights = {m: {"a": w["a"], "b": w["b"] * jnp.asarray(keep)[:, None, :, None]} for m, w in adapter.weights.items()}

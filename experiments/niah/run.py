@@ -98,6 +98,14 @@ def doc_to_lora_answers(base, hyper, records, chunk_len: int, batch: int) -> tup
   return answers, sorted(times)[len(times) // 2]
 
 
+def needle_chunks(base, chunks: doc_to_lora.Chunks) -> np.ndarray:
+  """[N, K] True where the chunk's text holds (the start of) the needle."""
+  holds = np.zeros(chunks.mask.shape[:2], bool)
+  for i, k in zip(*np.nonzero(chunks.mask.any(axis=-1))):
+    holds[i, k] = "magic" in base.tokenizer.decode([int(t) for t in chunks.tokens[i, k][chunks.mask[i, k]]])
+  return holds
+
+
 def gate_summary(base, hyper, records, chunk_len: int, batch: int) -> dict[str, float]:
   """With `chunk_gate`: the mean gate (over layers) of the chunks holding the needle and of the others."""
   config = chunked_config(base, hyper, records, chunk_len)
@@ -108,10 +116,9 @@ def gate_summary(base, hyper, records, chunk_len: int, batch: int) -> dict[str, 
     gates = doc_to_lora.chunk_gates(hyper.params, base.params, jnp.asarray(chunks.tokens), jnp.asarray(chunks.mask),
                                     config=config)
     per_chunk = sum(jax.device_get(g).mean(axis=-1) for g in gates.values()) / len(gates)  # [N, K]
-    for i in range(len(ids)):
-      for k in np.flatnonzero(chunks.mask[i].any(axis=-1)):
-        text = base.tokenizer.decode([int(t) for t in chunks.tokens[i, k][chunks.mask[i, k]]])
-        (needle if "magic" in text else other).append(float(per_chunk[i, k]))
+    holds = needle_chunks(base, chunks)
+    needle += per_chunk[holds].tolist()
+    other += per_chunk[chunks.mask.any(axis=-1) & ~holds].tolist()
   return {"needle_chunk": float(np.mean(needle)) if needle else float("nan"),
           "other_chunks": float(np.mean(other)) if other else float("nan"),
           "other_chunks_max": float(np.max(other)) if other else float("nan")}

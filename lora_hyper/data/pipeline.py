@@ -83,6 +83,8 @@ def random_pieces(ids: Sequence[int], rng: np.random.Generator, *, max_chunks: i
   second stage draws it (capped at `max_chunks`), each chunk 25 to `max_tokens` tokens where the
   document allows (shorter documents get fewer chunks, longer ones more)."""
   n = len(ids)
+  if not n:
+    raise ValueError("document is empty: it has no tokens")
   fewest = -(-n // max_tokens)
   if fewest > max_chunks:
     raise ValueError(f"a document of {n} tokens needs {fewest} chunks of {max_tokens}; num_chunks={max_chunks}")
@@ -102,8 +104,6 @@ def doc_example(record: Record, tokenizer, hyper: DocToLoraConfig, shapes: DocEx
   pad, bos = hyper.base.pad_id, hyper.base.bos_id
   doc_ids = tokenizer.encode(record["document"], add_bos=False)
   if shapes.random_chunking:
-    if not doc_ids:
-      raise ValueError("document is empty: it has no tokens")
     # Seeded by the record itself: the same record is always cut the same way, on any process.
     rng = np.random.default_rng(zlib.crc32((record["document"] + "\0" + record["query"]).encode()))
     pieces = random_pieces(doc_ids, rng, max_chunks=shapes.num_chunks, max_tokens=hyper.chunk_len - 1)
