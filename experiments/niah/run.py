@@ -8,7 +8,7 @@ without it. Score: exact match of the answer's first line (spaces, commas and a 
 dropped) with the magic number.
 
 Run (about 25 minutes on 2 CPU cores):
-  .venv/bin/python -m experiments.niah.run --hypernetwork lora_hyper/pretrained/d2l_gemma3_270m --name niah_stage2
+  .venv/bin/python -m experiments.niah.run --hypernetwork lora_hyper/pretrained/d2l_gemma3_270m --name niah_stage3
 Writes experiments/results/NAME.{json,md,png} (default niah); with chunk gates, also their values.
 """
 
@@ -107,21 +107,26 @@ def needle_chunks(base, chunks: doc_to_lora.Chunks) -> np.ndarray:
 
 
 def gate_summary(base, hyper, records, chunk_len: int, batch: int) -> dict[str, float]:
-  """With `chunk_gate`: the mean gate (over layers) of the chunks holding the needle and of the others."""
+  """With `chunk_gate`: the mean gate (over layers) of the chunks holding the needle and of the others,
+  and the share of the others' (chunk, layer) blocks kept (not 0, which only `chunk_gate_cut` makes)."""
   config = chunked_config(base, hyper, records, chunk_len)
-  needle, other = [], []
+  needle, other, other_kept = [], [], []
   for start in range(0, len(records), batch):
     ids = [base.tokenizer.encode(r["document"], add_bos=False) for r in records[start:start + batch]]
     chunks = doc_to_lora.chunk_documents(ids, config=config)
     gates = doc_to_lora.chunk_gates(hyper.params, base.params, jnp.asarray(chunks.tokens), jnp.asarray(chunks.mask),
                                     config=config)
-    per_chunk = sum(jax.device_get(g).mean(axis=-1) for g in gates.values()) / len(gates)  # [N, K]
+    gates = [jax.device_get(g) for g in gates.values()]  # each [N, K, L]
+    per_chunk = sum(g.mean(axis=-1) for g in gates) / len(gates)  # [N, K]
+    kept = sum((g > 0).mean(axis=-1) for g in gates) / len(gates)
     holds = needle_chunks(base, chunks)
+    others = chunks.mask.any(axis=-1) & ~holds
     needle += per_chunk[holds].tolist()
-    other += per_chunk[chunks.mask.any(axis=-1) & ~holds].tolist()
-  return {"needle_chunk": float(np.mean(needle)) if needle else float("nan"),
-          "other_chunks": float(np.mean(other)) if other else float("nan"),
-          "other_chunks_max": float(np.max(other)) if other else float("nan")}
+    other += per_chunk[others].tolist()
+    other_kept += kept[others].tolist()
+  mean = lambda x: float(np.mean(x)) if x else float("nan")
+  return {"needle_chunk": mean(needle), "other_chunks": mean(other),
+          "other_chunks_max": float(np.max(other)) if other else float("nan"), "other_kept": mean(other_kept)}
 
 
 def in_context_answers(base, records) -> list[str]:
@@ -157,12 +162,16 @@ def main() -> None:
                       help="first recompute the code centre on N training haystacks (32-256 tokens, seed 0)")
   parser.add_argument("--no-base", action="store_true",
                       help="Doc-to-LoRA only (e.g. a chunk-length sweep): skip the base model with and without the haystack")
+  parser.add_argument("--chunk-gate-cut", choices=("on", "off"), default=None,
+                      help="evaluate with DocToLoraConfig.chunk_gate_cut switched on or off (default: as saved)")
   args = parser.parse_args()
   if args.training_log:
     common.training_curve(args.training_log, f"{args.name}_training")
 
   base = base_model.load_base_model()
   hyper = saved.load_hypernetwork(args.hypernetwork or saved.shipped("doc_to_lora"), base)
+  if args.chunk_gate_cut:
+    hyper = dataclasses.replace(hyper, config=hyper.config.replace(chunk_gate_cut=args.chunk_gate_cut == "on"))
   count_tokens = lambda text: len(base.tokenizer.encode(text, add_bos=False))
   if args.recenter:
     hyper = recentred(base, hyper, args.recenter, count_tokens)
@@ -196,7 +205,7 @@ def main() -> None:
     print(f"[niah] {length:5d} tokens: " + "  ".join(f"{m}={row['exact_match'][m]:.2f}" for m in methods),
           flush=True)
 
-  result = {"hypernetwork": hyper.describe(), "recentred_on": args.recenter, "per_length": args.per_length,
+  result = {"hypernetwork": hyper.describe(), "chunk_gate_cut": hyper.config.chunk_gate_cut, "recentred_on": args.recenter, "per_length": args.per_length,
             "seed": args.seed,
             "digits": args.digits,
             "train_max_tokens": TRAIN_MAX_TOKENS, "methods": methods, "rows": rows}
@@ -214,10 +223,12 @@ def main() -> None:
   if hyper.config.chunk_gate:
     gated = [m for m in methods if m.startswith("d2l")]
     gates = "\n\nChunk gates (mean over layers; 1 at init): the needle's chunk / the other chunks' mean / their " \
-            "largest:\n\n" + common.markdown_table(
+            "largest / the share of the other chunks' layer blocks kept (below 1 only with chunk_gate_cut):\n\n" \
+            + common.markdown_table(
                 ["haystack tokens", *gated],
                 [[r["length"], *(" / ".join(f"{r['gates'][m][key]:.3f}" for key in
-                                            ("needle_chunk", "other_chunks", "other_chunks_max")) for m in gated)]
+                                            ("needle_chunk", "other_chunks", "other_chunks_max", "other_kept"))
+                                 for m in gated)]
                  for r in rows])
   common.write_markdown(args.name, "Needle in a haystack: exact match by haystack length",
                         f"{args.per_length} held-out haystacks per length (seed {args.seed}); trained on "

@@ -44,6 +44,10 @@ drown the one that matters: on NIAH, stage 1's hypernetwork finds no needle in 1
 128-token chunks, 85% of them with only the needle's chunk kept. The gate is the nonlinearity that
 lets a chunk's adapter shrink; multi-chunk training (the paper's second stage,
 `DocExampleShapes.random_chunking`) teaches it which chunks those are (experiments/README.md).
+A soft gate still leaves every attenuated chunk a share, and those shares add up with the number of
+chunks; `chunk_gate_cut` drops a chunk whose gate is below 1 from that layer's adapter (gate 0; in
+training the soft gate's gradient passes straight through), so a dropped chunk counts for nothing
+however many there are.
 
 Each chunk is encoded independently: BOS prepended, positions from 0, right padding masked
 both in the base model and in the Perceiver's cross-attention, so padding changes nothing.
@@ -108,6 +112,10 @@ class DocToLoraConfig:
   # init, read from the chunk's code (per layer and module), so training can switch off chunks
   # that hold nothing the answer needs (module docstring).
   chunk_gate: bool = False
+  # Not published, needs chunk_gate. True: a chunk whose gate is below 1 (one the hypernetwork
+  # attenuates) is dropped from that layer's adapter, gate 0; training passes the soft gate's
+  # gradient straight through. Then no number of dropped chunks adds up against the kept ones.
+  chunk_gate_cut: bool = False
   pre_head_blocks: int = 1  # per-layer residual MLP blocks before the heads
   pre_head_mlp_dim: int = 2048
   chunk_len: int = 8192  # tokens per chunk, BOS included
@@ -124,6 +132,8 @@ class DocToLoraConfig:
       raise ValueError(f"zero_b_init must be one of {ZERO_B_INITS}, got {self.zero_b_init!r}")
     if self.generated_factors not in GENERATED_FACTORS:
       raise ValueError(f"generated_factors must be one of {GENERATED_FACTORS}, got {self.generated_factors!r}")
+    if self.chunk_gate_cut and not self.chunk_gate:
+      raise ValueError("chunk_gate_cut=True needs chunk_gate=True")
     if self.chunk_len < 2 or self.max_chunks < 1 or self.rank < 1:
       raise ValueError(f"need chunk_len >= 2, max_chunks >= 1, rank >= 1; got {self.chunk_len}, "
                        f"{self.max_chunks}, {self.rank}")
@@ -220,6 +230,7 @@ class TargetHead(nn.Module):
   zero_b_init: str = "scale"  # DocToLoraConfig.zero_b_init
   generate_a: bool = True  # False: A is the bias block's, for every chunk (generated_factors="b")
   chunk_gate: bool = False  # DocToLoraConfig.chunk_gate
+  gate_cut: bool = False  # DocToLoraConfig.chunk_gate_cut
 
   def setup(self):
     n, r, d_in, d_out = self.num_layers, self.rank, self.d_in, self.d_out
@@ -254,9 +265,13 @@ class TargetHead(nn.Module):
     return {"a": a.astype(jnp.float32), "b": b.astype(jnp.float32)}
 
   def gate(self, x: Array) -> Array:
-    """Normalised codes x [N, L, r, d] -> each chunk's gate on B per layer [N, L], in (0, 2)."""
+    """Normalised codes x [N, L, r, d] -> each chunk's gate on B per layer [N, L], in (0, 2)
+    (with `gate_cut`: 0 or in [1, 2))."""
     logit = jnp.einsum("nlrd,lrd->nl", x.astype(jnp.float32), self.gate_w) + self.gate_b
-    return 2.0 * jax.nn.sigmoid(GATE_GAIN * logit)
+    gate = 2.0 * jax.nn.sigmoid(GATE_GAIN * logit)
+    if self.gate_cut:  # straight-through: the forward pass drops the chunk, the gradient is the soft gate's
+      gate = gate + jax.lax.stop_gradient(jnp.where(gate < 1.0, -gate, 0.0))
+    return gate
 
   def bias_block(self) -> dict[str, Array]:
     return {"a": self.bias_a, "b": self.bias_b}
@@ -274,7 +289,7 @@ class DocToLora(nn.Module):
     self.pre_head = [PerLayerResidualMLP(layers, cfg.pre_head_mlp_dim) for _ in range(cfg.pre_head_blocks)]
     self.heads = {m: TargetHead(layers, cfg.rank, *cfg.base.module_shape(m), latent_dim=cfg.perceiver.latent_dim,
                                 zero_b_init=cfg.zero_b_init, generate_a=cfg.generated_factors == "ab",
-                                chunk_gate=cfg.chunk_gate)
+                                chunk_gate=cfg.chunk_gate, gate_cut=cfg.chunk_gate_cut)
                   for m in cfg.modules}
     if cfg.center_momentum is not None:  # statistics, not weights: meta-training sets them (`update_center`)
       zeros = nn.initializers.zeros_init()
@@ -507,8 +522,8 @@ def document_adapters(params: PyTree, base_params: PyTree, tokens: Array, mask: 
 def chunk_gates(params: PyTree, base_params: PyTree, tokens: Array, mask: Array, *,
                 config: DocToLoraConfig) -> dict[str, Array]:
   """Chunked documents tokens/mask [N, K, T] -> {module: gate [N, K, L]}: how much of each chunk's
-  B the adapter keeps (`chunk_gate`; 0 for empty chunk slots). Shows which chunks a document's
-  adapter is made of."""
+  B the adapter keeps (`chunk_gate`; 0 for empty chunk slots and, with `chunk_gate_cut`, for
+  dropped chunks). Shows which chunks a document's adapter is made of."""
   if not config.chunk_gate:
     raise ValueError("this hypernetwork has no chunk gates (chunk_gate=False)")
   return document_adapters(params, base_params, tokens, mask, config=config).gates

@@ -59,7 +59,7 @@ def test_small_config_for_270m_is_about_a_tenth_of_the_base():
 def test_every_param_has_logical_axes(base_cfg, encoder, check_logical_axes):
   cfg = _tiny(base_cfg, encoder)
   check_logical_axes(doc_to_lora.param_shapes(cfg), doc_to_lora.param_specs(cfg))
-  cfg = cfg.replace(generated_factors="b", chunk_gate=True)
+  cfg = cfg.replace(generated_factors="b", chunk_gate=True, chunk_gate_cut=True)
   check_logical_axes(doc_to_lora.param_shapes(cfg), doc_to_lora.param_specs(cfg))
 
 
@@ -212,6 +212,46 @@ def test_chunk_gate_starts_at_one_and_scales_each_chunks_b_by_one_number_per_lay
   closed = b(with_gates(gate_w=gates["gate_w"], gate_b=jnp.full_like(gates["gate_b"], -2.0)), gated)
   assert np.abs(closed[:, :, :-r]).max() < 1e-9 * np.abs(plain).max()
   np.testing.assert_array_equal(closed[:, :, -r:], plain[:, :, -r:])
+
+
+def test_chunk_gate_cut_drops_the_chunks_a_gate_attenuates_and_still_trains_their_gates(base_cfg, base_params,
+                                                                                         tokenizer):
+  """chunk_gate_cut: a (chunk, layer) block whose soft gate is below 1 is zero, the others keep their
+  soft gate; the gradient is the soft gate's (straight-through), so even a fully cut chunk's gate
+  learns."""
+  cfg = _tiny(base_cfg).replace(generated_factors="b", zero_b_init="head", chunk_gate=True)
+  cut = cfg.replace(chunk_gate_cut=True)
+  params = doc_to_lora.init(cfg, jax.random.key(1))
+  heads = {**params["heads_down"], "head_b": jax.random.normal(jax.random.key(3), params["heads_down"]["head_b"].shape),
+           "gate_w": jax.random.normal(jax.random.key(4), params["heads_down"]["gate_w"].shape) / 8}
+  params = _trained_like({**params, "heads_down": heads})
+  tokens, mask = _chunk_arrays(doc_to_lora.chunk_documents(
+      [tokenizer.encode("A first document, long enough for chunks.", add_bos=False)], config=cfg))
+  soft = np.asarray(doc_to_lora.chunk_gates(params, base_params, tokens, mask, config=cfg)["down"][0])  # [K, L]
+  assert (soft < 1).any() and (soft > 1).any(), soft
+  np.testing.assert_allclose(np.asarray(doc_to_lora.chunk_gates(params, base_params, tokens, mask, config=cut)["down"][0]),
+                             np.where(soft < 1, 0.0, soft), rtol=1e-6)
+  b = lambda c: np.asarray(doc_to_lora.adapter_from_chunks(params, base_params, tokens, mask, config=c)
+                           .weights["down"]["b"][0])
+  gated, kept = b(cfg), b(cut)
+  r = cfg.rank
+  for k in range(soft.shape[0]):
+    for layer in range(base_cfg.num_layers):
+      expect = 0.0 if soft[k, layer] < 1 else 1.0
+      np.testing.assert_allclose(kept[layer, k * r:(k + 1) * r], expect * gated[layer, k * r:(k + 1) * r], atol=1e-7)
+  np.testing.assert_array_equal(kept[:, -r:], gated[:, -r:])  # the bias block is never gated
+
+  closed = {**params, "heads_down": {**params["heads_down"], "gate_b": jnp.full_like(heads["gate_b"], -1.0)}}
+
+  def loss(p, c):
+    return jnp.sum(jnp.sin(lora.merged_delta(doc_to_lora.adapter_from_chunks(p, base_params, tokens, mask, config=c),
+                                             "down")))
+  closed_b = doc_to_lora.adapter_from_chunks(closed, base_params, tokens, mask, config=cut).weights["down"]["b"]
+  assert float(jnp.abs(closed_b[..., :-r, :]).max()) == 0.0  # every chunk cut: the forward pass has none
+  grad_b = jax.grad(loss)(closed, cut)["heads_down"]["gate_b"]
+  assert float(jnp.abs(grad_b).max()) > 0
+  with pytest.raises(ValueError, match="chunk_gate_cut=True needs chunk_gate=True"):
+    cfg.replace(chunk_gate=False, chunk_gate_cut=True)
 
 
 @pytest.mark.parametrize("factors,gate", [("ab", False), ("b", False), ("b", True)])
