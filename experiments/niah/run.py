@@ -205,8 +205,8 @@ def main() -> None:
     print(f"[niah] {length:5d} tokens: " + "  ".join(f"{m}={row['exact_match'][m]:.2f}" for m in methods),
           flush=True)
 
-  result = {"hypernetwork": hyper.describe(), "chunk_gate_cut": hyper.config.chunk_gate_cut, "recentred_on": args.recenter, "per_length": args.per_length,
-            "seed": args.seed,
+  result = {"hypernetwork": hyper.describe(), "chunk_gate_cut": hyper.config.chunk_gate_cut,
+            "recentred_on": args.recenter, "per_length": args.per_length, "seed": args.seed,
             "digits": args.digits,
             "train_max_tokens": TRAIN_MAX_TOKENS, "methods": methods, "rows": rows}
   common.write_json(args.name, result)
