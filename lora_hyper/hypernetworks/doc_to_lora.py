@@ -389,15 +389,13 @@ def num_params(config: DocToLoraConfig) -> int:
 def encode_context(base_params: PyTree, tokens: Array, mask: Array, *, config: DocToLoraConfig) -> Array:
   """Frozen base-model activations of chunks [B, T] -> features [F, B, T, D] (no gradient)."""
   base = config.base
-  if config.context_encoder == "early_exit":
-    # Z_k is the input of layer k: run only the first k + 1 layers.
-    k = config.feature_layer
-    base_params = {**base_params, "layers": jax.tree.map(lambda w: w[:k + 1], base_params["layers"])}
-    base = base.replace(num_layers=k + 1, sliding_layers=base.sliding_layers[:k + 1])
-  hidden = transformer.forward(base_params, tokens, config=base, mask=mask, logits=False).per_layer_hidden
   norm_scales = base_params["layers"]["pre_attention_norm"]["scale"]  # [layers, D]
   if config.context_encoder == "early_exit":
-    hidden, norm_scales = hidden[-1:], norm_scales[-1:]
+    k = config.feature_layer  # only the first k layers run
+    hidden = transformer.layer_input(base_params, tokens, k, config=base, mask=mask)[None]
+    norm_scales = norm_scales[k:k + 1]
+  else:
+    hidden = transformer.forward(base_params, tokens, config=base, mask=mask, logits=False).per_layer_hidden
   if config.normalize_features:
     hidden = transformer.rms_norm(hidden, norm_scales[:, None, None, :], base.rms_norm_eps)
   return jax.lax.stop_gradient(hidden)

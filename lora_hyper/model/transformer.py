@@ -222,6 +222,12 @@ class Gemma(nn.Module):
 
   def __call__(self, tokens: Array, positions: Array, mask: Array, adapter: lora.LoraAdapter | None = None,
                cache: KVCache | None = None):
+    x, per_layer_inputs, new_cache = self.residual_stream(tokens, positions, mask, adapter, cache)
+    return self.final_norm(x), per_layer_inputs, new_cache
+
+  def residual_stream(self, tokens: Array, positions: Array, mask: Array, adapter: lora.LoraAdapter | None = None,
+                      cache: KVCache | None = None):
+    """As `__call__`, but the last layer's output before the final norm."""
     cfg = self.config
     x = nn.with_logical_constraint(self.embed(tokens), ("batch", "length", "act_embed"))
     t = tokens.shape[1]
@@ -245,7 +251,7 @@ class Gemma(nn.Module):
     if cache is not None:
       new_cache = KVCache(k=outs["kv"]["k"], v=outs["kv"]["v"], valid=valid, positions=k_positions,
                           index=cache.index + t)
-    return self.final_norm(x), outs["hidden"], new_cache
+    return x, outs["hidden"], new_cache
 
 
 # ----------------------------------------------------------------------------- pure functions
@@ -297,6 +303,21 @@ def forward(params: PyTree, tokens: Array, *, config: GemmaConfig, mask: Array |
     selected = hidden if logits_at is None else jnp.take_along_axis(hidden, logits_at[..., None], axis=1)
     out_logits = model.apply({"params": params}, selected, method=Gemma.logits)
   return ForwardOutput(out_logits, hidden, per_layer, new_cache)
+
+
+def layer_input(params: PyTree, tokens: Array, layer: int, *, config: GemmaConfig,
+                mask: Array | None = None) -> Array:
+  """Z_layer [B, T, D], the input of layer `layer` (Z_0: the scaled embeddings), from the first `layer`
+  layers alone: what an early exit reads, without running the layer it exits at."""
+  model = Gemma(config)
+  if layer == 0:
+    return model.apply({"params": params}, tokens, method=Gemma.embed)
+  mask = jnp.ones(tokens.shape, bool) if mask is None else mask.astype(bool)
+  truncated = {**params, "layers": jax.tree.map(lambda w: w[:layer], params["layers"])}
+  config = config.replace(num_layers=layer, sliding_layers=config.sliding_layers[:layer])
+  x, _, _ = Gemma(config).apply({"params": truncated}, tokens, default_positions(mask), mask,
+                                method=Gemma.residual_stream)
+  return x
 
 
 @functools.partial(jax.jit, static_argnames=("config",))

@@ -73,7 +73,10 @@ def test_context_encoders_read_the_frozen_base_model(base_cfg, base_params):
   per_layer = doc_to_lora.encode_context(base_params, tokens, tokens > 0, config=raw())
   early = doc_to_lora.encode_context(base_params, tokens, tokens > 0, config=raw("early_exit"))
   np.testing.assert_array_equal(np.asarray(per_layer), np.asarray(full))  # Z_0 .. Z_{L-1}
-  np.testing.assert_allclose(np.asarray(early), np.asarray(full[1:2]), atol=1e-6)  # Z_1 from 2 of 3 layers
+  np.testing.assert_allclose(np.asarray(early), np.asarray(full[1:2]), atol=1e-6)  # Z_1 from 1 of 3 layers
+  exit_at_0 = raw("early_exit").replace(exit_layer=0)
+  embeddings = doc_to_lora.encode_context(base_params, tokens, tokens > 0, config=exit_at_0)
+  np.testing.assert_allclose(np.asarray(embeddings), np.asarray(full[:1]), atol=1e-6)
   # Normalised (the default): each Z_l as layer l's attention reads it, through its pre-attention norm.
   scales = np.asarray(base_params["layers"]["pre_attention_norm"]["scale"])
   full = np.asarray(full, np.float64)

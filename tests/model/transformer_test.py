@@ -39,6 +39,18 @@ def test_logits_and_hidden_states_match_transformers(family):
 
 
 @pytest.mark.parametrize("preset", ["tiny_gemma2", "tiny_gemma3"])
+def test_layer_input_from_the_first_layers_alone_is_the_full_forwards(preset):
+  cfg = config_lib.PRESETS[preset]()
+  params = transformer.init_params(cfg, jax.random.key(2))
+  tokens, mask = _left_padded_batch(np.random.default_rng(2), [20, 13], 20)
+  tokens, mask = jnp.asarray(tokens, jnp.int32), jnp.asarray(mask)
+  full = np.asarray(transformer.forward(params, tokens, config=cfg, mask=mask, logits=False).per_layer_hidden)
+  for layer in range(cfg.num_layers):
+    early = np.asarray(transformer.layer_input(params, tokens, layer, config=cfg, mask=mask))
+    np.testing.assert_allclose(early[np.asarray(mask)], full[layer][np.asarray(mask)], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["tiny_gemma2", "tiny_gemma3"])
 def test_cached_decoding_matches_full_forward(preset):
   """Prefill + one token at a time through the KV cache == one full forward, past the window."""
   cfg = config_lib.PRESETS[preset]()
