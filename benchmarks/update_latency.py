@@ -1,14 +1,17 @@
 """Update latency: how long it takes to turn a document (or a task) into an adapter.
 
 1. Doc-to-LoRA `internalize` (tokenize, chunk, encode with the frozen base, Perceiver, heads;
-   batched, iterative, and the paper's `early_exit` context encoder) against gradient context distillation, the paper's oracle setting
+   batched, iterative, and the paper's `early_exit` context encoder; and the shipped, trained
+   hypernetwork, as the README's main job runs it) against gradient context distillation, the paper's oracle setting
    (`lora_hyper.baselines.context_distillation.distill`: the teacher, base model with the
    document, answers the query greedily; then Adam steps on a fresh rank-8 down_proj LoRA so the
    student without the document matches the teacher's answer distribution), at equal lengths.
 2. Text-to-LoRA `generate_adapter` (embed the description with the base model, hypernetwork)
    against training a rank-8 q/v LoRA on the task's examples (cross-entropy, Adam, batch 8).
 
-The hypernetworks are untrained (random init): latency does not depend on their weights.
+The d2l_small / t2l_small hypernetworks are untrained (random init): latency does not depend on
+their weights. The shipped one (`lora_hyper/pretrained/d2l_gemma3_270m`: d2l_compact, early exit,
+128-token chunks, B-only heads, chunk gates) is what a user's `internalize` runs.
 Compilation is excluded on both sides (every contender is warmed up or compiled ahead of time
 first; context distillation's compile time is reported apart). Contenders alternate on this
 shared machine: hypernetwork rounds run before and after each baseline run, and their median
@@ -35,7 +38,7 @@ import numpy as np
 from benchmarks import common
 from lora_hyper.baselines import context_distillation as cd
 from lora_hyper.data import pipeline, tasks
-from lora_hyper.hypernetworks import doc_to_lora, task_encoders, text_to_lora
+from lora_hyper.hypernetworks import doc_to_lora, saved, task_encoders, text_to_lora
 
 
 def log(*args):
@@ -52,16 +55,16 @@ def _merge(*timings: dict) -> dict:
   return out
 
 
-def doc_to_lora_vs_distillation(args, model) -> list[dict]:
+def doc_to_lora_vs_distillation(args, model, shipped: saved.SavedHypernetwork) -> list[dict]:
   cfg, params, tok = model.config, model.params, model.tokenizer
   hyper = doc_to_lora.d2l_small(cfg)
   hyper_params = doc_to_lora.init(hyper, jax.random.key(0))
   # The paper's needle-in-a-haystack variant: one activation layer (L // 4) feeds every layer's LoRA,
-  # so the base runs only its first L // 4 + 1 layers and the Perceiver runs once per chunk.
+  # so the base runs only its first L // 4 layers and the Perceiver runs once per chunk.
   exit_hyper = doc_to_lora.d2l_small(cfg, context_encoder="early_exit")
   exit_params = doc_to_lora.init(exit_hyper, jax.random.key(0))
   setups = {"batched": (hyper, hyper_params, False), "iterative": (hyper, hyper_params, True),
-            "early_exit": (exit_hyper, exit_params, False)}
+            "early_exit": (exit_hyper, exit_params, False), "shipped": (shipped.config, shipped.params, False)}
   settings = cd.DistillConfig(steps=args.cd_steps if args.full else args.timed_steps,
                               max_answer_tokens=args.answer_tokens)
   rows = []
@@ -85,6 +88,7 @@ def doc_to_lora_vs_distillation(args, model) -> list[dict]:
     row = {
         "doc_tokens": doc_tokens, "chunks": chunks.tokens.shape[1], "chunk_array_len": chunks.tokens.shape[2],
         "d2l_batched_s": d2l["batched"], "d2l_iterative_s": d2l["iterative"], "d2l_early_exit_s": d2l["early_exit"],
+        "d2l_shipped_s": d2l["shipped"],
         "cd": {"steps": args.cd_steps, "timed_steps": settings.steps, "answer_tokens": len(result.answer),
                "compile_s": t.compile_s, "answer_s": t.answer_s, "teacher_s": t.teacher_s, "step_s": step_s,
                "update_s": cd_s, "update_s_is": "measured" if args.full else "extrapolated",
@@ -92,9 +96,10 @@ def doc_to_lora_vs_distillation(args, model) -> list[dict]:
         "speedup_batched": cd_s / d2l["batched"]["median_s"],
         "speedup_iterative": cd_s / d2l["iterative"]["median_s"],
         "speedup_early_exit": cd_s / d2l["early_exit"]["median_s"],
+        "speedup_shipped": cd_s / d2l["shipped"]["median_s"],
     }
     log(f"doc {doc_tokens}: d2l {d2l['batched']['median_s']:.3f}s / {d2l['iterative']['median_s']:.3f}s / "
-        f"{d2l['early_exit']['median_s']:.3f}s, "
+        f"{d2l['early_exit']['median_s']:.3f}s / shipped {d2l['shipped']['median_s']:.3f}s, "
         f"cd {cd_s:.1f}s (step {step_s:.3f}s) -> {row['speedup_batched']:.0f}x")
     rows.append(row)
   return rows
@@ -157,12 +162,16 @@ def main() -> None:
   args = parser.parse_args()
 
   model = common.base()
-  doc = doc_to_lora_vs_distillation(args, model)
+  shipped = saved.load_hypernetwork(saved.shipped("doc_to_lora"), model)
+  doc = doc_to_lora_vs_distillation(args, model, shipped)
   task = text_to_lora_vs_task_lora(args, model)
   common.write_result("update_latency", {
       "model": model.name, "dtype": "float32",
       "hypernetworks": "d2l_small (per-layer activations; and its early_exit variant) / t2l_small (L head), "
-                       "random init (untrained: latency only)",
+                       "random init (untrained: latency only); and the shipped Doc-to-LoRA",
+      "shipped_hypernetwork": {**shipped.describe(), "context_encoder": shipped.config.context_encoder,
+                               "chunk_len": shipped.config.chunk_len, "rank": shipped.config.rank,
+                               "generated_factors": shipped.config.generated_factors},
       "doc_to_lora_vs_context_distillation": doc, "text_to_lora_vs_task_lora": task,
       "goal": "internalize >= 200x faster than context distillation at equal document length",
       "min_speedup_batched": min(r["speedup_batched"] for r in doc),
