@@ -49,11 +49,7 @@ def main() -> None:
 
   base = base_model.load_base_model()
   hyper = saved.load_hypernetwork(args.hypernetwork, base)
-  source = fictional.FictionalQA(num_docs=args.docs, split="test")
-  per_doc = [source.qa_pairs(d) for d in range(args.docs)]
-  documents = [records[0]["document"] for records in per_doc]
-  records = [r for rs in per_doc for r in rs]
-  owner = [d for d, rs in enumerate(per_doc) for _ in rs]
+  per_doc, documents, records, owner = run.held_out(args.docs)
   adapters = doc_to_lora.internalize(hyper.params, base.params, documents, config=hyper.config,
                                      tokenizer=base.tokenizer)
   answers = {"base_in_context": run.in_context_answers(base, documents, per_doc),

@@ -158,6 +158,15 @@ def context_distillation(base, documents, per_doc, settings: cd.DistillConfig, n
 # ----------------------------------------------------------------------------- main
 
 
+def held_out(docs: int) -> tuple[list[list[dict]], list[str], list[dict], list[int]]:
+  """The first `docs` held-out documents: records per document, texts, all records, each record's document."""
+  source = fictional.FictionalQA(num_docs=docs, split="test")
+  per_doc = [source.qa_pairs(d) for d in range(docs)]
+  records = [r for rs in per_doc for r in rs]
+  owner = [d for d, rs in enumerate(per_doc) for _ in rs]
+  return per_doc, [rs[0]["document"] for rs in per_doc], records, owner
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--hypernetwork", required=True, help="saved Doc-to-LoRA folder (experiments/qa/*.gin)")
@@ -177,11 +186,7 @@ def main() -> None:
 
   base = base_model.load_base_model()
   hyper = saved.load_hypernetwork(args.hypernetwork, base)
-  source = fictional.FictionalQA(num_docs=args.docs, split="test")
-  per_doc = [source.qa_pairs(d) for d in range(args.docs)]
-  documents = [records[0]["document"] for records in per_doc]
-  records = [r for rs in per_doc for r in rs]
-  owner = [d for d, rs in enumerate(per_doc) for _ in rs]
+  per_doc, documents, records, owner = held_out(args.docs)
   cd_records = [r for rs in per_doc[:args.cd_docs] for r in rs]
   print(f"[qa] {len(documents)} held-out documents, {len(records)} questions", flush=True)
 
@@ -280,9 +285,9 @@ def write_markdown(result: dict, name: str) -> None:
       f"steps each) on the first {result['cd_docs']} documents ({result['cd_questions']} questions), where every "
       f"method is also scored. Relative = ROUGE-L (or contains answer) / the in-context one on the same "
       f"questions; ROUGE-L also rewards an answer as short as the gold one, which the in-context model's "
-      f"sentences are not. Update latency: median seconds of one update (one per document; the oracle makes one per question), compiled "
-      f"beforehand; memory: XLA's peak extra over the resident params.\n\n{main}\n## Failure modes\n\n"
-      f"An unrelated document's adapter:\n\n{failure}\nMore, shorter "
+      f"sentences are not. Update latency: median seconds of one update (one per document; the oracle makes "
+      f"one per question), compiled beforehand; memory: XLA's peak extra over the resident params.\n\n{main}\n"
+      f"## Failure modes\n\nAn unrelated document's adapter:\n\n{failure}\nMore, shorter "
       f"chunks than training's (one chunk per document), rank-concatenated:\n\n{chunks}")
 
 
