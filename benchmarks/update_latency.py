@@ -2,10 +2,11 @@
 
 1. Doc-to-LoRA `internalize` (tokenize, chunk, encode with the frozen base, Perceiver, heads;
    batched, iterative, and the paper's `early_exit` context encoder; and the shipped, trained
-   hypernetwork, as the README's main job runs it) against gradient context distillation, the paper's oracle setting
-   (`lora_hyper.baselines.context_distillation.distill`: the teacher, base model with the
-   document, answers the query greedily; then Adam steps on a fresh rank-8 down_proj LoRA so the
-   student without the document matches the teacher's answer distribution), at equal lengths.
+   hypernetwork, as the README's main job runs it) against gradient context distillation, the
+   paper's oracle setting (`lora_hyper.baselines.context_distillation.distill`: the teacher, base
+   model with the document, answers the query greedily; then Adam steps on a fresh rank-8
+   down_proj LoRA so the student without the document matches the teacher's answer
+   distribution), at equal lengths.
 2. Text-to-LoRA `generate_adapter` (embed the description with the base model, hypernetwork)
    against training a rank-8 q/v LoRA on the task's examples (cross-entropy, Adam, batch 8).
 

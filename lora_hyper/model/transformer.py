@@ -309,9 +309,8 @@ def layer_input(params: PyTree, tokens: Array, layer: int, *, config: GemmaConfi
                 mask: Array | None = None) -> Array:
   """Z_layer [B, T, D], the input of layer `layer` (Z_0: the scaled embeddings), from the first `layer`
   layers alone: what an early exit reads, without running the layer it exits at."""
-  model = Gemma(config)
   if layer == 0:
-    return model.apply({"params": params}, tokens, method=Gemma.embed)
+    return Gemma(config).apply({"params": params}, tokens, method=Gemma.embed)
   mask = jnp.ones(tokens.shape, bool) if mask is None else mask.astype(bool)
   truncated = {**params, "layers": jax.tree.map(lambda w: w[:layer], params["layers"])}
   config = config.replace(num_layers=layer, sliding_layers=config.sliding_layers[:layer])
