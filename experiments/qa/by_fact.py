@@ -4,7 +4,8 @@ a made-up name) and per fact, for the adapter and for the base model with the do
 
 Run (about 3 minutes on 2 CPU cores):
   .venv/bin/python -m experiments.qa.by_fact --hypernetwork /tmp/qa_niah/hypernetwork --name qa_from_niah_by_fact
-Writes experiments/results/NAME.{json,md,png}.
+Writes experiments/results/NAME.{json,md,png}. With `--split train --first-doc 2000` it scores
+training-split documents that training (2,000 documents) never read: a validation set.
 """
 
 from __future__ import annotations
@@ -43,13 +44,16 @@ def grouped(records: list[dict], answers: dict[str, list[str]], key) -> dict[str
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--hypernetwork", required=True, help="saved Doc-to-LoRA folder (experiments/qa/*.gin)")
-  parser.add_argument("--docs", type=int, default=24, help="held-out documents (6 questions each)")
+  parser.add_argument("--docs", type=int, default=24, help="documents (6 questions each)")
+  parser.add_argument("--split", default="test", choices=fictional.SPLITS,
+                      help="'test': held-out names; 'train' from --first-doc on: validation")
+  parser.add_argument("--first-doc", type=int, default=0, help="index of the first document scored")
   parser.add_argument("--name", default="qa_by_fact")
   args = parser.parse_args()
 
   base = base_model.load_base_model()
   hyper = saved.load_hypernetwork(args.hypernetwork, base)
-  per_doc, documents, records, owner = run.held_out(args.docs)
+  per_doc, documents, records, owner = run.held_out(args.docs, args.split, args.first_doc)
   adapters = doc_to_lora.internalize(hyper.params, base.params, documents, config=hyper.config,
                                      tokenizer=base.tokenizer)
   answers = {"base_in_context": run.in_context_answers(base, documents, per_doc),
@@ -58,7 +62,8 @@ def main() -> None:
   by_fact = grouped(records, answers, lambda r: f"{answer_kind(r['answer'])}: {r['fact']}")
   examples = [{"query": r["query"], "answer": r["answer"], "d2l": a}
               for r, a in zip(records, answers["d2l"])][:24]
-  result = {"hypernetwork": hyper.describe(), "docs": args.docs, "questions": len(records),
+  result = {"hypernetwork": hyper.describe(), "split": args.split, "first_doc": args.first_doc, "docs": args.docs,
+            "questions": len(records),
             "by_answer_kind": by_kind, "by_fact": by_fact, "examples": examples}
   common.write_json(args.name, result)
   row = lambda group, s: [group, s["questions"], s["base_in_context"]["contains"], s["d2l"]["contains"],
@@ -66,16 +71,17 @@ def main() -> None:
   header = ["answer", "questions", "contains: in context", "contains: Doc-to-LoRA", "ROUGE-L: in context",
             "ROUGE-L: Doc-to-LoRA"]
   common.write_markdown(
-      args.name, "Held-out QA by kind of answer",
-      f"{args.docs} held-out documents x 6 questions, `{args.hypernetwork}`. Contains = the answer holds the "
+      args.name, "QA by kind of answer",
+      f"{args.docs} documents of the '{args.split}' split from document {args.first_doc} on, x 6 questions, "
+      f"`{args.hypernetwork}`. Contains = the answer holds the "
       f"gold one; listed words come from the generator's fixed lists (colours, exports, professions, ...), "
       f"made-up names from its syllables.\n\n"
       f"{common.markdown_table(header, [row(k, s) for k, s in by_kind.items()])}\nBy fact:\n\n"
       f"{common.markdown_table(header, [row(k, s) for k, s in by_fact.items()])}")
-  plot(by_kind, args.name)
+  plot(by_kind, args.name, args.split)
 
 
-def plot(by_kind: dict[str, dict], name: str) -> None:
+def plot(by_kind: dict[str, dict], name: str, split: str) -> None:
   import matplotlib
 
   matplotlib.use("Agg")
@@ -91,7 +97,7 @@ def plot(by_kind: dict[str, dict], name: str) -> None:
   ax.set_ylabel("answer contains the gold one")
   ax.set_ylim(0, 1)
   ax.legend(fontsize=8)
-  ax.set_title("Held-out fictional documents: what the adapter carries")
+  ax.set_title(f"Fictional documents ('{split}' split): what the adapter carries")
   fig.tight_layout()
   fig.savefig(common.RESULTS / f"{name}.png", dpi=120)
 

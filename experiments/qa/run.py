@@ -158,10 +158,13 @@ def context_distillation(base, documents, per_doc, settings: cd.DistillConfig, n
 # ----------------------------------------------------------------------------- main
 
 
-def held_out(docs: int) -> tuple[list[list[dict]], list[str], list[dict], list[int]]:
-  """The first `docs` held-out documents: records per document, texts, all records, each record's document."""
-  source = fictional.FictionalQA(num_docs=docs, split="test")
-  per_doc = [source.qa_pairs(d) for d in range(docs)]
+def held_out(docs: int, split: str = "test",
+             first: int = 0) -> tuple[list[list[dict]], list[str], list[dict], list[int]]:
+  """`docs` documents of `split` from `first` on: records per document, texts, all records, each
+  record's document. Training reads the 'train' split's first `FictionalQA.num_docs` documents, so
+  the ones after them validate."""
+  source = fictional.FictionalQA(num_docs=first + docs, split=split)
+  per_doc = [source.qa_pairs(d) for d in range(first, first + docs)]
   records = [r for rs in per_doc for r in rs]
   owner = [d for d, rs in enumerate(per_doc) for _ in rs]
   return per_doc, [rs[0]["document"] for rs in per_doc], records, owner
