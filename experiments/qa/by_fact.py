@@ -1,5 +1,5 @@
 """What a Doc-to-LoRA adapter carries of a document, fact by fact: the held-out questions of
-`experiments.qa.run` scored per kind of answer (a number, a word from the generator's fixed lists,
+`experiments.qa.run` (or validation ones) scored per kind of answer (a number, a word from the generator's fixed lists,
 a made-up name) and per fact, for the adapter and for the base model with the document in its prompt.
 
 Run (about 3 minutes on 2 CPU cores):
@@ -53,7 +53,7 @@ def main() -> None:
 
   base = base_model.load_base_model()
   hyper = saved.load_hypernetwork(args.hypernetwork, base)
-  per_doc, documents, records, owner = run.held_out(args.docs, args.split, args.first_doc)
+  per_doc, documents, records, owner = run.qa_documents(args.docs, args.split, args.first_doc)
   adapters = doc_to_lora.internalize(hyper.params, base.params, documents, config=hyper.config,
                                      tokenizer=base.tokenizer)
   answers = {"base_in_context": run.in_context_answers(base, documents, per_doc),
@@ -63,8 +63,7 @@ def main() -> None:
   examples = [{"query": r["query"], "answer": r["answer"], "d2l": a}
               for r, a in zip(records, answers["d2l"])][:24]
   result = {"hypernetwork": hyper.describe(), "split": args.split, "first_doc": args.first_doc, "docs": args.docs,
-            "questions": len(records),
-            "by_answer_kind": by_kind, "by_fact": by_fact, "examples": examples}
+            "questions": len(records), "by_answer_kind": by_kind, "by_fact": by_fact, "examples": examples}
   common.write_json(args.name, result)
   row = lambda group, s: [group, s["questions"], s["base_in_context"]["contains"], s["d2l"]["contains"],
                           s["base_in_context"]["rouge_l"], s["d2l"]["rouge_l"]]
@@ -73,9 +72,8 @@ def main() -> None:
   common.write_markdown(
       args.name, "QA by kind of answer",
       f"{args.docs} documents of the '{args.split}' split from document {args.first_doc} on, x 6 questions, "
-      f"`{args.hypernetwork}`. Contains = the answer holds the "
-      f"gold one; listed words come from the generator's fixed lists (colours, exports, professions, ...), "
-      f"made-up names from its syllables.\n\n"
+      f"`{args.hypernetwork}`. Contains = the answer holds the gold one; listed words come from the "
+      f"generator's fixed lists (colours, exports, professions, ...), made-up names from its syllables.\n\n"
       f"{common.markdown_table(header, [row(k, s) for k, s in by_kind.items()])}\nBy fact:\n\n"
       f"{common.markdown_table(header, [row(k, s) for k, s in by_fact.items()])}")
   plot(by_kind, args.name, args.split)

@@ -158,7 +158,7 @@ def context_distillation(base, documents, per_doc, settings: cd.DistillConfig, n
 # ----------------------------------------------------------------------------- main
 
 
-def held_out(docs: int, split: str = "test",
+def qa_documents(docs: int, split: str = "test",
              first: int = 0) -> tuple[list[list[dict]], list[str], list[dict], list[int]]:
   """`docs` documents of `split` from `first` on: records per document, texts, all records, each
   record's document. Training reads the 'train' split's first `FictionalQA.num_docs` documents, so
@@ -189,7 +189,7 @@ def main() -> None:
 
   base = base_model.load_base_model()
   hyper = saved.load_hypernetwork(args.hypernetwork, base)
-  per_doc, documents, records, owner = held_out(args.docs)
+  per_doc, documents, records, owner = qa_documents(args.docs)
   cd_records = [r for rs in per_doc[:args.cd_docs] for r in rs]
   print(f"[qa] {len(documents)} held-out documents, {len(records)} questions", flush=True)
 
