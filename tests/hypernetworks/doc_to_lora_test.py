@@ -232,8 +232,8 @@ def test_chunk_gate_cut_drops_the_chunks_a_gate_attenuates_and_still_trains_thei
       [tokenizer.encode("A first document, long enough for chunks.", add_bos=False)], config=cfg))
   soft = np.asarray(doc_to_lora.chunk_gates(params, base_params, tokens, mask, config=cfg)["down"][0])  # [K, L]
   assert (soft < 1).any() and (soft > 1).any(), soft
-  np.testing.assert_allclose(np.asarray(doc_to_lora.chunk_gates(params, base_params, tokens, mask, config=cut)["down"][0]),
-                             np.where(soft < 1, 0.0, soft), rtol=1e-6)
+  cut_gates = np.asarray(doc_to_lora.chunk_gates(params, base_params, tokens, mask, config=cut)["down"][0])
+  np.testing.assert_allclose(cut_gates, np.where(soft < 1, 0.0, soft), rtol=1e-6)
   b = lambda c: np.asarray(doc_to_lora.adapter_from_chunks(params, base_params, tokens, mask, config=c)
                            .weights["down"]["b"][0])
   gated, kept = b(cfg), b(cut)
