@@ -203,8 +203,20 @@ def document_tokens(tokenizer, length: int, seed: int = 0) -> tuple[list[int], d
 # ----------------------------------------------------------------------------- results
 
 
+def cpu_model() -> str:
+  """The CPU as /proc/cpuinfo names it, with family/model and its widest vector extension: the
+  PyTorch ratios differ between the VMs this project runs on, so each result says which it had."""
+  try:
+    info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
+  except OSError:
+    return platform.processor()
+  info = {k.strip(): v.strip() for k, v in info.items()}
+  vector = "avx512f" if "avx512f" in info.get("flags", "").split() else "avx2" if "avx2" in info.get("flags", "") else "-"
+  return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}, {vector})"
+
+
 def machine() -> dict[str, Any]:
-  return {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
+  return {"platform": platform.platform(), "processor": cpu_model(), "cpu_count": os.cpu_count(),
           "jax": jax.__version__, "backend": jax.default_backend(), "devices": len(jax.devices()),
           "device_kind": jax.devices()[0].device_kind,
           "load_average_at_start": _START_LOAD, "load_average_at_end": list(os.getloadavg())}
