@@ -211,7 +211,8 @@ def cpu_model() -> str:
   except OSError:
     return platform.processor()
   info = {k.strip(): v.strip() for k, v in info.items()}
-  vector = "avx512f" if "avx512f" in info.get("flags", "").split() else "avx2" if "avx2" in info.get("flags", "") else "-"
+  flags = info.get("flags", "").split()
+  vector = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "-"
   return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}, {vector})"
 
 

@@ -103,6 +103,12 @@ def doc_example(record: Record, tokenizer, hyper: DocToLoraConfig, shapes: DocEx
   """{'document', 'query', 'answer'} -> chunked document, teacher and student sequences."""
   pad, bos = hyper.base.pad_id, hyper.base.bos_id
   doc_ids = tokenizer.encode(record["document"], add_bos=False)
+  needed = -(-len(doc_ids) // (hyper.chunk_len - 1))
+  if needed > shapes.num_chunks:  # training's shapes are fixed: say which setting to raise
+    raise ValueError(f"a document of {len(doc_ids)} tokens needs {needed} chunks of {hyper.chunk_len - 1} tokens, "
+                     f"more than DocExampleShapes.num_chunks={shapes.num_chunks}: raise it (up to the "
+                     f"hypernetwork's max_chunks={hyper.max_chunks}) or shorten the document "
+                     f"({record['document'][:40]!r}...)")
   if shapes.random_chunking:
     # Seeded by the record itself: the same record is always cut the same way, on any process.
     rng = np.random.default_rng(zlib.crc32((record["document"] + "\0" + record["query"]).encode()))

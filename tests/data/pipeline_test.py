@@ -58,5 +58,12 @@ def test_randomly_chunked_examples_hold_the_document_and_are_the_same_every_time
   assert len(seen) >= 3, seen  # documents of 84-224 tokens get several chunk counts
   with pytest.raises(ValueError, match="empty"):
     pipeline.doc_example({"document": "", "query": "q", "answer": "a"}, tokenizer, hyper, shapes)
+  long_record = {"document": "The grass is green. " * 20, "query": "q", "answer": "a"}  # 400 bytes: 7 chunks
+  for random_chunking in (True, False):
+    fixed = pipeline.DocExampleShapes(num_chunks=6, student_len=48, teacher_len=None, answer_len=8,
+                                      random_chunking=random_chunking)
+    expected = r"400 tokens needs 7 chunks of 63 tokens, more than DocExampleShapes.num_chunks=6: raise it \(up to"
+    with pytest.raises(ValueError, match=expected + r" the hypernetwork's max_chunks=8\)"):
+      pipeline.doc_example(long_record, tokenizer, hyper, fixed)
   with pytest.raises(ValueError, match="a chunk holds more than chunk_len - 1 = 63 tokens"):
     doc_to_lora.pack_chunks([[list(range(3, 40)), list(range(3, 67))]], config=hyper)
