@@ -344,6 +344,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
   sources = list(by_source)
   conditions = ("adapter", "base", "context") if documents else ("adapter", "base")
   scores = {c: {"rouge_l": [], "contains": []} for c in conditions}
+  answers = []  # per record: its inputs, the reference and each condition's answer and scores
   _log(f"evaluating {len(records)} record(s) from {len(sources)} {source_key}(s) with {hyper_dir}")
   with tqdm(total=len(records), unit="record", file=sys.stderr, disable=None) as progress:
     for start in range(0, len(sources), args.batch_size):
@@ -363,10 +364,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
       if documents:
         predictions["context"] = qa.complete(
             base, [pipeline.context_prompt(r["document"], r["query"]) for _, r in rows], sampling=sampling)
-      for condition, texts in predictions.items():
-        for text, (_, r) in zip(texts, rows):
-          scores[condition]["rouge_l"].append(qa.rouge_l(text, r[ref_key]))
-          scores[condition]["contains"].append(float(qa.contains(text, r[ref_key])))
+      for j, (_, r) in enumerate(rows):
+        answer = {source_key: r[source_key], input_key: r[input_key], "reference": r[ref_key]}
+        for condition, texts in predictions.items():
+          row = {"answer": texts[j], "rouge_l": qa.rouge_l(texts[j], r[ref_key]),
+                 "contains": float(qa.contains(texts[j], r[ref_key]))}
+          for metric in ("rouge_l", "contains"):
+            scores[condition][metric].append(row[metric])
+          answer[condition] = row
+        answers.append(answer)
       progress.update(len(rows))
   means = {c: {m: sum(v) / len(v) for m, v in s.items()} for c, s in scores.items()}
   report = {"hypernetwork": hyper.describe(), "base_model": base.name, "data": args.data, "records": len(records),
@@ -374,6 +380,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
   if documents and means["context"]["rouge_l"] > 0:
     report["relative_rouge_l"] = means["adapter"]["rouge_l"] / means["context"]["rouge_l"]
   _log("  ".join(f"{c}: ROUGE-L {m['rouge_l']:.3f}, contains {m['contains']:.3f}" for c, m in means.items()))
+  if args.answers:
+    path = Path(args.answers)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")  # written whole, then renamed: never half a file
+    partial.write_text("".join(json.dumps(a) + "\n" for a in answers), encoding="utf-8")
+    partial.replace(path)
+    _log(f"wrote {len(answers)} answers to {path}")
   print(json.dumps(report, indent=1))
   return EXIT_OK
 
@@ -480,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
   ev.add_argument("--batch-size", type=int, default=8,
                   help="documents or descriptions turned into adapters per batch (default: 8)")
   ev.add_argument("--max-new-tokens", type=int, default=32, help="answer tokens at most (default: 32)")
+  ev.add_argument("--answers", metavar="FILE", default=None,
+                  help="also write every answer, beside its reference and scores, to FILE (JSON Lines)")
   _add_model_args(ev)
   ev.set_defaults(run=_cmd_eval)
   return parser

@@ -94,11 +94,17 @@ def test_eval_reports_scores_as_json(tiny, run, tmp_path):
              {"document": DOC_A, "query": "How many owls?", "answer": "seven"}]
   (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
   done = run("eval", "--hypernetwork", tiny["d2l"], "--model", tiny["model"], "--data", "qa.jsonl",
-             "--max-new-tokens", "4")
+             "--max-new-tokens", "4", "--answers", "out/answers.jsonl")
   assert done.returncode == 0, done.stderr
   report = json.loads(done.stdout)
   assert report["records"] == 2 and set(report["scores"]) == {"adapter", "base", "context"}
   assert set(report["scores"]["adapter"]) == {"rouge_l", "contains"}
+  answers = [json.loads(line) for line in (tmp_path / "out" / "answers.jsonl").read_text().splitlines()]
+  assert [(a["query"], a["reference"]) for a in answers] == [(r["query"], r["answer"]) for r in records]
+  for condition, scores in report["scores"].items():  # the report's means are the answers' scores
+    for metric, mean in scores.items():
+      assert mean == pytest.approx(sum(a[condition][metric] for a in answers) / 2)
+    assert all(isinstance(a[condition]["answer"], str) for a in answers)
   (tmp_path / "bad.jsonl").write_text(json.dumps(records[0]) + "\n{\"document\": \"x\"}\n")
   bad = run("eval", "--hypernetwork", tiny["d2l"], "--model", tiny["model"], "--data", "bad.jsonl")
   assert bad.returncode == 1 and "bad.jsonl:2: a doc_to_lora record needs string fields" in bad.stderr
