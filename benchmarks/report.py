@@ -387,10 +387,10 @@ def details() -> list[str]:
   return out
 
 
-def main() -> None:
+def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--write", action="store_true")
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   block = "\n".join([START, "", *summary(), "", "Notes on the numbers (generated from the same files):", "",
                      *notes(), *details(), "", END])
   if not args.write:

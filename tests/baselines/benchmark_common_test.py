@@ -1,6 +1,7 @@
 """The computing helpers of benchmarks/common.py (matmul FLOPs from a jaxpr, XLA memory, timing)
 and the KV-cache formula of benchmarks/memory.py, each against a count done by hand."""
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -74,3 +75,23 @@ def test_kv_cache_formula_matches_the_cache_built(tokens):
   assert memory.kv_cache_bytes(cfg, tokens, windowed=False) == common.tree_bytes(built)
   window = sum(min(tokens, cfg.sliding_window) if s else tokens for s in cfg.sliding_layers)
   assert memory.kv_cache_bytes(cfg, tokens, windowed=True) == window * 2 * cfg.num_kv_heads * cfg.head_dim * 4
+
+
+
+def test_run_all_runs_the_chosen_benchmarks_in_order_and_reports_failures(monkeypatch, capsys, tmp_path):
+  from benchmarks import report, run_all
+
+  calls = []
+
+  def fake_run(command, stdout, stderr, cwd):  # subprocess.run: one benchmark at a time, blocking
+    calls.append(command[2:])
+    return subprocess.CompletedProcess(command, 1 if command[2] == "benchmarks.forward" else 0)
+
+  monkeypatch.setattr(run_all.subprocess, "run", fake_run)
+  monkeypatch.setattr(report, "main", lambda argv: calls.append(["report", *argv]))
+  monkeypatch.setattr(report, "RESULTS", tmp_path)
+  code = run_all.main(["--only", "forward", "mfu", "memory", "--skip", "memory"])
+  assert code == 1 and "failed: forward" in capsys.readouterr().err
+  assert calls == [["benchmarks.forward", "--tokens", "512", "--repeats", "5"],
+                   ["benchmarks.mfu", "--rounds", "3", "--peak_n", "4096"], ["report", "--write"]]
+  assert (tmp_path / "logs" / "mfu.log").exists()
