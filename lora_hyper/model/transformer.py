@@ -193,6 +193,13 @@ class KVCache:
     return self.valid.shape[1]
 
 
+def uncached_attention_inputs(positions: Array, mask: Array) -> AttentionInputs:
+  """A forward without a cache: its tokens attend causally to themselves, padding masked out."""
+  t = positions.shape[1]
+  causal = jnp.tril(jnp.ones((t, t), bool))
+  return AttentionInputs(positions, positions, mask[:, None, :] & causal[None], None)
+
+
 class Gemma(nn.Module):
   """Returns (final normed hidden [B, T, D], per-layer inputs Z_0..Z_{L-1} [L, B, T, D], cache)."""
 
@@ -232,8 +239,7 @@ class Gemma(nn.Module):
     x = nn.with_logical_constraint(self.embed(tokens), ("batch", "length", "act_embed"))
     t = tokens.shape[1]
     if cache is None:
-      causal = jnp.tril(jnp.ones((t, t), bool))
-      inputs = AttentionInputs(positions, positions, mask[:, None, :] & causal[None], None)
+      inputs = uncached_attention_inputs(positions, mask)
       kv_layers = None
     else:
       valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, cache.index))
@@ -309,14 +315,21 @@ def layer_input(params: PyTree, tokens: Array, layer: int, *, config: GemmaConfi
                 mask: Array | None = None) -> Array:
   """Z_layer [B, T, D], the input of layer `layer` (Z_0: the scaled embeddings), from the first `layer`
   layers alone: what an early exit reads, without running the layer it exits at."""
+  x = Gemma(config).apply({"params": params}, tokens, method=Gemma.embed)
   if layer == 0:
-    return Gemma(config).apply({"params": params}, tokens, method=Gemma.embed)
+    return x
   mask = jnp.ones(tokens.shape, bool) if mask is None else mask.astype(bool)
-  truncated = {**params, "layers": jax.tree.map(lambda w: w[:layer], params["layers"])}
-  config = config.replace(num_layers=layer, sliding_layers=config.sliding_layers[:layer])
-  x, _, _ = Gemma(config).apply({"params": truncated}, tokens, default_positions(mask), mask,
-                                method=Gemma.residual_stream)
-  return x
+  inputs = uncached_attention_inputs(default_positions(mask), mask)
+  sliding = jnp.asarray(config.sliding_layers)
+
+  # Each step indexes its layer in the stacked params: slicing off the first `layer` layers up
+  # front would copy their weights (85 MiB for four layers of the 270M model) at every call.
+  def one_layer(x, i):
+    weights = jax.tree.map(lambda w: jax.lax.dynamic_index_in_dim(w, i, keepdims=False), params["layers"])
+    x, _ = Block(config).apply({"params": weights}, x, {"sliding": sliding[i], "index": i, "kv": None}, inputs, None)
+    return x, None
+
+  return jax.lax.scan(one_layer, x, jnp.arange(layer))[0]
 
 
 @functools.partial(jax.jit, static_argnames=("config",))

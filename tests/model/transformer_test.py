@@ -1,5 +1,7 @@
 """The Flax Gemma against transformers' PyTorch Gemma 2 / Gemma 3 (float32), and its own cache."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,6 +50,19 @@ def test_layer_input_from_the_first_layers_alone_is_the_full_forwards(preset):
   for layer in range(cfg.num_layers):
     early = np.asarray(transformer.layer_input(params, tokens, layer, config=cfg, mask=mask))
     np.testing.assert_allclose(early[np.asarray(mask)], full[layer][np.asarray(mask)], atol=1e-5, rtol=1e-5)
+
+
+def test_layer_input_does_not_copy_the_weights_of_the_layers_it_runs():
+  """An early exit reads the stacked params in place: XLA's scratch memory stays under two layers'
+  weights however many layers run (slicing the first k layers off up front copied all k)."""
+  cfg = config_lib.PRESETS["tiny_gemma3"]().replace(embed_dim=128, mlp_dim=512)  # weights >> activations
+  params = transformer.init_params(cfg, jax.random.key(0))
+  one_layer = sum(w[0].nbytes for w in jax.tree.leaves(params["layers"]))
+  tokens = jnp.ones((1, 4), jnp.int32)
+  for layer in (1, cfg.num_layers - 1, cfg.num_layers):
+    run = jax.jit(functools.partial(transformer.layer_input, layer=layer, config=cfg))
+    scratch = run.lower(params, tokens).compile().memory_analysis().temp_size_in_bytes
+    assert scratch < 2 * one_layer, (layer, scratch, one_layer)
 
 
 @pytest.mark.parametrize("preset", ["tiny_gemma2", "tiny_gemma3"])
