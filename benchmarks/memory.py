@@ -10,7 +10,8 @@
    `measured` rows: the nbytes of arrays actually built on this machine (the cache after a
    real prefill, the adapter from a real `internalize`); `computed` rows: the same formula from
    shapes, for lengths this 2-core machine does not run. Both are given where both exist.
-2. Peak update memory of Doc-to-LoRA (batched, iterative) against gradient context distillation
+2. Peak update memory of Doc-to-LoRA (batched, iterative; and the shipped, trained hypernetwork up
+   to its max_chunks) against gradient context distillation
    (`lora_hyper.baselines.context_distillation`: teacher's greedy answer with the document,
    teacher logits, Adam steps on the student), as XLA's buffer assignment of each compiled
    update (`compiled.memory_analysis()`: arguments + outputs + temporaries, less the resident
@@ -38,7 +39,7 @@ import jax.numpy as jnp
 
 from benchmarks import common
 from lora_hyper.baselines import context_distillation as cd
-from lora_hyper.hypernetworks import doc_to_lora
+from lora_hyper.hypernetworks import doc_to_lora, saved
 from lora_hyper.model import config as config_lib
 from lora_hyper.model import decoding, transformer
 
@@ -119,6 +120,8 @@ def update_memory(args, model) -> list[dict]:
   base = _abstract(model.params)
   hyper_params = jax.eval_shape(lambda: doc_to_lora.init(hyper, jax.random.key(0)))
   resident = (base, hyper_params)
+  shipped = saved.load_hypernetwork(saved.shipped("doc_to_lora"), model)  # early exit, 128-token chunks
+  shipped_params = _abstract(shipped.params)
   settings = cd.DistillConfig(max_answer_tokens=ANSWER)
   # Context distillation's step does not see the document: one analysis serves every length.
   weights = jax.eval_shape(lambda: dict(cd.init_adapter(jax.random.key(0), cfg, settings.modules, settings.rank,
@@ -144,6 +147,12 @@ def update_memory(args, model) -> list[dict]:
       row[f"d2l_{mode}"] = common.xla_memory(doc_to_lora.adapter_from_chunks, hyper_params, base, chunk_tokens,
                                              chunk_mask, config=hyper, iterative=mode == "iterative",
                                              resident=resident)
+    k_shipped = math.ceil(tokens / (shipped.config.chunk_len - 1))
+    if k_shipped <= shipped.config.max_chunks:
+      shape = (1, k_shipped, shipped.config.chunk_len)
+      row["d2l_shipped"] = common.xla_memory(doc_to_lora.adapter_from_chunks, shipped_params, base,
+                                             jax.ShapeDtypeStruct(shape, jnp.int32), jax.ShapeDtypeStruct(shape, bool),
+                                             config=shipped.config, resident=(base, shipped_params))
     if tokens <= cfg.max_seq_len:  # the teacher reads the document: the base model's context bounds it
       prompt = jax.ShapeDtypeStruct((1, 1 + tokens + PROMPT), jnp.int32)
       answer = common.xla_memory(decoding.generate, base, prompt, jax.ShapeDtypeStruct(prompt.shape, bool),
