@@ -213,7 +213,8 @@ def cpu_model() -> str:
   info = {k.strip(): v.strip() for k, v in info.items()}
   flags = info.get("flags", "").split()
   vector = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "-"
-  return f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}, {vector})"
+  name, family, model = (info.get(k, "?") for k in ("model name", "cpu family", "model"))
+  return f"{name} (family {family}, model {model}, {vector})"
 
 
 def machine() -> dict[str, Any]:

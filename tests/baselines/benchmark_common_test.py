@@ -77,7 +77,6 @@ def test_kv_cache_formula_matches_the_cache_built(tokens):
   assert memory.kv_cache_bytes(cfg, tokens, windowed=True) == window * 2 * cfg.num_kv_heads * cfg.head_dim * 4
 
 
-
 def test_run_all_runs_the_chosen_benchmarks_in_order_and_reports_failures(monkeypatch, capsys, tmp_path):
   from benchmarks import report, run_all
 
