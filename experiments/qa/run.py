@@ -159,7 +159,7 @@ def context_distillation(base, documents, per_doc, settings: cd.DistillConfig, n
 
 
 def qa_documents(docs: int, split: str = "test",
-             first: int = 0) -> tuple[list[list[dict]], list[str], list[dict], list[int]]:
+                 first: int = 0) -> tuple[list[list[dict]], list[str], list[dict], list[int]]:
   """`docs` documents of `split` from `first` on: records per document, texts, all records, each
   record's document. Training reads the 'train' split's first `FictionalQA.num_docs` documents, so
   the ones after them validate."""

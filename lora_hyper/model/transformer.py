@@ -229,12 +229,6 @@ class Gemma(nn.Module):
 
   def __call__(self, tokens: Array, positions: Array, mask: Array, adapter: lora.LoraAdapter | None = None,
                cache: KVCache | None = None):
-    x, per_layer_inputs, new_cache = self.residual_stream(tokens, positions, mask, adapter, cache)
-    return self.final_norm(x), per_layer_inputs, new_cache
-
-  def residual_stream(self, tokens: Array, positions: Array, mask: Array, adapter: lora.LoraAdapter | None = None,
-                      cache: KVCache | None = None):
-    """As `__call__`, but the last layer's output before the final norm."""
     cfg = self.config
     x = nn.with_logical_constraint(self.embed(tokens), ("batch", "length", "act_embed"))
     t = tokens.shape[1]
@@ -257,7 +251,7 @@ class Gemma(nn.Module):
     if cache is not None:
       new_cache = KVCache(k=outs["kv"]["k"], v=outs["kv"]["v"], valid=valid, positions=k_positions,
                           index=cache.index + t)
-    return x, outs["hidden"], new_cache
+    return self.final_norm(x), outs["hidden"], new_cache
 
 
 # ----------------------------------------------------------------------------- pure functions
