@@ -61,15 +61,19 @@ def training_curve(metrics_jsonl: str | os.PathLike | Sequence[str | os.PathLike
   import matplotlib.pyplot as plt
 
   paths = [metrics_jsonl] if isinstance(metrics_jsonl, (str, os.PathLike)) else list(metrics_jsonl)
-  steps, loss, stage_starts = [], [], []
+  steps, loss, stage_starts, stage_begins = [], [], [], []  # where each stage starts: step offset, index in loss
   for path in paths:
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     offset = steps[-1] if steps else 0
     stage_starts.append(offset)
+    stage_begins.append(len(loss))
     steps += [offset + r["step"] for r in rows]
     loss += [r["loss"] for r in rows]
-  smooth = [sum(loss[max(0, i - window + 1):i + 1]) / len(loss[max(0, i - window + 1):i + 1])
-            for i in range(len(loss))]
+  # The moving mean restarts at every stage: stages train on different data, so their losses do not mix.
+  smooth = []
+  for i in range(len(loss)):
+    low = max(i - window + 1, max(b for b in stage_begins if b <= i))
+    smooth.append(sum(loss[low:i + 1]) / (i + 1 - low))
   source = str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
   curve = {"source": source, "window": window, "step": steps, "loss": loss, "loss_smoothed": smooth}
   if len(paths) > 1:

@@ -31,29 +31,47 @@ def answer_kind(answer: str) -> str:
   return "listed word" if answer.lower() in LISTED else "made-up name"
 
 
+def shares_prefix(answer: str, gold: str, letters: int = 3) -> bool:
+  """Some word of the answer starts as the gold answer does: partial credit for a made-up name
+  whose first syllable came through ("Staimshou" for "Staisshea")."""
+  prefix = gold.split()[0][:letters].lower()
+  return any(word.strip(".,;:!?\"'()").lower().startswith(prefix) for word in answer.split())
+
+
+def scores(answers: list[str], records: list[dict]) -> dict[str, float]:
+  prefix = [float(shares_prefix(a, r["answer"])) for a, r in zip(answers, records)]
+  return {**run.scores(answers, records), "prefix": sum(prefix) / len(prefix)}
+
+
 def grouped(records: list[dict], answers: dict[str, list[str]], key) -> dict[str, dict]:
   """Scores of every method over the records of each group, with the group's size."""
   members = collections.defaultdict(list)
   for i, r in enumerate(records):
     members[key(r)].append(i)
   return {group: {"questions": len(idx),
-                  **{m: run.scores([texts[i] for i in idx], [records[i] for i in idx]) for m, texts in answers.items()}}
+                  **{m: scores([texts[i] for i in idx], [records[i] for i in idx]) for m, texts in answers.items()}}
           for group, idx in sorted(members.items())}
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--hypernetwork", required=True, help="saved Doc-to-LoRA folder (experiments/qa/*.gin)")
-  parser.add_argument("--docs", type=int, default=24, help="documents (6 questions each)")
+  parser.add_argument("--docs", type=int, default=24, help="documents (--facts-per-doc questions each)")
+  parser.add_argument("--facts-per-doc", type=int, default=fictional.FACTS_PER_DOC,
+                      help="facts (and questions) per document; 1 scores copying without choosing")
   parser.add_argument("--split", default="test", choices=fictional.SPLITS,
                       help="'test': held-out names; 'train' from --first-doc on: validation")
   parser.add_argument("--first-doc", type=int, default=0, help="index of the first document scored")
   parser.add_argument("--name", default="qa_by_fact")
+  parser.add_argument("--training-log", nargs="+", default=None, metavar="WORKDIR/logs/metrics.jsonl",
+                      help="also plot the training run's loss, several files as stages (results/NAME_training.*)")
   args = parser.parse_args()
+  if args.training_log:
+    common.training_curve(args.training_log, f"{args.name}_training")
 
   base = base_model.load_base_model()
   hyper = saved.load_hypernetwork(args.hypernetwork, base)
-  per_doc, documents, records, owner = run.qa_documents(args.docs, args.split, args.first_doc)
+  per_doc, documents, records, owner = run.qa_documents(args.docs, args.split, args.first_doc, args.facts_per_doc)
   adapters = doc_to_lora.internalize(hyper.params, base.params, documents, config=hyper.config,
                                      tokenizer=base.tokenizer)
   answers = {"base_in_context": run.in_context_answers(base, documents, per_doc),
@@ -63,16 +81,20 @@ def main() -> None:
   examples = [{"query": r["query"], "answer": r["answer"], "d2l": a}
               for r, a in zip(records, answers["d2l"])][:24]
   result = {"hypernetwork": hyper.describe(), "split": args.split, "first_doc": args.first_doc, "docs": args.docs,
-            "questions": len(records), "by_answer_kind": by_kind, "by_fact": by_fact, "examples": examples}
+            "facts_per_doc": args.facts_per_doc, "questions": len(records), "by_answer_kind": by_kind,
+            "by_fact": by_fact, "examples": examples}
   common.write_json(args.name, result)
   row = lambda group, s: [group, s["questions"], s["base_in_context"]["contains"], s["d2l"]["contains"],
-                          s["base_in_context"]["rouge_l"], s["d2l"]["rouge_l"]]
+                          s["base_in_context"]["rouge_l"], s["d2l"]["rouge_l"], s["base_in_context"]["prefix"],
+                          s["d2l"]["prefix"]]
   header = ["answer", "questions", "contains: in context", "contains: Doc-to-LoRA", "ROUGE-L: in context",
-            "ROUGE-L: Doc-to-LoRA"]
+            "ROUGE-L: Doc-to-LoRA", "first 3 letters: in context", "first 3 letters: Doc-to-LoRA"]
   common.write_markdown(
       args.name, "QA by kind of answer",
-      f"{args.docs} documents of the '{args.split}' split from document {args.first_doc} on, x 6 questions, "
-      f"`{args.hypernetwork}`. Contains = the answer holds the gold one; listed words come from the "
+      f"{args.docs} documents of the '{args.split}' split from document {args.first_doc} on, "
+      f"x {args.facts_per_doc} questions, "
+      f"`{args.hypernetwork}`. Contains = the answer holds the gold one; first 3 letters = a word of the "
+      f"answer starts with the gold one's first three (partial credit for names); listed words come from the "
       f"generator's fixed lists (colours, exports, professions, ...), made-up names from its syllables.\n\n"
       f"{common.markdown_table(header, [row(k, s) for k, s in by_kind.items()])}\nBy fact:\n\n"
       f"{common.markdown_table(header, [row(k, s) for k, s in by_fact.items()])}")

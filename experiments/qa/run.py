@@ -158,12 +158,12 @@ def context_distillation(base, documents, per_doc, settings: cd.DistillConfig, n
 # ----------------------------------------------------------------------------- main
 
 
-def qa_documents(docs: int, split: str = "test",
-                 first: int = 0) -> tuple[list[list[dict]], list[str], list[dict], list[int]]:
+def qa_documents(docs: int, split: str = "test", first: int = 0, facts_per_doc: int = fictional.FACTS_PER_DOC
+                 ) -> tuple[list[list[dict]], list[str], list[dict], list[int]]:
   """`docs` documents of `split` from `first` on: records per document, texts, all records, each
   record's document. Training reads the 'train' split's first `FictionalQA.num_docs` documents, so
   the ones after them validate."""
-  source = fictional.FictionalQA(num_docs=first + docs, split=split)
+  source = fictional.FictionalQA(num_docs=first + docs, split=split, facts_per_doc=facts_per_doc)
   per_doc = [source.qa_pairs(d) for d in range(first, first + docs)]
   records = [r for rs in per_doc for r in rs]
   owner = [d for d, rs in enumerate(per_doc) for _ in rs]

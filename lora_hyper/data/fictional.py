@@ -1,6 +1,7 @@
 """Documents about fictional people, places and companies: knowledge no base model can have.
 
-Each document describes one subject with `FACTS_PER_DOC` facts drawn from its kind's catalogue
+Each document describes one subject with `FACTS_PER_DOC` facts (or `facts_per_doc`, 1 to
+`MAX_FACTS_PER_DOC`) drawn from its kind's catalogue
 (a person's birthplace, profession, employer, ...; a town's river, population, dish, ...; a
 company's founder, product, headquarters, ...), every fact phrased by one of several statement
 templates, in shuffled order after a varied opening sentence. Every fact has one question,
@@ -12,8 +13,9 @@ novel. The 'train' and 'test' splits draw documents from separate random streams
 names from disjoint first letters (`NAME_INITIALS`): no held-out document shares an entity
 with a training one. Plain attribute words (colours, professions, products) are shared.
 
-`FictionalQA` holds one record per (document, question): index i is question i % FACTS_PER_DOC
-of document i // FACTS_PER_DOC, and depends only on (seed, split, i).
+`FictionalQA` holds one record per (document, question): index i is question i % facts_per_doc
+of document i // facts_per_doc, and depends only on (seed, split, facts_per_doc, i). One fact per
+document is the QA counterpart of the needle alone: copying a name without choosing among six.
 """
 
 from __future__ import annotations
@@ -205,6 +207,7 @@ COMPANY = KindSpec("company", company_name, (
 ))
 
 KINDS = (PERSON, PLACE, COMPANY)
+MAX_FACTS_PER_DOC = min(len(kind.facts) for kind in KINDS)  # every fact of a document is of a different type
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,15 +242,21 @@ def _draw_fact(rng: np.random.Generator, split: str, spec: FactSpec, subject: st
   return Fact(spec.name, value, _fill(str(rng.choice(spec.statements)), subject, value, detail), questions)
 
 
-def make_document(seed: int, split: str, doc_index: int) -> FictionalDocument:
+def _check_facts_per_doc(facts_per_doc: int) -> None:
+  if not 1 <= facts_per_doc <= MAX_FACTS_PER_DOC:
+    raise ValueError(f"facts_per_doc must be between 1 and {MAX_FACTS_PER_DOC}, got {facts_per_doc}")
+
+
+def make_document(seed: int, split: str, doc_index: int, facts_per_doc: int = FACTS_PER_DOC) -> FictionalDocument:
   """Document `doc_index` of `split`: a pure function of its arguments."""
+  _check_facts_per_doc(facts_per_doc)
   rng = np.random.default_rng([seed, SPLITS.index(split), doc_index])
   kind = KINDS[int(rng.integers(len(KINDS)))]
   subject = kind.subject(rng, split)
-  specs = [kind.facts[j] for j in rng.choice(len(kind.facts), FACTS_PER_DOC, replace=False)]
+  specs = [kind.facts[j] for j in rng.choice(len(kind.facts), facts_per_doc, replace=False)]
   used = {subject}
   facts = tuple(_draw_fact(rng, split, spec, subject, used) for spec in specs)
-  order = rng.permutation(FACTS_PER_DOC)
+  order = rng.permutation(facts_per_doc)
   opening = _fill(str(rng.choice(kind.openings)), subject, subject, "")
   text = " ".join([opening, *(facts[j].statement for j in order)])
   return FictionalDocument(f"{split}-{doc_index:06d}", kind.name, subject, text, facts)
@@ -260,23 +269,25 @@ class FictionalQA:
   num_docs: int
   split: str = "train"
   seed: int = 0
+  facts_per_doc: int = FACTS_PER_DOC
 
   def __post_init__(self):
     if self.split not in SPLITS:
       raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+    _check_facts_per_doc(self.facts_per_doc)
 
   def __len__(self) -> int:
-    return self.num_docs * FACTS_PER_DOC
+    return self.num_docs * self.facts_per_doc
 
   def document(self, doc_index: int) -> FictionalDocument:
     if not 0 <= doc_index < self.num_docs:
       raise IndexError(f"document {doc_index} out of range for {self.num_docs} documents")
-    return make_document(self.seed, self.split, doc_index)
+    return make_document(self.seed, self.split, doc_index, self.facts_per_doc)
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     if not 0 <= index < len(self):
       raise IndexError(f"index {index} out of range for {len(self)} records")
-    doc_index, question = divmod(index, FACTS_PER_DOC)
+    doc_index, question = divmod(index, self.facts_per_doc)
     doc = self.document(doc_index)
     # The phrasing gets its own stream so that it depends on the record, not on sibling questions.
     rng = np.random.default_rng([self.seed, SPLITS.index(self.split), doc_index, question])
@@ -284,7 +295,7 @@ class FictionalQA:
 
   def qa_pairs(self, doc_index: int) -> list[dict[str, Any]]:
     """Every record of one document, in index order."""
-    return [self[doc_index * FACTS_PER_DOC + j] for j in range(FACTS_PER_DOC)]
+    return [self[doc_index * self.facts_per_doc + j] for j in range(self.facts_per_doc)]
 
 
 def _record(doc: FictionalDocument, fact: Fact, query: str) -> dict[str, Any]:

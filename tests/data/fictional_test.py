@@ -37,6 +37,29 @@ def test_index_maps_to_document_and_question():
   assert {r["fact"] for r in pairs} == {f.name for f in source.document(3).facts}
 
 
+def test_fewer_facts_per_document_index_one_question_each_and_keep_the_default_documents():
+  single = fictional.FictionalQA(50, facts_per_doc=1)
+  assert len(single) == 50
+  for i in range(len(single)):
+    record, doc = single[i], single.document(i)
+    assert len(doc.facts) == 1 and record["answer"] == doc.facts[0].answer and record["answer"] in record["document"]
+  assert single.document(0).text != fictional.make_document(0, "train", 0).text
+  # Six facts, the default, keep every document (and so every recorded run) as it was before the option.
+  assert fictional.FictionalQA(1).document(0).text == (
+      "The following notes describe the company Kinbafeas Institute. Kinbafeas Institute makes pianos. The staff of "
+      "Kinbafeas Institute numbers 5,505. The chief executive of Kinbafeas Institute is Meannourk Flaimseastork. "
+      "Kinbafeas Institute is based in Flealbeand. The logo of Kinbafeas Institute is green. Kinbafeas Institute was "
+      "founded by Kranor Basus.")
+  three = fictional.FictionalQA(4, facts_per_doc=3)
+  assert three.qa_pairs(2) == [three[6], three[7], three[8]] and len({r["fact"] for r in three.qa_pairs(2)}) == 3
+
+
+@pytest.mark.parametrize("count", [0, fictional.MAX_FACTS_PER_DOC + 1])
+def test_facts_per_doc_out_of_range_raises(count):
+  with pytest.raises(ValueError, match="facts_per_doc must be between 1 and 7"):
+    fictional.FictionalQA(1, facts_per_doc=count)
+
+
 def test_train_and_test_documents_share_no_entity():
   train, test = fictional.FictionalQA(300, "train"), fictional.FictionalQA(300, "test")
   train_docs = [train.document(i) for i in range(train.num_docs)]
