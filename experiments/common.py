@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -50,6 +51,11 @@ def write_markdown(name: str, title: str, body: str) -> Path:
   return path
 
 
+def moving_mean(values: Sequence[float], window: int) -> list[float]:
+  """The mean of each value and the up to `window` - 1 before it."""
+  return [statistics.fmean(values[max(0, i - window + 1):i + 1]) for i in range(len(values))]
+
+
 def training_curve(metrics_jsonl: str | os.PathLike | Sequence[str | os.PathLike], name: str,
                    window: int = 50) -> dict[str, Any]:
   """A run's logged loss (`WORKDIR/logs/metrics.jsonl`) as results/{name}.json and .png, with a
@@ -61,19 +67,15 @@ def training_curve(metrics_jsonl: str | os.PathLike | Sequence[str | os.PathLike
   import matplotlib.pyplot as plt
 
   paths = [metrics_jsonl] if isinstance(metrics_jsonl, (str, os.PathLike)) else list(metrics_jsonl)
-  steps, loss, stage_starts, stage_begins = [], [], [], []  # where each stage starts: step offset, index in loss
+  steps, loss, smooth, stage_starts = [], [], [], []
   for path in paths:
     rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     offset = steps[-1] if steps else 0
     stage_starts.append(offset)
-    stage_begins.append(len(loss))
     steps += [offset + r["step"] for r in rows]
-    loss += [r["loss"] for r in rows]
-  # The moving mean restarts at every stage: stages train on different data, so their losses do not mix.
-  smooth = []
-  for i in range(len(loss)):
-    low = max(i - window + 1, max(b for b in stage_begins if b <= i))
-    smooth.append(sum(loss[low:i + 1]) / (i + 1 - low))
+    stage_loss = [r["loss"] for r in rows]
+    loss += stage_loss
+    smooth += moving_mean(stage_loss, window)  # per stage: stages train on different data, their losses do not mix
   source = str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
   curve = {"source": source, "window": window, "step": steps, "loss": loss, "loss_smoothed": smooth}
   if len(paths) > 1:

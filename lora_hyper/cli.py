@@ -322,7 +322,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
   import jax.numpy as jnp
   from tqdm import tqdm
 
-  from lora_hyper import qa
+  from lora_hyper import files, qa
   from lora_hyper.adapters import lora
   from lora_hyper.data import pipeline, tasks
   from lora_hyper.hypernetworks import doc_to_lora, saved, text_to_lora
@@ -381,12 +381,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     report["relative_rouge_l"] = means["adapter"]["rouge_l"] / means["context"]["rouge_l"]
   _log("  ".join(f"{c}: ROUGE-L {m['rouge_l']:.3f}, contains {m['contains']:.3f}" for c, m in means.items()))
   if args.answers:
-    path = Path(args.answers)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")  # written whole, then renamed: never half a file
-    partial.write_text("".join(json.dumps(a) + "\n" for a in answers), encoding="utf-8")
-    partial.replace(path)
-    _log(f"wrote {len(answers)} answers to {path}")
+    files.write_json_lines(args.answers, answers)
+    _log(f"wrote {len(answers)} answers to {args.answers}")
   print(json.dumps(report, indent=1))
   return EXIT_OK
 

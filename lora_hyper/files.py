@@ -37,6 +37,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
       os.remove(tmp)
 
 
+def write_json_lines(path: str | os.PathLike, records: list[dict[str, Any]]) -> None:
+  """One JSON object a line, written whole and renamed into place."""
+  text = "".join(json.dumps(r) + "\n" for r in records)
+  atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
 def read_json_file(path: Path, missing: str) -> dict[str, Any]:
   """A JSON file's object; FileNotFoundError(`missing`) when it is absent, ValueError naming the
   file when it is not valid JSON."""

@@ -21,7 +21,7 @@ def test_writes_json_lines_that_train_reads(tmp_path, monkeypatch):
   source = jsonl_source.JsonlQA(str(out))
   assert len(source) == len(subset.records(30, 2, {"made-up name", "number"}))
   assert {by_fact.answer_kind(source[i]["answer"]) for i in range(len(source))} == {"made-up name", "number"}
-  assert not (tmp_path / "names.jsonl.tmp").exists()
+  assert [p.name for p in tmp_path.iterdir()] == ["names.jsonl"]  # no temporary file left beside it
 
 
 def test_partial_credit_needs_the_first_three_letters_of_the_first_word():

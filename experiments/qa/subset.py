@@ -10,11 +10,9 @@ Run (seconds):
 from __future__ import annotations
 
 import argparse
-import json
-import os
-from pathlib import Path
 
 from experiments.qa import by_fact
+from lora_hyper import files
 from lora_hyper.data import fictional
 
 
@@ -34,11 +32,8 @@ def main() -> None:
   parser.add_argument("--kinds", nargs="+", required=True, choices=by_fact.ANSWER_KINDS)
   args = parser.parse_args()
   kept = records(args.docs, args.facts_per_doc, set(args.kinds), args.split, args.first_doc)
-  out = Path(args.out)
-  tmp = out.with_name(out.name + ".tmp")
-  tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-  os.replace(tmp, out)
-  print(f"{len(kept)} records of {args.kinds} written to {out}")
+  files.write_json_lines(args.out, kept)
+  print(f"{len(kept)} records of {args.kinds} written to {args.out}")
 
 
 if __name__ == "__main__":
