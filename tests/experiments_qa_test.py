@@ -1,8 +1,9 @@
-"""experiments.qa: records of chosen answer kinds (subset), readable by JsonlQA; by_fact's partial credit."""
+"""experiments.qa: records of chosen answer kinds (subset) and code words, readable by JsonlQA; by_fact's
+partial credit."""
 
 import sys
 
-from experiments.qa import by_fact, subset
+from experiments.qa import by_fact, code_words, copy_eval, subset
 from lora_hyper.data import fictional, jsonl_source
 
 
@@ -31,3 +32,44 @@ def test_partial_credit_needs_the_first_three_letters_of_the_first_word():
   assert not by_fact.shares_prefix("Droumthou", "Staisshea") and not by_fact.shares_prefix("", "Staisshea")
   scores = by_fact.scores(["Staimshou", "Droum"], [{"answer": "Staisshea"}, {"answer": "Hiszeas"}])
   assert scores["prefix"] == 0.5 and scores["contains"] == 0.0
+
+
+def test_code_words_are_stated_in_their_document_and_start_with_many_letters():
+  drawn = code_words.records(300, seed=0)
+  assert drawn == code_words.records(300, seed=0) and drawn != code_words.records(300, seed=1)
+  for r in drawn:
+    assert r["answer"] in r["document"] and r["answer"] not in r["query"]
+    assert by_fact.answer_kind(r["answer"]) == "made-up name"
+  # Unlike training names (fictional.NAME_INITIALS['train']), code words start with any consonant.
+  train_starts = {i[0] for i in fictional.NAME_INITIALS["train"]}
+  assert len({r["answer"][0].lower() for r in drawn} - train_starts) >= 8
+
+
+def test_code_words_mixed_with_fictional_records(tmp_path, monkeypatch):
+  out = tmp_path / "mixed.jsonl"
+  monkeypatch.setattr(sys, "argv", ["code_words", "--out", str(out), "--records", "5", "--with-fictional-docs", "3"])
+  code_words.main()
+  source = jsonl_source.JsonlQA(str(out))
+  fictional_six = [fictional.FictionalQA(3)[i] for i in range(18)]
+  assert [source[i] for i in range(len(source))] == code_words.records(5, seed=0) + fictional_six
+
+
+class _PairTokenizer:
+  """Two letters a token: enough to count how many leading tokens two words share."""
+
+  def encode(self, text, add_bos=False):
+    assert not add_bos
+    return [text[i:i + 2] for i in range(0, len(text), 2)]
+
+
+def test_counts_the_gold_words_tokens_an_answer_starts_with():
+  tok = _PairTokenizer()
+  assert copy_eval.tokens_right("Vagrou", "Vagrouxvoon", tok) == 3
+  assert copy_eval.tokens_right("Vagquai.", "Vagrouxvoon", tok) == 1  # "Va" right, "gq" not
+  assert copy_eval.tokens_right("\"Vagrouxvoon\" is the word", "Vagrouxvoon", tok) == 6
+  assert copy_eval.tokens_right("The word is Vagrouxvoon", "Vagrouxvoon", tok) == 0  # the first word only
+  assert copy_eval.tokens_right("", "Vagrouxvoon", tok) == 0
+  profile = copy_eval.profile(["Vagrouxvoon", "Chool", "Zum"], [{"answer": "Vagrouxvoon"}, {"answer": "Chansu"},
+                                                                {"answer": "Zumneam"}], tok)
+  # Of the words with at least 4 tokens ("Zumneam" has 4, "Chansu" 3) the answers have 1 in 2 right.
+  assert profile["first_tokens_right"] == [1.0, 1 / 3, 1 / 3, 1 / 2, 1.0] and profile["contains"] == 1 / 3

@@ -35,6 +35,12 @@ quadratic (B and A both from the code). On the NIAH needle the published heads l
 digit at a time, the linear ones all four digits together, as free per-digit factors do
 (experiments/README.md). Its cost: the chunks' rank blocks then share one A, so however many
 chunks a document has, its adapter reads the same r directions of its input (its rank stays r).
+`generated_factors="b+a"` lifts that cost: each chunk's A is the shared A plus a generated
+correction, linear in the code and zero at init (a zero A head), so it starts as exactly the "b"
+hypernetwork it continues. A document-dependent A can read *which* token the model has just
+written and B write the one that follows it (an association, as in a copied multi-token name);
+a shared A reads the same r features for every document, which carries a name's first token but
+not how it goes on (experiments/README.md).
 
 Optionally each chunk's B is gated (`chunk_gate`, also not published): g = 2 sigmoid(GATE_GAIN *
 (w . code + c)) per (layer, module), exactly 1 at init so a trained hypernetwork keeps its
@@ -78,7 +84,7 @@ PyTree = Any
 
 CONTEXT_ENCODERS = ("per_layer_activations", "early_exit")
 ZERO_B_INITS = ("scale", "head")
-GENERATED_FACTORS = ("ab", "b")
+GENERATED_FACTORS = ("ab", "b", "b+a")
 # The gate's logit is this times a linear function of the code: its params then move the gate as
 # fast as the heads move B under one learning rate (a unit code's dot product changes slowly).
 GATE_GAIN = 16.0
@@ -106,7 +112,8 @@ class DocToLoraConfig:
   zero_b_init: str = "scale"
   # Which factors the heads generate from a chunk's code. "ab": A and B (published), so the adapter
   # B A is quadratic in the code. "b": B only; every block's A is the bias block's learned,
-  # document-independent A, so the adapter is linear in the code (module docstring).
+  # document-independent A, so the adapter is linear in the code (module docstring). "b+a": B, and
+  # A as that shared A plus a generated correction, zero at init (continues a "b" hypernetwork).
   generated_factors: str = "ab"
   # Not published. True: each chunk's generated B is scaled by a learned gate in (0, 2), 1 at
   # init, read from the chunk's code (per layer and module), so training can switch off chunks
@@ -228,7 +235,7 @@ class TargetHead(nn.Module):
   d_out: int
   latent_dim: int
   zero_b_init: str = "scale"  # DocToLoraConfig.zero_b_init
-  generate_a: bool = True  # False: A is the bias block's, for every chunk (generated_factors="b")
+  factors: str = "ab"  # DocToLoraConfig.generated_factors
   chunk_gate: bool = False  # DocToLoraConfig.chunk_gate
   gate_cut: bool = False  # DocToLoraConfig.chunk_gate_cut
 
@@ -239,8 +246,9 @@ class TargetHead(nn.Module):
     head_init = _layers.normal(0.5 / math.sqrt(latent + (d_in + d_out) * r))
     zeros, ones = nn.initializers.zeros_init(), nn.initializers.ones_init()
     zero_head = self.zero_b_init == "head"
-    if self.generate_a:
-      self.head_a = _layers.param(self, "head_a", head_init, (n, latent, d_in), ("layers", "hyper_embed", "lora_in"))
+    if self.factors != "b":  # "b+a": a zero A head, so the correction of the shared A starts at zero
+      self.head_a = _layers.param(self, "head_a", head_init if self.factors == "ab" else zeros, (n, latent, d_in),
+                                  ("layers", "hyper_embed", "lora_in"))
       self.scale_a = _layers.param(self, "scale_a", ones, (n, r), ("layers", "lora_rank"))
     self.head_b = _layers.param(self, "head_b", zeros if zero_head else head_init, (n, latent, d_out),
                                 ("layers", "hyper_embed", "lora_out"))
@@ -255,10 +263,10 @@ class TargetHead(nn.Module):
       self.gate_b = _layers.param(self, "gate_b", zeros, (n,), ("layers",))
 
   def __call__(self, x: Array) -> dict[str, Array]:  # x [N, L, r, d] -> a [N, L, r, d_in], b [N, L, r, d_out]
-    if self.generate_a:
-      a = jnp.einsum("nlrd,ldi->nlri", x, self.head_a.astype(x.dtype)) * self.scale_a[..., None]
-    else:
-      a = jnp.broadcast_to(self.bias_a, (x.shape[0],) + self.bias_a.shape)
+    a = jnp.broadcast_to(self.bias_a, (x.shape[0],) + self.bias_a.shape)
+    if self.factors != "b":
+      generated = jnp.einsum("nlrd,ldi->nlri", x, self.head_a.astype(x.dtype)) * self.scale_a[..., None]
+      a = generated if self.factors == "ab" else a + generated
     b = jnp.einsum("nlrd,ldo->nlro", x, self.head_b.astype(x.dtype)) * self.scale_b[..., None]
     if self.chunk_gate:
       b = b * self.gate(x)[..., None, None].astype(b.dtype)
@@ -288,7 +296,7 @@ class DocToLora(nn.Module):
     self.perceiver = Perceiver(cfg.perceiver, cfg.num_output_latents)
     self.pre_head = [PerLayerResidualMLP(layers, cfg.pre_head_mlp_dim) for _ in range(cfg.pre_head_blocks)]
     self.heads = {m: TargetHead(layers, cfg.rank, *cfg.base.module_shape(m), latent_dim=cfg.perceiver.latent_dim,
-                                zero_b_init=cfg.zero_b_init, generate_a=cfg.generated_factors == "ab",
+                                zero_b_init=cfg.zero_b_init, factors=cfg.generated_factors,
                                 chunk_gate=cfg.chunk_gate, gate_cut=cfg.chunk_gate_cut)
                   for m in cfg.modules}
     if cfg.center_momentum is not None:  # statistics, not weights: meta-training sets them (`update_center`)

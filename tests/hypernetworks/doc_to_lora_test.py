@@ -26,12 +26,13 @@ def _chunk_arrays(chunks):
 
 
 def _trained_like(params):
-  """Params as after some training: B scalers on and a non-zero bias B, so every param matters."""
+  """Params as after some training: B scalers on, a non-zero bias B (and A head, which 'b+a'
+  starts at zero), so every param matters."""
   def edit(path, w):
     name = jax.tree_util.keystr(path)
     if "scale_b" in name:
       return jnp.ones_like(w)
-    if "bias_b" in name:
+    if "bias_b" in name or ("head_a" in name and not np.any(w)):
       return 0.1 * np.random.default_rng(7).standard_normal(w.shape, np.float32)
     return w
   return jax.tree_util.tree_map_with_path(edit, params)
@@ -174,6 +175,34 @@ def test_generating_b_only_gives_every_chunk_the_bias_blocks_a(base_cfg, base_pa
     cfg.replace(generated_factors="a")
 
 
+def test_b_plus_a_starts_as_the_b_hypernetwork_then_corrects_each_chunks_a(base_cfg, base_params, tokenizer):
+  """generated_factors='b+a' continues a 'b' hypernetwork exactly (its A head starts at zero), and
+  each chunk's A is then the shared A plus a correction read from that chunk's code."""
+  only_b = _tiny(base_cfg).replace(generated_factors="b", zero_b_init="head")
+  plus_a = only_b.replace(generated_factors="b+a")
+  params = doc_to_lora.init(only_b, jax.random.key(1))
+  params = _trained_like({**params, "heads_down": {**params["heads_down"], "head_b": jax.random.normal(
+      jax.random.key(3), params["heads_down"]["head_b"].shape)}})
+  added = doc_to_lora.init(plus_a, jax.random.key(1))["heads_down"]
+  assert set(added) - set(params["heads_down"]) == {"head_a", "scale_a"}
+  np.testing.assert_array_equal(np.asarray(added["head_a"]), 0.0)
+  docs = ["A first document, long enough for chunks.", "Two."]
+  weights = lambda p, c: doc_to_lora.internalize(p, base_params, docs, config=c, tokenizer=tokenizer).weights["down"]
+  with_a = lambda head_a: {**params, "heads_down": {**params["heads_down"], "head_a": head_a,
+                                                    "scale_a": added["scale_a"]}}
+  chex_tree_close(weights(with_a(added["head_a"]), plus_a), weights(params, only_b), atol=0)
+
+  head_a = jax.random.normal(jax.random.key(5), added["head_a"].shape)
+  corrected = weights(with_a(head_a), plus_a)
+  ab = weights(with_a(head_a), only_b.replace(generated_factors="ab"))  # the same code through the A head alone
+  r, bias_a = plus_a.rank, np.asarray(params["heads_down"]["bias_a"])
+  np.testing.assert_allclose(np.asarray(corrected["a"][:, :, :r]), bias_a + np.asarray(ab["a"][:, :, :r]),
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(corrected["a"][:, :, -r:]), np.broadcast_to(bias_a, (2,) + bias_a.shape))
+  assert not np.allclose(corrected["a"][0, :, :r], corrected["a"][1, :, :r])
+  chex_tree_close(corrected["b"], weights(params, only_b)["b"], atol=0)
+
+
 def test_chunk_gate_starts_at_one_and_scales_each_chunks_b_by_one_number_per_layer(base_cfg, base_params, tokenizer):
   """chunk_gate: at init the adapters are exactly those without it (so a trained hypernetwork can
   take one on); a gate reading the code scales every (chunk, layer) B block by its own factor in
@@ -257,7 +286,7 @@ def test_chunk_gate_cut_drops_the_chunks_a_gate_attenuates_and_still_trains_thei
     cfg.replace(chunk_gate=False, chunk_gate_cut=True)
 
 
-@pytest.mark.parametrize("factors,gate", [("ab", False), ("b", False), ("b", True)])
+@pytest.mark.parametrize("factors,gate", [("ab", False), ("b", False), ("b", True), ("b+a", True)])
 def test_generator_jits_and_its_gradients_are_finite_and_non_zero(base_cfg, base_params, factors, gate):
   # early_exit differs only in its inputs; its jitted path runs in the tests above
   cfg = _tiny(base_cfg).replace(generated_factors=factors, chunk_gate=gate)

@@ -1,0 +1,52 @@
+#!/bin/bash
+# QA, a copying drill after the curriculum: can the adapter learn to copy a made-up word whatever
+# letters it starts with? From the curriculum's pick (experiments/qa/curriculum.sh's
+# s4_after_two_facts; FROM overrides), through single_fact.gin's shapes and learning rate:
+#   c1   300 steps on one-sentence documents that each state a code word (experiments.qa.code_words),
+#   c2a  300 more from c1 with generated_factors 'b+a' (each chunk's A corrected from its code),
+#   c2b  300 more from c1 as it is (the control for c2a: the same batches),
+#   m1   400 from c1 on half code words, half six-fact fictional records (two chunks a document).
+# Scored: code words of another seed (experiments.qa.copy_eval, token by token), held-out one-fact
+# documents for c1 (names' first letters, against the curriculum's s3), and m1 on six-fact
+# validation documents and then the held-out split. About 70 minutes on 2 CPU cores.
+# Results: experiments/results/qa_copy_*.{json,md,png}.
+#   bash experiments/qa/copy_drill.sh [ROOT]   (a workdir per stage under ROOT; default /tmp/qa_copy)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=${1:-/tmp/qa_copy}
+from=${FROM:-/tmp/qa_curriculum/s4_after_two_facts/hypernetwork}
+python=${PYTHON:-.venv/bin/python}
+mkdir -p "$root"
+
+stage() {  # stage NAME STEPS FROM JSONL [gin bindings...]
+  local name=$1 steps=$2 start=$3 data=$4
+  shift 4
+  local args=(--gin_param "lora_hyper.train.workdir = '$root/$name'"
+              --gin_param "lora_hyper.train.init_from = '$start'" --gin_param "lora_hyper.train.steps = $steps"
+              --gin_param "lora_hyper.OptimizerConfig.total_steps = $steps"
+              --gin_param "lora_hyper.train.data = @lora_hyper.JsonlQA()"
+              --gin_param "lora_hyper.JsonlQA.path = '$data'")
+  for binding in "$@"; do args+=(--gin_param "$binding"); done
+  "$python" -m lora_hyper.cli train --gin_file experiments/qa/single_fact.gin "${args[@]}" \
+    --out "$root/$name/hypernetwork" --save-dtype bfloat16
+}
+
+"$python" -m experiments.qa.code_words --out "$root/code_words.jsonl" --records 20000 --seed 0
+"$python" -m experiments.qa.code_words --out "$root/mixed.jsonl" --records 20000 --seed 0 --with-fictional-docs 3334
+overrides="{'context_encoder': 'early_exit', 'chunk_len': 128, 'max_chunks': 64, 'zero_b_init': 'head', 'chunk_gate': True"
+b_plus_a="lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b+a'}"   # from_niah.gin's but 'b+a'
+stage c1 300 "$from" "$root/code_words.jsonl"
+stage c2a 300 "$root/c1/hypernetwork" "$root/code_words.jsonl" "$b_plus_a"
+stage c2b 300 "$root/c1/hypernetwork" "$root/code_words.jsonl"
+stage m1 400 "$root/c1/hypernetwork" "$root/mixed.jsonl" "lora_hyper.DocExampleShapes.num_chunks = 2"
+
+"$python" -m experiments.qa.copy_eval --name qa_copy_code_words \
+  --hypernetwork "before the drill=$from" --hypernetwork "c1: drill, 300 steps=$root/c1/hypernetwork" \
+  --hypernetwork "c2a: 300 more, A corrected (b+a)=$root/c2a/hypernetwork" \
+  --hypernetwork "c2b: 300 more, as c1=$root/c2b/hypernetwork" \
+  --hypernetwork "m1: 400 mixed with six-fact QA=$root/m1/hypernetwork"
+"$python" -m experiments.qa.by_fact --hypernetwork "$root/c1/hypernetwork" --docs 48 --facts-per-doc 1 \
+  --name qa_copy_c1_by_fact_1fact
+"$python" -m experiments.qa.by_fact --hypernetwork "$root/m1/hypernetwork" --split train --first-doc 20000 \
+  --docs 10 --name qa_copy_m1_validation_6fact --training-log "$root/c1/logs/metrics.jsonl" "$root/m1/logs/metrics.jsonl"
+"$python" -m experiments.qa.by_fact --hypernetwork "$root/m1/hypernetwork" --name qa_copy_m1_by_fact
