@@ -43,6 +43,9 @@ def test_code_words_are_stated_in_their_document_and_start_with_many_letters():
   # Unlike training names (fictional.NAME_INITIALS['train']), code words start with any consonant.
   train_starts = {i[0] for i in fictional.NAME_INITIALS["train"]}
   assert len({r["answer"][0].lower() for r in drawn} - train_starts) >= 8
+  prefixed = code_words.records(300, seed=0, prefix="Ka-")
+  assert [r["answer"] for r in prefixed] == ["Ka-" + r["answer"] for r in drawn]
+  assert all(r["answer"] in r["document"] for r in prefixed)
 
 
 def test_code_words_mixed_with_fictional_records(tmp_path, monkeypatch):
@@ -55,11 +58,13 @@ def test_code_words_mixed_with_fictional_records(tmp_path, monkeypatch):
 
 
 class _PairTokenizer:
-  """Two letters a token: enough to count how many leading tokens two words share."""
+  """Two letters a token, a leading space joined to the first: enough to count how many leading
+  tokens two words share."""
 
   def encode(self, text, add_bos=False):
-    assert not add_bos
-    return [text[i:i + 2] for i in range(0, len(text), 2)]
+    assert not add_bos and text.startswith(" ")  # copy_eval reads words as answers hold them
+    word = text[1:]
+    return [" " + word[:2]] + [word[i:i + 2] for i in range(2, len(word), 2)]
 
 
 def test_counts_the_gold_words_tokens_an_answer_starts_with():

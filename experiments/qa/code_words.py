@@ -3,9 +3,9 @@ asked back, as JSON Lines for `lora_hyper.JsonlQA` (optionally mixed with fictio
 
 Why: every adapter so far writes a made-up name's first syllable from the few starts training
 names have (`fictional.NAME_INITIALS['train']`) and never a whole name; held-out names start with
-other letters and none comes through. Code words start with any letter and are built from a larger
-syllable inventory than names, so an adapter that answers them cannot rely on a closed set of
-starts: it has to carry the document's tokens. They are not entities of the held-out split (its
+other letters and none comes through. Code words start with any consonant and are built from a
+larger syllable inventory than names, so an adapter that answers them cannot rely on a closed set
+of starts: it has to carry the document's tokens. They are not entities of the held-out split (its
 documents and names stay unseen); the code words are drawn from their own random stream.
 
 Run (seconds):
@@ -42,16 +42,18 @@ def code_word(rng: np.random.Generator) -> str:
                  for _ in range(syllables)).capitalize()
 
 
-def record(rng: np.random.Generator) -> dict[str, str]:
+def record(rng: np.random.Generator, prefix: str = "") -> dict[str, str]:
   subject = fictional.person_name(rng, "train")
-  word = code_word(rng)
+  word = prefix + code_word(rng)
   statement, question = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
   return {"document": statement.format(s=subject, w=word), "query": question.format(s=subject), "answer": word}
 
 
-def records(count: int, seed: int) -> list[dict[str, str]]:
+def records(count: int, seed: int, prefix: str = "") -> list[dict[str, str]]:
+  """`prefix` starts every code word ("Ka-": the same first tokens for all), so that the first token
+  the document decides comes after some the adapter need not copy."""
   rng = np.random.default_rng(seed)
-  return [record(rng) for _ in range(count)]
+  return [record(rng, prefix) for _ in range(count)]
 
 
 def main() -> None:
@@ -62,10 +64,11 @@ def main() -> None:
   parser.add_argument("--with-fictional-docs", type=int, default=0, metavar="N",
                       help="also every question of fictional training documents 0..N-1 (--facts-per-doc each)")
   parser.add_argument("--facts-per-doc", type=int, default=fictional.FACTS_PER_DOC)
+  parser.add_argument("--prefix", default="", help="the same start for every code word, e.g. 'Ka-'")
   args = parser.parse_args()
   if args.records < 1 or args.with_fictional_docs < 0:
     parser.error("--records must be positive and --with-fictional-docs not negative")
-  kept = records(args.records, args.seed)
+  kept = records(args.records, args.seed, args.prefix)
   if args.with_fictional_docs:
     kept += subset.records(args.with_fictional_docs, args.facts_per_doc, set(subset.by_fact.ANSWER_KINDS))
   files.write_json_lines(args.out, kept)

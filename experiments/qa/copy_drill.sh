@@ -5,10 +5,13 @@
 #   c1   300 steps on one-sentence documents that each state a code word (experiments.qa.code_words),
 #   c2a  300 more from c1 with generated_factors 'b+a' (each chunk's A corrected from its code),
 #   c2b  300 more from c1 as it is (the control for c2a: the same batches),
-#   m1   400 from c1 on half code words, half six-fact fictional records (two chunks a document).
+#   c3a  500 more from c2a, 'b+a', at learning rate 3e-4 and other batches (seed 1),
+#   m1   400 from c1 on half code words, half six-fact fictional records (two chunks a document),
+#   p1   300 from c2b on code words that all start "Ka-": the first token the document decides is
+#        then the third, after two the adapter can write without reading the document.
 # Scored: code words of another seed (experiments.qa.copy_eval, token by token), held-out one-fact
 # documents for c1 (names' first letters, against the curriculum's s3), and m1 on six-fact
-# validation documents and then the held-out split. About 70 minutes on 2 CPU cores.
+# validation documents and then the held-out split. About 1 h 45 min on 2 CPU cores.
 # Results: experiments/results/qa_copy_*.{json,md,png}.
 #   bash experiments/qa/copy_drill.sh [ROOT]   (a workdir per stage under ROOT; default /tmp/qa_copy)
 set -euo pipefail
@@ -33,18 +36,25 @@ stage() {  # stage NAME STEPS FROM JSONL [gin bindings...]
 
 "$python" -m experiments.qa.code_words --out "$root/code_words.jsonl" --records 20000 --seed 0
 "$python" -m experiments.qa.code_words --out "$root/mixed.jsonl" --records 20000 --seed 0 --with-fictional-docs 3334
+"$python" -m experiments.qa.code_words --out "$root/prefixed.jsonl" --records 20000 --seed 0 --prefix Ka-
 overrides="{'context_encoder': 'early_exit', 'chunk_len': 128, 'max_chunks': 64, 'zero_b_init': 'head', 'chunk_gate': True"
 b_plus_a="lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b+a'}"   # from_niah.gin's but 'b+a'
 stage c1 300 "$from" "$root/code_words.jsonl"
 stage c2a 300 "$root/c1/hypernetwork" "$root/code_words.jsonl" "$b_plus_a"
 stage c2b 300 "$root/c1/hypernetwork" "$root/code_words.jsonl"
+stage c3a 500 "$root/c2a/hypernetwork" "$root/code_words.jsonl" "$b_plus_a" \
+  "lora_hyper.OptimizerConfig.learning_rate = 3e-4" "lora_hyper.train.seed = 1"
 stage m1 400 "$root/c1/hypernetwork" "$root/mixed.jsonl" "lora_hyper.DocExampleShapes.num_chunks = 2"
+stage p1 300 "$root/c2b/hypernetwork" "$root/prefixed.jsonl"
 
 "$python" -m experiments.qa.copy_eval --name qa_copy_code_words \
   --hypernetwork "before the drill=$from" --hypernetwork "c1: drill, 300 steps=$root/c1/hypernetwork" \
   --hypernetwork "c2a: 300 more, A corrected (b+a)=$root/c2a/hypernetwork" \
   --hypernetwork "c2b: 300 more, as c1=$root/c2b/hypernetwork" \
+  --hypernetwork "c3a: 500 more b+a, lr 3e-4=$root/c3a/hypernetwork" \
   --hypernetwork "m1: 400 mixed with six-fact QA=$root/m1/hypernetwork"
+"$python" -m experiments.qa.copy_eval --name qa_copy_prefixed_code_words --prefix Ka- \
+  --hypernetwork "c2b=$root/c2b/hypernetwork" --hypernetwork "p1: 300 steps on 'Ka-' words=$root/p1/hypernetwork"
 "$python" -m experiments.qa.by_fact --hypernetwork "$root/c1/hypernetwork" --docs 48 --facts-per-doc 1 \
   --name qa_copy_c1_by_fact_1fact
 "$python" -m experiments.qa.by_fact --hypernetwork "$root/m1/hypernetwork" --split train --first-doc 20000 \

@@ -35,12 +35,12 @@ quadratic (B and A both from the code). On the NIAH needle the published heads l
 digit at a time, the linear ones all four digits together, as free per-digit factors do
 (experiments/README.md). Its cost: the chunks' rank blocks then share one A, so however many
 chunks a document has, its adapter reads the same r directions of its input (its rank stays r).
-`generated_factors="b+a"` lifts that cost: each chunk's A is the shared A plus a generated
-correction, linear in the code and zero at init (a zero A head), so it starts as exactly the "b"
-hypernetwork it continues. A document-dependent A can read *which* token the model has just
-written and B write the one that follows it (an association, as in a copied multi-token name);
-a shared A reads the same r features for every document, which carries a name's first token but
-not how it goes on (experiments/README.md).
+`generated_factors="b+a"` is meant to lift that cost: each chunk's A is the shared A plus a
+generated correction, linear in the code and zero at init (a zero A head), so it starts as exactly
+the "b" hypernetwork it continues. A document-dependent A could read *which* token the model has
+just written and B write the one that follows it (as a copied multi-token name needs), where a
+shared A reads the same r features for every document. On made-up code words 800 steps of it
+did not get the adapter past a word's first token (experiments/README.md).
 
 Optionally each chunk's B is gated (`chunk_gate`, also not published): g = 2 sigmoid(GATE_GAIN *
 (w . code + c)) per (layer, module), exactly 1 at init so a trained hypernetwork keeps its
