@@ -21,31 +21,24 @@ from=${FROM:-/tmp/qa_curriculum/s4_after_two_facts/hypernetwork}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 
-stage() {  # stage NAME STEPS FROM JSONL [gin bindings...]
-  local name=$1 steps=$2 start=$3 data=$4
-  shift 4
-  local args=(--gin_param "lora_hyper.train.workdir = '$root/$name'"
-              --gin_param "lora_hyper.train.init_from = '$start'" --gin_param "lora_hyper.train.steps = $steps"
-              --gin_param "lora_hyper.OptimizerConfig.total_steps = $steps"
-              --gin_param "lora_hyper.train.data = @lora_hyper.JsonlQA()"
-              --gin_param "lora_hyper.JsonlQA.path = '$data'")
-  for binding in "$@"; do args+=(--gin_param "$binding"); done
-  "$python" -m lora_hyper.cli train --gin_file experiments/qa/single_fact.gin "${args[@]}" \
-    --out "$root/$name/hypernetwork" --save-dtype bfloat16
-}
+source experiments/qa/stages.sh   # stage, jsonl
 
 "$python" -m experiments.qa.code_words --out "$root/code_words.jsonl" --records 20000 --seed 0
 "$python" -m experiments.qa.code_words --out "$root/mixed.jsonl" --records 20000 --seed 0 --with-fictional-docs 3334
 "$python" -m experiments.qa.code_words --out "$root/prefixed.jsonl" --records 20000 --seed 0 --prefix Ka-
 overrides="{'context_encoder': 'early_exit', 'chunk_len': 128, 'max_chunks': 64, 'zero_b_init': 'head', 'chunk_gate': True"
 b_plus_a="lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b+a'}"   # from_niah.gin's but 'b+a'
-stage c1 300 "$from" "$root/code_words.jsonl"
-stage c2a 300 "$root/c1/hypernetwork" "$root/code_words.jsonl" "$b_plus_a"
-stage c2b 300 "$root/c1/hypernetwork" "$root/code_words.jsonl"
-stage c3a 500 "$root/c2a/hypernetwork" "$root/code_words.jsonl" "$b_plus_a" \
+mapfile -t words < <(jsonl "$root/code_words.jsonl")
+mapfile -t mixed < <(jsonl "$root/mixed.jsonl")
+mapfile -t prefixed < <(jsonl "$root/prefixed.jsonl")
+gin=experiments/qa/single_fact.gin   # its shapes and learning rate; the data is the bindings'
+stage c1 300 "$from" $gin "${words[@]}"
+stage c2a 300 "$root/c1/hypernetwork" $gin "${words[@]}" "$b_plus_a"
+stage c2b 300 "$root/c1/hypernetwork" $gin "${words[@]}"
+stage c3a 500 "$root/c2a/hypernetwork" $gin "${words[@]}" "$b_plus_a" \
   "lora_hyper.OptimizerConfig.learning_rate = 3e-4" "lora_hyper.train.seed = 1"
-stage m1 400 "$root/c1/hypernetwork" "$root/mixed.jsonl" "lora_hyper.DocExampleShapes.num_chunks = 2"
-stage p1 300 "$root/c2b/hypernetwork" "$root/prefixed.jsonl"
+stage m1 400 "$root/c1/hypernetwork" $gin "${mixed[@]}" "lora_hyper.DocExampleShapes.num_chunks = 2"
+stage p1 300 "$root/c2b/hypernetwork" $gin "${prefixed[@]}"
 
 "$python" -m experiments.qa.copy_eval --name qa_copy_code_words \
   --hypernetwork "before the drill=$from" --hypernetwork "c1: drill, 300 steps=$root/c1/hypernetwork" \

@@ -20,23 +20,13 @@ from=${FROM:-/tmp/qa_niah/hypernetwork}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 
-stage() {  # stage NAME STEPS FROM GIN_FILE [gin bindings...]
-  local name=$1 steps=$2 start=$3 gin_file=$4
-  shift 4
-  local args=(--gin_param "lora_hyper.train.workdir = '$root/$name'"
-              --gin_param "lora_hyper.train.init_from = '$start'" --gin_param "lora_hyper.train.steps = $steps"
-              --gin_param "lora_hyper.OptimizerConfig.total_steps = $steps")
-  for binding in "$@"; do args+=(--gin_param "$binding"); done
-  "$python" -m lora_hyper.cli train --gin_file "$gin_file" "${args[@]}" --out "$root/$name/hypernetwork" \
-    --save-dtype bfloat16
-}
+source experiments/qa/stages.sh   # stage, jsonl
 
 only() {  # only KIND: one-fact training records whose answer is of that kind, as JSON Lines; prints its path
   local file="$root/${1// /_}.jsonl"
   "$python" -m experiments.qa.subset --out "$file" --docs 20000 --facts-per-doc 1 --kinds "$1" >&2
   echo "$file"
 }
-jsonl() { echo "lora_hyper.train.data = @lora_hyper.JsonlQA()"; echo "lora_hyper.JsonlQA.path = '$1'"; }
 
 validate() {  # validate STAGE FACTS_PER_DOC DOCS [by_fact flags...]
   local name=$1 facts=$2 docs=$3

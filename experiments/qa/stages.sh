@@ -1,0 +1,18 @@
+# Shell helpers of the QA stage scripts (curriculum.sh, copy_drill.sh), sourced by them. They read
+# the caller's $root (a workdir per stage under it) and $python.
+
+stage() {  # stage NAME STEPS FROM GIN_FILE [gin bindings...]: train NAME from FROM's hypernetwork
+  local name=$1 steps=$2 start=$3 gin_file=$4
+  shift 4
+  local args=(--gin_param "lora_hyper.train.workdir = '$root/$name'"
+              --gin_param "lora_hyper.train.init_from = '$start'" --gin_param "lora_hyper.train.steps = $steps"
+              --gin_param "lora_hyper.OptimizerConfig.total_steps = $steps")
+  for binding in "$@"; do args+=(--gin_param "$binding"); done
+  "$python" -m lora_hyper.cli train --gin_file "$gin_file" "${args[@]}" --out "$root/$name/hypernetwork" \
+    --save-dtype bfloat16
+}
+
+jsonl() {  # jsonl FILE: the gin bindings that train on a JSON Lines file, one a line
+  echo "lora_hyper.train.data = @lora_hyper.JsonlQA()"
+  echo "lora_hyper.JsonlQA.path = '$1'"
+}
