@@ -9,9 +9,10 @@
 #   m1   400 from c1 on half code words, half six-fact fictional records (two chunks a document),
 #   p1   300 from c2b on code words that all start "Ka-": the first token the document decides is
 #        then the third, after two the adapter can write without reading the document.
-# Scored: code words of another seed (experiments.qa.copy_eval, token by token), held-out one-fact
-# documents for c1 (names' first letters, against the curriculum's s3), and m1 on six-fact
-# validation documents and then the held-out split. About 1 h 45 min on 2 CPU cores.
+# Scored: code words of another seed (experiments.qa.copy_eval, token by token; p1's with the same
+# "Ka-" start), held-out one-fact documents for c1 (names' first letters, against the curriculum's
+# s3), and m1 on six-fact validation documents and then the held-out split. About 1 h 45 min on 2
+# CPU cores.
 # Results: experiments/results/qa_copy_*.{json,md,png}.
 #   bash experiments/qa/copy_drill.sh [ROOT]   (a workdir per stage under ROOT; default /tmp/qa_copy)
 set -euo pipefail
