@@ -98,7 +98,8 @@ def main() -> None:
                                        tokenizer=base.tokenizer)
     answers[label] = run.answer_with(base, records, adapters, list(range(len(records))))
     losses[label] = token_losses(base, hyper.config, records, adapters)
-    losses.setdefault(in_context, token_losses(base, hyper.config, records, in_context=True))
+    if in_context not in losses:  # the document in the prompt: the same for every hypernetwork
+      losses[in_context] = token_losses(base, hyper.config, records, in_context=True)
   scores = {label: {**profile(texts, records, base.tokenizer), "token_nats": losses[label]}
             for label, texts in answers.items()}
   examples = [{"answer": r["answer"], **{label: texts[i] for label, texts in answers.items()}}
