@@ -1,9 +1,14 @@
 """experiments.qa: records of chosen answer kinds (subset) and code words, readable by JsonlQA; by_fact's
-partial credit."""
+partial credit; the linear probe and the per-document fit."""
 
 import sys
 
-from experiments.qa import by_fact, code_words, copy_eval, subset
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.qa import by_fact, code_probe, code_words, copy_eval, free_adapter, subset
+from lora_hyper.adapters import lora
 from lora_hyper.data import fictional, jsonl_source
 
 
@@ -78,3 +83,42 @@ def test_counts_the_gold_words_tokens_an_answer_starts_with():
                                                                 {"answer": "Zumneam"}], tok)
   # Of the words with at least 4 tokens ("Zumneam" has 4, "Chansu" 3) the answers have 1 in 2 right.
   assert profile["first_tokens_right"] == [1.0, 1 / 3, 1 / 3, 1 / 2, 1.0] and profile["contains"] == 1 / 3
+
+
+def test_probe_retrieves_a_token_a_representation_holds_and_not_one_it_lacks():
+  rng = np.random.default_rng(0)
+  embedding = rng.standard_normal((50, 16)).astype(np.float32)
+  gold = rng.integers(0, 50, size=(400, 2))
+  mixing = rng.standard_normal((16, 64))
+  # The representation holds token 0 (a linear image of its embedding) and only noise for token 1.
+  x = embedding[gold[:, 0]] @ mixing + 0.05 * rng.standard_normal((400, 64))
+  held = code_probe.probe(x[:300], gold[:300, 0], x[300:], gold[300:, 0], embedding)
+  lacking = code_probe.probe(x[:300], gold[:300, 1], x[300:], gold[300:, 1], embedding)
+  assert held["test_accuracy"] > 0.95 and held["penalty"] in code_probe.PENALTIES
+  assert lacking["test_accuracy"] < 0.15 and lacking["chance"] == pytest.approx(1 / len(np.unique(gold[300:, 1])))
+  # Dual ridge equals the primal solution (X'X + lambda I)^-1 X'y, scaled as fit_ridge scales it.
+  y = rng.standard_normal((300, 3))
+  coef = code_probe.fit_ridge(x[:300], y, 0.1)
+  scale = np.trace(x[:300] @ x[:300].T) / 300
+  primal = np.linalg.solve(x[:300].T @ x[:300] + 0.1 * scale * np.eye(64), x[:300].T @ y)
+  np.testing.assert_allclose(x[300:] @ x[:300].T @ coef, x[300:] @ primal, rtol=1e-3, atol=1e-3)
+
+
+def test_word_span_finds_the_words_tokens_after_bos():
+  assert code_probe.word_span([7, 8, 9, 10, 11], [9, 10]) == (3, 5)
+  with pytest.raises(ValueError, match="not in the document"):
+    code_probe.word_span([7, 8, 9], [9, 10])
+
+
+def test_free_fit_splits_a_one_chunk_adapter_into_its_blocks_and_joins_them_back():
+  rng = np.random.default_rng(1)
+  weights = {"down": {"a": jnp.asarray(rng.standard_normal((3, 2, 8, 5)), jnp.float32),
+                      "b": jnp.asarray(rng.standard_normal((3, 2, 8, 4)), jnp.float32)}}
+  adapter = lora.LoraAdapter(weights, 2.0)
+  chunk, bias = free_adapter.split_blocks(adapter, 4)
+  assert chunk["down"]["b"].shape == (3, 2, 4, 4) and bias["down"]["a"].shape == (3, 2, 4, 5)
+  rejoined = free_adapter.joined(chunk, bias, adapter.scaling)
+  np.testing.assert_array_equal(np.asarray(rejoined.weights["down"]["b"]), np.asarray(weights["down"]["b"]))
+  doubled = {"down": {**chunk["down"], "b": 2 * chunk["down"]["b"]}}
+  assert free_adapter.relative_change(doubled, chunk, "b") == pytest.approx(1.0)
+  assert free_adapter.relative_change(doubled, chunk, "a") == 0.0

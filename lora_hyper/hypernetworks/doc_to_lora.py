@@ -55,6 +55,12 @@ chunks; `chunk_gate_cut` drops a chunk whose gate is below 1 from that layer's a
 training the soft gate's gradient passes straight through), so a dropped chunk counts for nothing
 however many there are.
 
+Optionally each token's features also carry the next few tokens' (`lookahead`, not published): a
+linear map per offset, zero at init so that it continues a hypernetwork without it exactly. On made-up
+code words a linear probe finds a word's first token in the Perceiver's latents and not the second
+(experiments/README.md): the latents attend to where a word starts. With lookahead that position
+holds the tokens after it as well.
+
 Each chunk is encoded independently: BOS prepended, positions from 0, right padding masked
 both in the base model and in the Perceiver's cross-attention, so padding changes nothing.
 """
@@ -123,6 +129,10 @@ class DocToLoraConfig:
   # attenuates) is dropped from that layer's adapter, gate 0; training passes the soft gate's
   # gradient straight through. Then no number of dropped chunks adds up against the kept ones.
   chunk_gate_cut: bool = False
+  # Not published. n > 0: each token's features plus a learned linear map (zero at init) of each of
+  # the next n tokens' features, before the Perceiver (module docstring): a latent that attends to
+  # a word's first token then reads the tokens after it too.
+  lookahead: int = 0
   pre_head_blocks: int = 1  # per-layer residual MLP blocks before the heads
   pre_head_mlp_dim: int = 2048
   chunk_len: int = 8192  # tokens per chunk, BOS included
@@ -141,6 +151,8 @@ class DocToLoraConfig:
       raise ValueError(f"generated_factors must be one of {GENERATED_FACTORS}, got {self.generated_factors!r}")
     if self.chunk_gate_cut and not self.chunk_gate:
       raise ValueError("chunk_gate_cut=True needs chunk_gate=True")
+    if self.lookahead < 0:
+      raise ValueError(f"lookahead must be >= 0 (tokens ahead each token reads), got {self.lookahead}")
     if self.chunk_len < 2 or self.max_chunks < 1 or self.rank < 1:
       raise ValueError(f"need chunk_len >= 2, max_chunks >= 1, rank >= 1; got {self.chunk_len}, "
                        f"{self.max_chunks}, {self.rank}")
@@ -205,6 +217,25 @@ def d2l_tiny(base: GemmaConfig, **overrides: Any) -> DocToLoraConfig:
 
 
 # ----------------------------------------------------------------------------- modules
+
+
+class Lookahead(nn.Module):
+  """features x_t + sum_{j=1..span} W_j x_{t+j} [B, T, D]; W_j zero at init, and tokens past the
+  chunk's end (mask False) read as zero, so padding changes nothing."""
+
+  span: int
+
+  @nn.compact
+  def __call__(self, features: Array, mask: Array) -> Array:
+    d = features.shape[-1]
+    kernel = _layers.param(self, "kernel", nn.initializers.zeros_init(), (self.span, d, d),
+                           ("token_offset", "hyper_in_ahead", "hyper_in"))
+    source = features * mask[..., None].astype(features.dtype)
+    out = features
+    for j in range(1, self.span + 1):
+      ahead = jnp.pad(source, ((0, 0), (0, j), (0, 0)))[:, j:]  # token t + j at t, zeros past the end
+      out = out + jnp.tensordot(ahead, kernel[j - 1].astype(features.dtype), axes=1)
+    return out
 
 
 class PerLayerResidualMLP(nn.Module):
@@ -294,6 +325,7 @@ class DocToLora(nn.Module):
     cfg = self.config
     layers = cfg.base.num_layers
     self.perceiver = Perceiver(cfg.perceiver, cfg.num_output_latents)
+    self.lookahead = Lookahead(cfg.lookahead) if cfg.lookahead else None
     self.pre_head = [PerLayerResidualMLP(layers, cfg.pre_head_mlp_dim) for _ in range(cfg.pre_head_blocks)]
     self.heads = {m: TargetHead(layers, cfg.rank, *cfg.base.module_shape(m), latent_dim=cfg.perceiver.latent_dim,
                                 zero_b_init=cfg.zero_b_init, factors=cfg.generated_factors,
@@ -308,6 +340,8 @@ class DocToLora(nn.Module):
 
   def encode(self, features: Array, mask: Array) -> Array:
     """features [B, T, D], mask [B, T] -> latents [B, num_output_latents, latent_dim]."""
+    if self.lookahead is not None:
+      features = self.lookahead(features, mask)
     return self.perceiver(features, mask)
 
   def codes(self, latents: Array) -> Array:

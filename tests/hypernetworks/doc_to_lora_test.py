@@ -27,12 +27,12 @@ def _chunk_arrays(chunks):
 
 def _trained_like(params):
   """Params as after some training: B scalers on, a non-zero bias B (and A head, which 'b+a'
-  starts at zero), so every param matters."""
+  starts at zero, and lookahead kernel), so every param matters."""
   def edit(path, w):
     name = jax.tree_util.keystr(path)
     if "scale_b" in name:
       return jnp.ones_like(w)
-    if "bias_b" in name or ("head_a" in name and not np.any(w)):
+    if "bias_b" in name or (("head_a" in name or "lookahead" in name) and not np.any(w)):
       return 0.1 * np.random.default_rng(7).standard_normal(w.shape, np.float32)
     return w
   return jax.tree_util.tree_map_with_path(edit, params)
@@ -60,7 +60,7 @@ def test_small_config_for_270m_is_about_a_tenth_of_the_base():
 def test_every_param_has_logical_axes(base_cfg, encoder, check_logical_axes):
   cfg = _tiny(base_cfg, encoder)
   check_logical_axes(doc_to_lora.param_shapes(cfg), doc_to_lora.param_specs(cfg))
-  cfg = cfg.replace(generated_factors="b", chunk_gate=True, chunk_gate_cut=True)
+  cfg = cfg.replace(generated_factors="b", chunk_gate=True, chunk_gate_cut=True, lookahead=2)
   check_logical_axes(doc_to_lora.param_shapes(cfg), doc_to_lora.param_specs(cfg))
 
 
@@ -203,6 +203,44 @@ def test_b_plus_a_starts_as_the_b_hypernetwork_then_corrects_each_chunks_a(base_
   chex_tree_close(corrected["b"], weights(params, only_b)["b"], atol=0)
 
 
+def test_lookahead_starts_as_the_hypernetwork_without_it_and_adds_the_next_tokens_features(base_cfg, base_params,
+                                                                                          tokenizer):
+  """lookahead continues a hypernetwork without it exactly (zero kernels); then each token's
+  features are its own plus a linear map of each of the next ones (an explicit loop), padding
+  reading as zero."""
+  plain = _tiny(base_cfg, "early_exit")
+  ahead = plain.replace(lookahead=2)
+  params = _trained_like(doc_to_lora.init(plain, jax.random.key(1)))
+  added = doc_to_lora.init(ahead, jax.random.key(1))
+  assert set(added) - set(params) == {"lookahead"}
+  docs = ["A first document, long enough for chunks.", "Two."]
+  weights = lambda p, c: doc_to_lora.internalize(p, base_params, docs, config=c, tokenizer=tokenizer).weights
+  chex_tree_close(weights({**params, "lookahead": added["lookahead"]}, ahead), weights(params, plain), atol=0)
+
+  d = base_cfg.embed_dim
+  kernel = jax.random.normal(jax.random.key(2), (2, d, d))
+  features = jax.random.normal(jax.random.key(3), (2, 5, d))
+  mask = jnp.asarray([[True] * 4 + [False], [True] * 2 + [False] * 3])
+  got = doc_to_lora.Lookahead(2).apply({"params": {"kernel": kernel}}, features, mask)
+  f, k, m = np.asarray(features), np.asarray(kernel), np.asarray(mask)
+  expected = f.copy()
+  for b in range(2):
+    for t in range(5):
+      for j in (1, 2):
+        if t + j < 5 and m[b, t + j]:
+          expected[b, t] += f[b, t + j] @ k[j - 1]
+  np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-4)
+
+  trained = {**params, "lookahead": {"kernel": 0.1 * kernel}}
+  chunk = [base_cfg.bos_id, 5, 6, 7]
+  tokens, padded = (jnp.asarray([[c]], jnp.int32) for c in (chunk, chunk + [base_cfg.pad_id] * 4))
+  adapter = lambda t: doc_to_lora.adapter_from_chunks(trained, base_params, t, t > 0, config=ahead).weights
+  chex_tree_close(adapter(padded), adapter(tokens), atol=1e-5)
+  assert not np.allclose(weights(trained, ahead)["down"]["b"], weights(params, plain)["down"]["b"])
+  with pytest.raises(ValueError, match="lookahead"):
+    plain.replace(lookahead=-1)
+
+
 def test_chunk_gate_starts_at_one_and_scales_each_chunks_b_by_one_number_per_layer(base_cfg, base_params, tokenizer):
   """chunk_gate: at init the adapters are exactly those without it (so a trained hypernetwork can
   take one on); a gate reading the code scales every (chunk, layer) B block by its own factor in
@@ -286,10 +324,11 @@ def test_chunk_gate_cut_drops_the_chunks_a_gate_attenuates_and_still_trains_thei
     cfg.replace(chunk_gate=False, chunk_gate_cut=True)
 
 
-@pytest.mark.parametrize("factors,gate", [("ab", False), ("b", False), ("b", True), ("b+a", True)])
-def test_generator_jits_and_its_gradients_are_finite_and_non_zero(base_cfg, base_params, factors, gate):
+@pytest.mark.parametrize("factors,gate,lookahead", [("ab", False, 0), ("b", False, 0), ("b", True, 0),
+                                                    ("b+a", True, 2)])
+def test_generator_jits_and_its_gradients_are_finite_and_non_zero(base_cfg, base_params, factors, gate, lookahead):
   # early_exit differs only in its inputs; its jitted path runs in the tests above
-  cfg = _tiny(base_cfg).replace(generated_factors=factors, chunk_gate=gate)
+  cfg = _tiny(base_cfg).replace(generated_factors=factors, chunk_gate=gate, lookahead=lookahead)
   tokens, mask = _chunk_arrays(doc_to_lora.chunk_documents([list(range(3, 15)), [9, 8, 7]], config=cfg))
   params = doc_to_lora.init(cfg, jax.random.key(1))
 
