@@ -51,6 +51,24 @@ def write_markdown(name: str, title: str, body: str) -> Path:
   return path
 
 
+def pyplot():
+  """matplotlib.pyplot on the Agg backend: experiments run headless and only write files."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  return plt
+
+
+def save_figure(fig, name: str) -> Path:
+  """Lays out and writes `fig` as results/{name}.png."""
+  fig.tight_layout()
+  path = RESULTS / f"{name}.png"
+  fig.savefig(path, dpi=120)
+  return path
+
+
 def moving_mean(values: Sequence[float], window: int) -> list[float]:
   """The mean of each value and the up to `window` - 1 before it."""
   return [statistics.fmean(values[max(0, i - window + 1):i + 1]) for i in range(len(values))]
@@ -61,10 +79,7 @@ def training_curve(metrics_jsonl: str | os.PathLike | Sequence[str | os.PathLike
   """A run's logged loss (`WORKDIR/logs/metrics.jsonl`) as results/{name}.json and .png, with a
   moving mean over `window` logged steps. Several files are the stages of one run, in order:
   their steps are laid end to end and each new stage is marked."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = pyplot()
 
   paths = [metrics_jsonl] if isinstance(metrics_jsonl, (str, os.PathLike)) else list(metrics_jsonl)
   steps, loss, smooth, stage_starts = [], [], [], []
@@ -89,8 +104,7 @@ def training_curve(metrics_jsonl: str | os.PathLike | Sequence[str | os.PathLike
   ax.set_xlabel("step" if len(paths) == 1 else "step (stages end to end, dotted: a new stage)")
   ax.set_ylabel("training loss")
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(RESULTS / f"{name}.png", dpi=120)
+  save_figure(fig, name)
   return curve
 
 

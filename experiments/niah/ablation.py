@@ -315,10 +315,7 @@ def write(results: dict, probe: list[dict], args) -> None:
 
 
 def plot(results: dict) -> None:
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = common.pyplot()
 
   fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4))
   colors = plt.get_cmap("tab20")(np.arange(len(results)) % 20)  # more variants than the default 10 colours
@@ -334,8 +331,7 @@ def plot(results: dict) -> None:
   right.axhline(0.1, color="grey", linestyle=":", label="chance")
   right.set(xlabel="step", ylabel="held-out digits right", ylim=(0, 1))
   right.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
-  fig.tight_layout()
-  fig.savefig(common.RESULTS / "niah_ablation.png", dpi=120)
+  common.save_figure(fig, "niah_ablation")
 
 
 if __name__ == "__main__":

@@ -86,10 +86,7 @@ def main() -> None:
 
 
 def plot(rows: list[dict], name: str) -> None:
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = common.pyplot()
 
   fig, ax = plt.subplots(figsize=(6, 3.5))
   x = np.arange(len(rows))
@@ -101,8 +98,7 @@ def plot(rows: list[dict], name: str) -> None:
   ax.set_ylim(0, 1.05)
   ax.set_title("Doc-to-LoRA adapters with and without the filler chunks")
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(common.RESULTS / f"{name}.png", dpi=120)
+  common.save_figure(fig, name)
 
 
 if __name__ == "__main__":

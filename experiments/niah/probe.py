@@ -139,10 +139,7 @@ def main() -> None:
 
 
 def plot(curves: dict[str, list[float]], chance: float) -> None:
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = common.pyplot()
 
   fig, ax = plt.subplots(figsize=(7, 3.5))
   for name, curve in curves.items():
@@ -152,8 +149,7 @@ def plot(curves: dict[str, list[float]], chance: float) -> None:
   ax.set_ylabel("answer loss")
   ax.set_ylim(0, 2.5)
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(common.RESULTS / "niah_probe.png", dpi=120)
+  common.save_figure(fig, "niah_probe")
 
 
 if __name__ == "__main__":

@@ -240,10 +240,7 @@ def main() -> None:
 
 
 def plot(rows: list[dict], methods: list[str], name: str) -> None:
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = common.pyplot()
 
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   lengths = [r["length"] for r in rows]
@@ -257,8 +254,7 @@ def plot(rows: list[dict], methods: list[str], name: str) -> None:
     ax.set_ylim(-0.02, 1.02)
   axes[0].set_title("Needle in a haystack, Gemma 3 270M")
   axes[1].legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(common.RESULTS / f"{name}.png", dpi=120)
+  common.save_figure(fig, name)
 
 
 if __name__ == "__main__":

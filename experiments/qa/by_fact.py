@@ -102,10 +102,7 @@ def main() -> None:
 
 
 def plot(by_kind: dict[str, dict], name: str, split: str) -> None:
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = common.pyplot()
 
   kinds = [k for k in ANSWER_KINDS if k in by_kind]
   fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -118,8 +115,7 @@ def plot(by_kind: dict[str, dict], name: str, split: str) -> None:
   ax.set_ylim(0, 1)
   ax.legend(fontsize=8)
   ax.set_title(f"Fictional documents ('{split}' split): what the adapter carries")
-  fig.tight_layout()
-  fig.savefig(common.RESULTS / f"{name}.png", dpi=120)
+  common.save_figure(fig, name)
 
 
 if __name__ == "__main__":

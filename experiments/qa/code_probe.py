@@ -200,10 +200,7 @@ def main() -> None:
 
 
 def plot(results: dict[str, list[dict]], tokens: int, name: str) -> None:
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = common.pyplot()
 
   fig, ax = plt.subplots(figsize=(7, 3.8))
   width = 0.8 / len(results)
@@ -216,8 +213,7 @@ def plot(results: dict[str, list[dict]], tokens: int, name: str) -> None:
   ax.set_ylim(0, 1)
   ax.legend(fontsize=7)
   ax.set_title("Linear probe of the document's representation")
-  fig.tight_layout()
-  fig.savefig(common.RESULTS / f"{name}.png", dpi=120)
+  common.save_figure(fig, name)
 
 
 if __name__ == "__main__":

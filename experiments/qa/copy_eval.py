@@ -128,10 +128,7 @@ def main() -> None:
 
 
 def plot(scores: dict[str, dict], name: str) -> None:
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = common.pyplot()
 
   fig, ax = plt.subplots(figsize=(6.5, 3.8))
   positions = range(1, MAX_TOKENS + 1)
@@ -144,8 +141,7 @@ def plot(scores: dict[str, dict], name: str) -> None:
   ax.set_ylim(0, 1.02)
   ax.legend(fontsize=8)
   ax.set_title("Made-up code words: how many tokens the adapter copies")
-  fig.tight_layout()
-  fig.savefig(common.RESULTS / f"{name}.png", dpi=120)
+  common.save_figure(fig, name)
 
 
 if __name__ == "__main__":

@@ -157,10 +157,7 @@ def main() -> None:
 
 
 def plot(curves: dict[str, list[float]], name: str) -> None:
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = common.pyplot()
 
   fig, ax = plt.subplots(figsize=(6, 3.6))
   for label, losses in curves.items():
@@ -170,8 +167,7 @@ def plot(curves: dict[str, list[float]], name: str) -> None:
   ax.set_yscale("log")
   ax.legend()
   ax.set_title("Fitting each document's chunk block alone")
-  fig.tight_layout()
-  fig.savefig(common.RESULTS / f"{name}.png", dpi=120)
+  common.save_figure(fig, name)
 
 
 if __name__ == "__main__":

@@ -295,10 +295,7 @@ def write_markdown(result: dict, name: str) -> None:
 
 
 def plot(result: dict, name: str) -> None:
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = common.pyplot()
 
   table = result["scores"]
   fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
@@ -316,8 +313,7 @@ def plot(result: dict, name: str) -> None:
   right.set_ylabel("relative ROUGE-L")
   right.legend(fontsize=8)
   fig.suptitle("Internalization QA, Gemma 3 270M, held-out fictional documents")
-  fig.tight_layout()
-  fig.savefig(common.RESULTS / f"{name}.png", dpi=120)
+  common.save_figure(fig, name)
 
 
 if __name__ == "__main__":

@@ -89,10 +89,7 @@ def main(argv=None) -> None:
 
 
 def _plot(results: dict) -> None:
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = common.pyplot()
 
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
   for ax, key, title in ((axes[0], "oracles", "per-task LoRAs (all tasks each step)"),
@@ -101,8 +98,7 @@ def _plot(results: dict) -> None:
     ax.set_title(title)
     ax.set_xlabel("step")
     ax.set_ylabel("answer cross-entropy")
-  fig.tight_layout()
-  fig.savefig(common.RESULTS / "t2l_oracles.png", dpi=120)
+  common.save_figure(fig, "t2l_oracles")
 
 
 if __name__ == "__main__":

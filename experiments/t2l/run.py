@@ -455,10 +455,7 @@ def _scaling_curves(zero: dict, metric: str = "exact_match_line_end") -> dict[st
 
 
 def _plot(result: dict) -> None:
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = common.pyplot()
 
   zero = result["zero_shot"]
   curves = _scaling_curves(zero)
@@ -489,8 +486,7 @@ def _plot(result: dict) -> None:
     ax.set_xlabel("training tasks")
     ax.set_ylabel("exact match")
     ax.set_title("scaling")
-  fig.tight_layout()
-  fig.savefig(common.RESULTS / "t2l.png", dpi=120)
+  common.save_figure(fig, "t2l")
 
 
 if __name__ == "__main__":
