@@ -9,6 +9,8 @@ distinct j-th tokens of those words (top-1 by cosine) as often as the representa
 
 Representations of each hypernetwork, from the document's end to the adapter's:
   encoder latents: the Perceiver encoder's latents (8 of them), all the decoder reads,
+  decoder output: the Perceiver's output, one latent per (layer, module, rank row), flattened,
+  pre-head MLP output: those after the per-layer residual MLPs (the code before centring),
   code: the heads' inputs (every layer's and rank row's centred, L2-normalised code, flattened),
   B:    the chunk's generated B (every layer's rank block, gate included), what the adapter writes
         (linear in the code, so the probe's reach on the code is the adapter's).
@@ -44,6 +46,8 @@ from lora_hyper.model import base_model, transformer
 
 PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 BATCH = 64
+# From the document's end to the adapter's (jax returns dicts with sorted keys; tables keep this order).
+HYPERNETWORK_VIEWS = ("encoder latents", "decoder output", "pre-head MLP output", "code", "B")
 
 
 def fit_ridge(x: np.ndarray, y: np.ndarray, penalty: float) -> np.ndarray:
@@ -95,14 +99,15 @@ def _documents(base, records: list[dict], config) -> tuple[list[list[int]], doc_
 
 
 def hypernetwork_views(hyper, base, records: list[dict]) -> dict[str, np.ndarray]:
-  """{'encoder latents', 'code', 'B'}: one row per record (each document one chunk), in batches."""
+  """{'encoder latents', 'decoder output', 'pre-head MLP output', 'code', 'B'}: one row per record
+  (each document one chunk), in batches."""
   config = hyper.config
   apply = functools.partial(doc_to_lora.DocToLora(config).apply, {"params": hyper.params})
 
   @jax.jit
   def batch_views(tokens, mask):
     features = doc_to_lora.encode_context(base.params, tokens, mask, config=config)
-    _, captured = apply(features[-1], mask, method=doc_to_lora.DocToLora.encode,
+    decoded, captured = apply(features[-1], mask, method=doc_to_lora.DocToLora.encode,
                         capture_intermediates=lambda module, _: module.name == "encoder", mutable=["intermediates"])
     latents = captured["intermediates"]["perceiver"]["encoder"]["__call__"][0]
     codes = doc_to_lora.chunk_codes(hyper.params, features, mask, config=config)
@@ -110,14 +115,15 @@ def hypernetwork_views(hyper, base, records: list[dict]) -> dict[str, np.ndarray
     adapter = doc_to_lora.adapter_from_chunks(hyper.params, base.params, tokens[:, None], mask[:, None],
                                               config=config)
     chunk_b = jnp.concatenate([w["b"][:, :, :config.rank] for w in adapter.weights.values()], axis=-1)
-    return {"encoder latents": latents, "code": heads, "B": chunk_b}
+    return {"encoder latents": latents, "decoder output": decoded, "pre-head MLP output": codes, "code": heads,
+            "B": chunk_b}
 
   rows = []
   for start in range(0, len(records), BATCH):
     _, chunks = _documents(base, records[start:start + BATCH], config)
     views = jax.device_get(batch_views(jnp.asarray(chunks.tokens[:, 0]), jnp.asarray(chunks.mask[:, 0])))
     rows.append({name: v.reshape(len(v), -1) for name, v in views.items()})
-  return {name: np.concatenate([r[name] for r in rows]).astype(np.float32) for name in rows[0]}
+  return {name: np.concatenate([r[name] for r in rows]).astype(np.float32) for name in HYPERNETWORK_VIEWS}
 
 
 def base_views(base, records: list[dict], config, layers: Sequence[int]) -> dict[str, np.ndarray]:

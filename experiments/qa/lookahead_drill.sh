@@ -24,11 +24,17 @@ stage c2l 300 "$root/c1/hypernetwork" experiments/qa/single_fact.gin "${words[@]
 stage c3l 300 "$root/c2l/hypernetwork" experiments/qa/single_fact.gin "${words[@]}" \
   "lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b', 'lookahead': 2}" \
   "lora_hyper.OptimizerConfig.learning_rate = 3e-4" "lora_hyper.train.seed = 1"
+stage c4l 900 "$root/c3l/hypernetwork" experiments/qa/single_fact.gin "${words[@]}" \
+  "lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b', 'lookahead': 2}" \
+  "lora_hyper.OptimizerConfig.learning_rate = 3e-4" "lora_hyper.train.seed = 2"
 
 "$python" -m experiments.qa.copy_eval --name qa_copy_lookahead \
   --hypernetwork "c2b: 300 more, as c1=$root/c2b/hypernetwork" \
+  --hypernetwork "c3a: 500 more from c2a (b+a), lr 3e-4=$root/c3a/hypernetwork" \
   --hypernetwork "c2l: 300 more, lookahead 2=$root/c2l/hypernetwork" \
-  --hypernetwork "c3l: 300 more from c2l, lr 3e-4=$root/c3l/hypernetwork"
+  --hypernetwork "c3l: 300 more from c2l, lr 3e-4=$root/c3l/hypernetwork" \
+  --hypernetwork "c4l: 900 more from c3l, lr 3e-4=$root/c4l/hypernetwork"
 "$python" -m experiments.qa.code_probe --name qa_copy_lookahead_probe \
-  --hypernetwork "c2b=$root/c2b/hypernetwork" --hypernetwork "c2l=$root/c2l/hypernetwork" \
-  --hypernetwork "c3l=$root/c3l/hypernetwork"
+  --hypernetwork "c2b=$root/c2b/hypernetwork" --hypernetwork "c3a=$root/c3a/hypernetwork" \
+  --hypernetwork "c2l=$root/c2l/hypernetwork" \
+  --hypernetwork "c3l=$root/c3l/hypernetwork" --hypernetwork "c4l=$root/c4l/hypernetwork"
