@@ -6,8 +6,9 @@
 #   c2l  300 steps from c1 with lookahead 2 (c2b is the control),
 #   c3l  300 more from c2l at learning rate 3e-4 (as c3a) and other batches (seed 1): at 1e-4 the
 #        lookahead maps stay small (spectral norm about 0.2 against the identity's 1),
-# scored as the drill's runs are (experiments.qa.copy_eval, against c2b) and probed linearly
-# (experiments.qa.code_probe). About an hour on 2 CPU cores after copy_drill.sh.
+#   c4l  900 more from c3l at 3e-4 on other batches again (seed 2),
+# scored as the drill's runs are (experiments.qa.copy_eval, against c2b and c3a) and probed
+# linearly (experiments.qa.code_probe). About 1 h 45 min on 2 CPU cores after copy_drill.sh.
 # Results: experiments/results/qa_copy_lookahead*.{json,md,png}.
 #   bash experiments/qa/lookahead_drill.sh [ROOT]   (copy_drill.sh's ROOT; default /tmp/qa_copy)
 set -euo pipefail

@@ -59,8 +59,10 @@ Optionally each token's features also carry the next few tokens' (`lookahead`, n
 linear map per offset, zero at init so that it continues a hypernetwork without it exactly. On made-up
 code words a linear probe finds a word's first token in the Perceiver's latents and not the second
 (experiments/README.md): the latents attend to where a word starts. With lookahead that position
-holds the tokens after it as well; in 600 steps of the copying drill the second token reached the
-latents (probe 0.10 to 0.23) but hardly the code, and not the answers.
+holds the tokens after it as well: after 1,500 steps of the copying drill the second token reaches
+the code (probe 0.05 to 0.23) and the answers (first two tokens right for 21% of unseen words,
+against 2% for the drill's runs without it, of up to 800 steps), where 600 steps had taken it only
+as far as the latents.
 
 Each chunk is encoded independently: BOS prepended, positions from 0, right padding masked
 both in the base model and in the Perceiver's cross-attention, so padding changes nothing.
