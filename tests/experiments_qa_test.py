@@ -1,13 +1,14 @@
 """experiments.qa: records of chosen answer kinds (subset) and code words, readable by JsonlQA; by_fact's
-partial credit; the linear probe and the per-document fit."""
+partial credit; the linear probe, the per-document fit and runs' logs side by side."""
 
+import json
 import sys
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.qa import by_fact, code_probe, code_words, copy_eval, free_adapter, subset
+from experiments.qa import by_fact, code_probe, code_words, copy_eval, free_adapter, run_logs, subset
 from lora_hyper.adapters import lora
 from lora_hyper.data import fictional, jsonl_source
 
@@ -122,3 +123,19 @@ def test_free_fit_splits_a_one_chunk_adapter_into_its_blocks_and_joins_them_back
   doubled = {"down": {**chunk["down"], "b": 2 * chunk["down"]["b"]}}
   assert free_adapter.relative_change(doubled, chunk, "b") == pytest.approx(1.0)
   assert free_adapter.relative_change(doubled, chunk, "a") == 0.0
+
+
+def test_run_logs_summarize_loss_per_hundred_steps_and_the_late_gradient_norm(tmp_path):
+  logs = tmp_path / "logs"
+  logs.mkdir()
+  rows = [{"step": s, "loss": 10.0 - s / 100, "grad_norm": 1000.0 if s <= 100 else float(s)}
+          for s in range(10, 310, 10)]
+  rows.insert(3, {"step": 35, "eval_loss": 1.0})  # rows without a training loss are skipped
+  (logs / "metrics.jsonl").write_text("".join(f"{json.dumps(r)}\n" for r in rows))
+  log = run_logs.read_log(str(tmp_path))
+  assert log["step"] == list(range(10, 310, 10))
+  summary = run_logs.summarize(log, [1.5])
+  # Steps 10..100 average 10 - 0.55; steps 110..200 10 - 1.55; steps 210..300 10 - 2.55.
+  assert summary["loss_per_100_steps"] == pytest.approx({0: 9.45, 100: 8.45, 200: 7.45})
+  # The last 200 steps are 110..300, whose norms are their step numbers: median 205.
+  assert summary["grad_norm_median_late"] == 205.0 and summary["lookahead_spectral_norms"] == [1.5]

@@ -108,7 +108,8 @@ def hypernetwork_views(hyper, base, records: list[dict]) -> dict[str, np.ndarray
   def batch_views(tokens, mask):
     features = doc_to_lora.encode_context(base.params, tokens, mask, config=config)
     decoded, captured = apply(features[-1], mask, method=doc_to_lora.DocToLora.encode,
-                        capture_intermediates=lambda module, _: module.name == "encoder", mutable=["intermediates"])
+                              capture_intermediates=lambda module, _: module.name == "encoder",
+                              mutable=["intermediates"])
     latents = captured["intermediates"]["perceiver"]["encoder"]["__call__"][0]
     codes = doc_to_lora.chunk_codes(hyper.params, features, mask, config=config)
     heads = apply(codes, apply(method=doc_to_lora.DocToLora.running_center), method=doc_to_lora.DocToLora.head_inputs)
