@@ -3,6 +3,7 @@ experiments/results/, each stamped with the command that produced it."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -69,6 +70,18 @@ def save_figure(fig, name: str) -> Path:
   return path
 
 
+def labelled(parser: argparse.ArgumentParser, values: Sequence[str], option: str, metavar: str) -> dict[str, str]:
+  """Repeated `option` LABEL=PATH arguments as {label: path}, in order; one without '=' is a usage error."""
+  if any("=" not in v for v in values):
+    parser.error(f"{option} takes {metavar}")
+  return dict(v.split("=", 1) for v in values)
+
+
+def read_metrics(metrics_jsonl: str | os.PathLike) -> list[dict[str, Any]]:
+  """A run's logged rows (`WORKDIR/logs/metrics.jsonl`, one object a `log` call), in order."""
+  return [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line.strip()]
+
+
 def moving_mean(values: Sequence[float], window: int) -> list[float]:
   """The mean of each value and the up to `window` - 1 before it."""
   return [statistics.fmean(values[max(0, i - window + 1):i + 1]) for i in range(len(values))]
@@ -84,7 +97,7 @@ def training_curve(metrics_jsonl: str | os.PathLike | Sequence[str | os.PathLike
   paths = [metrics_jsonl] if isinstance(metrics_jsonl, (str, os.PathLike)) else list(metrics_jsonl)
   steps, loss, smooth, stage_starts = [], [], [], []
   for path in paths:
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    rows = read_metrics(path)
     offset = steps[-1] if steps else 0
     stage_starts.append(offset)
     steps += [offset + r["step"] for r in rows]

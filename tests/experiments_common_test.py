@@ -1,6 +1,10 @@
-"""experiments.common.training_curve: one run's loss, or the stages of one run end to end."""
+"""experiments.common: training_curve (one run's loss, or the stages of one run end to end), labelled
+arguments and logged metrics read back."""
 
+import argparse
 import json
+
+import pytest
 
 from experiments import common
 
@@ -25,3 +29,16 @@ def test_one_run_keeps_its_own_steps(tmp_path, monkeypatch):
   monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
   curve = common.training_curve(_log(tmp_path / "a.jsonl", [2.0, 1.0]), "single")
   assert curve["step"] == [1, 2] and "stage_starts" not in curve and curve["source"].endswith("a.jsonl")
+
+
+def test_labelled_arguments_keep_their_order_and_reject_a_value_without_a_label(capsys):
+  parser = argparse.ArgumentParser()
+  assert list(common.labelled(parser, ["b=/x", "a=/y=z"], "--run", "LABEL=DIR").items()) == [("b", "/x"), ("a", "/y=z")]
+  with pytest.raises(SystemExit):
+    common.labelled(parser, ["b=/x", "/y"], "--run", "LABEL=DIR")
+  assert "--run takes LABEL=DIR" in capsys.readouterr().err
+
+
+def test_read_metrics_skips_blank_lines(tmp_path):
+  (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n\n{"step": 2, "loss": 1.5}\n')
+  assert common.read_metrics(tmp_path / "metrics.jsonl") == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]

@@ -163,9 +163,7 @@ def main() -> None:
                       help="base-model layers whose input to probe at the word (4: what early_exit reads)")
   parser.add_argument("--name", default="qa_copy_code_probe")
   args = parser.parse_args()
-  if any("=" not in h for h in args.hypernetwork):
-    parser.error("--hypernetwork takes LABEL=DIR")
-  runs = dict(h.split("=", 1) for h in args.hypernetwork)
+  runs = common.labelled(parser, args.hypernetwork, "--hypernetwork", metavar="LABEL=DIR")
 
   base = base_model.load_base_model()
   embedding = np.asarray(base.params["embedding"], np.float32)

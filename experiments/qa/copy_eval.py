@@ -81,9 +81,7 @@ def main() -> None:
   parser.add_argument("--prefix", default="", help="the start of every code word, as its training had")
   parser.add_argument("--name", default="qa_copy_code_words")
   args = parser.parse_args()
-  if any("=" not in h for h in args.hypernetwork):
-    parser.error("--hypernetwork takes LABEL=DIR")
-  runs = dict(h.split("=", 1) for h in args.hypernetwork)
+  runs = common.labelled(parser, args.hypernetwork, "--hypernetwork", metavar="LABEL=DIR")
 
   base = base_model.load_base_model()
   records = code_words.records(args.records, args.seed, args.prefix)

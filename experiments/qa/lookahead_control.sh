@@ -17,15 +17,14 @@ steps=${STEPS:-1200}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 
-source experiments/qa/stages.sh   # stage, jsonl
+source experiments/qa/stages.sh   # stage, jsonl, overrides
 
 "$python" -m experiments.qa.code_words --out "$root/code_words.jsonl" --records 20000 --seed 0
-overrides="{'context_encoder': 'early_exit', 'chunk_len': 128, 'max_chunks': 64, 'zero_b_init': 'head', 'chunk_gate': True, 'generated_factors': 'b'"
 mapfile -t words < <(jsonl "$root/code_words.jsonl")
 for run in "k 0" "kl 2"; do
   set -- $run
   stage "$1" "$steps" lora_hyper/pretrained/d2l_gemma3_270m experiments/qa/single_fact.gin "${words[@]}" \
-    "lora_hyper.train.hyper_overrides = $overrides, 'lookahead': $2}" \
+    "lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b', 'lookahead': $2}" \
     "lora_hyper.OptimizerConfig.learning_rate = 3e-4" "lora_hyper.train.seed = 0"
 done
 

@@ -16,9 +16,8 @@ cd "$(dirname "$0")/../.."
 root=${1:-/tmp/qa_copy}
 python=${PYTHON:-.venv/bin/python}
 
-source experiments/qa/stages.sh   # stage, jsonl
+source experiments/qa/stages.sh   # stage, jsonl, overrides
 
-overrides="{'context_encoder': 'early_exit', 'chunk_len': 128, 'max_chunks': 64, 'zero_b_init': 'head', 'chunk_gate': True"
 mapfile -t words < <(jsonl "$root/code_words.jsonl")
 stage c2l 300 "$root/c1/hypernetwork" experiments/qa/single_fact.gin "${words[@]}" \
   "lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b', 'lookahead': 2}"

@@ -15,7 +15,6 @@ Writes experiments/results/NAME.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
@@ -23,15 +22,14 @@ import numpy as np
 
 from experiments import common
 from lora_hyper.hypernetworks import saved
+from lora_hyper.training import metrics
 
 LAST_STEPS = 200  # the gradient norm's median is over the logged steps in the run's last LAST_STEPS
 
 
 def read_log(workdir: str) -> dict[str, list[float]]:
   """The logged steps of a run that have a loss: {'step', 'loss', 'grad_norm'}."""
-  rows = [json.loads(line) for line in (Path(workdir) / "logs" / "metrics.jsonl").read_text().splitlines()
-          if line.strip()]
-  rows = [r for r in rows if "loss" in r]
+  rows = [r for r in common.read_metrics(Path(workdir) / "logs" / metrics.JSONL_NAME) if "loss" in r]
   return {key: [r[key] for r in rows] for key in ("step", "loss", "grad_norm")}
 
 
@@ -60,9 +58,7 @@ def main() -> None:
                       help="a training workdir (its logs/ and hypernetwork/) and its label (repeat)")
   parser.add_argument("--name", required=True)
   args = parser.parse_args()
-  if any("=" not in r for r in args.run):
-    parser.error("--run takes LABEL=WORKDIR")
-  runs = dict(r.split("=", 1) for r in args.run)
+  runs = common.labelled(parser, args.run, "--run", metavar="LABEL=WORKDIR")
 
   logs = {label: read_log(workdir) for label, workdir in runs.items()}
   summaries = {label: summarize(logs[label], lookahead_norms(str(Path(workdir) / "hypernetwork")))

@@ -1,5 +1,9 @@
-# Shell helpers of the QA stage scripts (curriculum.sh, copy_drill.sh), sourced by them. They read
-# the caller's $root (a workdir per stage under it) and $python.
+# Shell helpers of the QA stage scripts (curriculum.sh, copy_drill.sh, lookahead_*.sh), sourced by them.
+# They read the caller's $root (a workdir per stage under it) and $python.
+
+# from_niah.gin's hyper_overrides without its closing brace and generated_factors, for a stage to
+# finish: "lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b'}".
+overrides="{'context_encoder': 'early_exit', 'chunk_len': 128, 'max_chunks': 64, 'zero_b_init': 'head', 'chunk_gate': True"
 
 stage() {  # stage NAME STEPS FROM GIN_FILE [gin bindings...]: train NAME from FROM's hypernetwork
   local name=$1 steps=$2 start=$3 gin_file=$4
