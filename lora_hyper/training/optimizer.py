@@ -1,10 +1,12 @@
-"""AdamW with warm-up, a decay schedule, gradient clipping and gradient accumulation (optax)."""
+"""AdamW with warm-up, a decay schedule, gradient clipping and gradient accumulation (optax), and
+optionally a learning-rate multiplier and warm-up of its own for named modules."""
 
 from __future__ import annotations
 
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from lora_hyper.hypernetworks.doc_to_lora import CENTER_EMA, CENTER_WEIGHT
@@ -28,6 +30,11 @@ class OptimizerConfig:
   grad_clip_norm: float | None = 1.0
   # Micro-batches summed into one update: the effective batch is this many global batches.
   accumulation_steps: int = 1
+  # (module name, learning-rate multiplier, warm-up updates): the params under a module of that name
+  # train at multiplier x the schedule, ramped linearly from 0 over the warm-up. A new part of a
+  # trained network can start slowly this way while the rest trains at full rate, e.g.
+  # (("lookahead", 1.0, 600),) for Doc-to-LoRA's lookahead maps (experiments/README.md).
+  param_groups: tuple[tuple[str, float, int], ...] = ()
 
   def __post_init__(self):
     if self.schedule not in ("cosine", "linear", "constant"):
@@ -36,6 +43,13 @@ class OptimizerConfig:
       raise ValueError(f"need 0 <= warmup_steps ({self.warmup_steps}) <= total_steps ({self.total_steps})")
     if self.accumulation_steps < 1:
       raise ValueError(f"accumulation_steps must be >= 1, got {self.accumulation_steps}")
+    names = [group[0] for group in self.param_groups]
+    for group in self.param_groups:
+      if len(group) != 3 or not isinstance(group[0], str) or group[1] < 0 or group[2] < 0:
+        raise ValueError("each param_groups entry is (module name, multiplier >= 0, warm-up steps >= 0), "
+                         f"got {group!r}")
+    if len(set(names)) != len(names):
+      raise ValueError(f"param_groups names a module twice: {names}")
 
 
 def learning_rate_schedule(cfg: OptimizerConfig) -> optax.Schedule:
@@ -58,13 +72,40 @@ def _decayed(params):
       lambda path, _: not any(getattr(k, "key", None) in _NOT_DECAYED for k in path), params)
 
 
+def _group_labels(groups: tuple[tuple[str, float, int], ...]):
+  """params -> the name of the first group whose module is on each leaf's path, else "rest"."""
+  names = [group[0] for group in groups]
+
+  def labels(params):
+    keys = lambda path: {getattr(k, "key", None) for k in path}
+    tree = jax.tree_util.tree_map_with_path(
+        lambda path, _: next((name for name in names if name in keys(path)), "rest"), params)
+    unused = set(names) - set(jax.tree.leaves(tree))
+    if unused:
+      raise ValueError(f"param_groups names modules no parameter is under: {sorted(unused)}")
+    return tree
+
+  return labels
+
+
+def _group_scales(groups: tuple[tuple[str, float, int], ...]) -> optax.GradientTransformation:
+  """Scales each group's AdamW update (the schedule's lr times it) by multiplier x min(1, step / warm-up)."""
+  def ramp(multiplier, warmup):
+    return lambda step: multiplier * (jnp.minimum(1.0, step / warmup) if warmup else 1.0)
+
+  transforms = {name: optax.scale_by_schedule(ramp(multiplier, warmup)) for name, multiplier, warmup in groups}
+  return optax.multi_transform({"rest": optax.identity(), **transforms}, _group_labels(groups))
+
+
 def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
-  """clip -> AdamW(schedule); wrapped in MultiSteps when accumulating gradients."""
+  """clip -> AdamW(schedule) [-> per-group scale]; wrapped in MultiSteps when accumulating gradients."""
   chain = []
   if cfg.grad_clip_norm is not None:
     chain.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
   chain.append(optax.adamw(learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                            weight_decay=cfg.weight_decay, mask=_decayed))
+  if cfg.param_groups:
+    chain.append(_group_scales(cfg.param_groups))
   tx = optax.chain(*chain)
   if cfg.accumulation_steps > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=cfg.accumulation_steps)

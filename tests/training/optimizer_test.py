@@ -60,3 +60,28 @@ def test_bad_settings_are_named():
     OptimizerConfig(schedule="step")
   with pytest.raises(ValueError, match="warmup_steps"):
     OptimizerConfig(warmup_steps=20, total_steps=10)
+
+
+def test_param_groups_scale_and_warm_up_their_modules_only():
+  """A group's update is multiplier x min(1, step / warm-up) times the rest's, for the same gradient."""
+  params = {"encoder": {"kernel": jnp.ones(2)}, "lookahead": {"kernel": jnp.ones(2)}}
+  cfg = OptimizerConfig(learning_rate=0.1, schedule="constant", weight_decay=0.0, b1=0.0, b2=0.0, eps=0.0,
+                        grad_clip_norm=None, param_groups=(("lookahead", 0.5, 4),))
+  tx = make_optimizer(cfg)
+  state = tx.init(params)
+  grads = jax.tree.map(lambda p: jnp.array([1.0, -2.0]), params)
+  for step, expected_ratio in enumerate([0.0, 0.125, 0.25, 0.375, 0.5, 0.5]):
+    updates, state = tx.update(grads, state, params)
+    np.testing.assert_allclose(updates["encoder"]["kernel"], [-0.1, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(updates["lookahead"]["kernel"], [-0.1 * expected_ratio, 0.1 * expected_ratio],
+                               rtol=1e-6, err_msg=f"step {step}")
+
+
+def test_param_groups_name_their_mistakes():
+  with pytest.raises(ValueError, match="param_groups"):
+    OptimizerConfig(param_groups=(("lookahead", -1.0, 10),))
+  with pytest.raises(ValueError, match="twice"):
+    OptimizerConfig(param_groups=(("lookahead", 1.0, 10), ("lookahead", 0.5, 0)))
+  tx = make_optimizer(OptimizerConfig(param_groups=(("lookahed", 1.0, 10),)))
+  with pytest.raises(ValueError, match="lookahed"):
+    tx.init({"lookahead": {"kernel": jnp.ones(2)}})
