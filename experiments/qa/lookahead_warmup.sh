@@ -5,7 +5,7 @@
 # as kl (start, batches, 1,200 steps at 3e-4) but for the lookahead maps' learning rate, ramped from
 # 0 over the first 600 steps (OptimizerConfig.param_groups); the rest trains as in k and kl. Scored,
 # probed and its log read as the control's runs were, whose result files hold k's and kl's rows
-# (the same validation words and probe sets). About 40 min on 2 CPU cores.
+# (the same validation words and probe sets). About 1 h 50 min on 2 CPU cores (5 s a step here).
 # Results: experiments/results/qa_copy_lookahead_warmup*.{json,md,png}.
 #   bash experiments/qa/lookahead_warmup.sh [ROOT]   (a workdir under ROOT; default /tmp/qa_lookahead)
 set -euo pipefail
