@@ -22,13 +22,12 @@ from=${FROM:-/tmp/qa_curriculum/s4_after_two_facts/hypernetwork}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 
-source experiments/qa/stages.sh   # stage, jsonl, overrides
+source experiments/qa/stages.sh   # stage, jsonl, overrides, code_words
 
-"$python" -m experiments.qa.code_words --out "$root/code_words.jsonl" --records 20000 --seed 0
+code_words
 "$python" -m experiments.qa.code_words --out "$root/mixed.jsonl" --records 20000 --seed 0 --with-fictional-docs 3334
 "$python" -m experiments.qa.code_words --out "$root/prefixed.jsonl" --records 20000 --seed 0 --prefix Ka-
 b_plus_a="lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b+a'}"   # from_niah.gin's but 'b+a'
-mapfile -t words < <(jsonl "$root/code_words.jsonl")
 mapfile -t mixed < <(jsonl "$root/mixed.jsonl")
 mapfile -t prefixed < <(jsonl "$root/prefixed.jsonl")
 gin=experiments/qa/single_fact.gin   # its shapes and learning rate; the data is the bindings'

@@ -17,10 +17,9 @@ steps=${STEPS:-1200}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 
-source experiments/qa/stages.sh   # stage, jsonl, overrides
+source experiments/qa/stages.sh   # stage, jsonl, overrides, code_words
 
-"$python" -m experiments.qa.code_words --out "$root/code_words.jsonl" --records 20000 --seed 0
-mapfile -t words < <(jsonl "$root/code_words.jsonl")
+code_words
 for run in "k 0" "kl 2"; do
   set -- $run
   stage "$1" "$steps" lora_hyper/pretrained/d2l_gemma3_270m experiments/qa/single_fact.gin "${words[@]}" \

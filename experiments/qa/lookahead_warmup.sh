@@ -15,10 +15,9 @@ steps=${STEPS:-1200}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 
-source experiments/qa/stages.sh   # stage, jsonl, overrides
+source experiments/qa/stages.sh   # stage, jsonl, overrides, code_words
 
-"$python" -m experiments.qa.code_words --out "$root/code_words.jsonl" --records 20000 --seed 0
-mapfile -t words < <(jsonl "$root/code_words.jsonl")
+code_words
 stage kw "$steps" lora_hyper/pretrained/d2l_gemma3_270m experiments/qa/single_fact.gin "${words[@]}" \
   "lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b', 'lookahead': 2}" \
   "lora_hyper.OptimizerConfig.learning_rate = 3e-4" "lora_hyper.train.seed = 0" \

@@ -20,3 +20,8 @@ jsonl() {  # jsonl FILE: the gin bindings that train on a JSON Lines file, one a
   echo "lora_hyper.train.data = @lora_hyper.JsonlQA()"
   echo "lora_hyper.JsonlQA.path = '$1'"
 }
+
+code_words() {  # code_words: write $root/code_words.jsonl (20,000 words, seed 0); its bindings in $words
+  "$python" -m experiments.qa.code_words --out "$root/code_words.jsonl" --records 20000 --seed 0
+  mapfile -t words < <(jsonl "$root/code_words.jsonl")
+}

@@ -66,20 +66,26 @@ def learning_rate_schedule(cfg: OptimizerConfig) -> optax.Schedule:
   return optax.join_schedules([warmup, decay], [cfg.warmup_steps])
 
 
+def _path_names(path) -> set[str]:
+  """The module and param names on a leaf's path in a params tree."""
+  return {getattr(k, "key", None) for k in path}
+
+
 def _decayed(params):
   """True for the params weight decay applies to: all but running statistics."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: not any(getattr(k, "key", None) in _NOT_DECAYED for k in path), params)
+  return jax.tree_util.tree_map_with_path(lambda path, _: _path_names(path).isdisjoint(_NOT_DECAYED), params)
 
 
 def _group_labels(groups: tuple[tuple[str, float, int], ...]):
   """params -> the name of the first group whose module is on each leaf's path, else "rest"."""
   names = [group[0] for group in groups]
 
+  def label(path, _):
+    on_path = _path_names(path)
+    return next((name for name in names if name in on_path), "rest")
+
   def labels(params):
-    keys = lambda path: {getattr(k, "key", None) for k in path}
-    tree = jax.tree_util.tree_map_with_path(
-        lambda path, _: next((name for name in names if name in keys(path)), "rest"), params)
+    tree = jax.tree_util.tree_map_with_path(label, params)
     unused = set(names) - set(jax.tree.leaves(tree))
     if unused:
       raise ValueError(f"param_groups names modules no parameter is under: {sorted(unused)}")
