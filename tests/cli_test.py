@@ -18,6 +18,7 @@ from lora_hyper.adapters import io, lora, peft
 from lora_hyper.hypernetworks import saved
 from lora_hyper.model import base_model, config as config_lib
 
+import xla_flags
 from tiny_model import write_all, write_tiny_model
 
 ROOT = Path(__file__).parents[1]
@@ -33,7 +34,8 @@ def env(tmp_path_factory):
   # One compilation cache for every subprocess of this module: later runs skip XLA compiles.
   cache = tmp_path_factory.mktemp("jax_cache")
   return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": str(cache),
-          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "XLA_FLAGS": ""}  # one device, as most users
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+          "XLA_FLAGS": xla_flags.FAST_COMPILE}  # one device, as most users
 
 
 @pytest.fixture

@@ -1,9 +1,12 @@
-"""Shared fixtures. Eight simulated CPU devices let sharding tests build real meshes."""
+"""Shared fixtures. Eight simulated CPU devices let sharding tests build real meshes; XLA skips
+LLVM's kernel optimisation, which costs tests more than it saves (xla_flags.py)."""
 
 import os
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+import xla_flags
+
+os.environ.setdefault("XLA_FLAGS", xla_flags.for_devices(8))
 # Tests rebuild the same tiny programs many times (each resumed run recompiles its step): a
 # session-wide compilation cache makes the repeats cheap. Set in the environment, so the trainer
 # processes that tests start share it.

@@ -6,6 +6,7 @@ from pathlib import Path
 import nbclient
 import nbformat
 
+import xla_flags
 from tiny_model import write_tiny_model
 
 
@@ -15,7 +16,8 @@ NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "lora_hyper_colab.ipynb"
 def test_notebook_runs_headless_on_a_tiny_model(tmp_path, monkeypatch):
   model = write_tiny_model(tmp_path / "model")
   for name, value in {"LORA_HYPER_NOTEBOOK_SKIP_INSTALL": "1", "LORA_HYPER_NOTEBOOK_TINY": "1",
-                      "LORA_HYPER_NOTEBOOK_BASE": str(model), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}.items():
+                      "LORA_HYPER_NOTEBOOK_BASE": str(model), "JAX_PLATFORMS": "cpu",
+                      "XLA_FLAGS": xla_flags.FAST_COMPILE}.items():
     monkeypatch.setenv(name, value)  # the kernel inherits this process's environment
   notebook = nbformat.read(NOTEBOOK, as_version=4)
   nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3",

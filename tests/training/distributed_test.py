@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+import xla_flags
 from lora_hyper.training import distributed
 
 NUM_PROCESSES = 2
@@ -50,7 +51,7 @@ def _worker_env(port: int, process_id: int) -> dict[str, str]:
   env = dict(os.environ)
   env.pop("LORA_HYPER_DISTRIBUTED", None)
   env.update({
-      "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}",
+      "XLA_FLAGS": xla_flags.for_devices(DEVICES_PER_PROCESS),
       "JAX_PLATFORMS": "cpu",
       "LORA_HYPER_COORDINATOR": f"127.0.0.1:{port}",
       "LORA_HYPER_NUM_PROCESSES": str(NUM_PROCESSES),

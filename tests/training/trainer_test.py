@@ -24,6 +24,7 @@ from lora_hyper.model import transformer
 from lora_hyper.training import objectives, step as step_lib, trainer
 from lora_hyper.training.optimizer import OptimizerConfig, learning_rate_schedule, make_optimizer
 
+import xla_flags
 from fakes import qa_records, tiny_base
 
 SHAPES = pipeline.DocExampleShapes(num_chunks=2, student_len=48, teacher_len=72, answer_len=4)
@@ -102,7 +103,7 @@ def test_resume_continues_exactly(tmp_path):
 
 def _run_tiny(workdir, steps, *extra, env=None, wait=True):
   cmd = [sys.executable, str(Path(__file__).parent / "tiny_run.py"), str(workdir), str(steps), *map(str, extra)]
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", **(env or {})}
+  env = {**os.environ, "XLA_FLAGS": xla_flags.for_devices(2), **(env or {})}
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
   if not wait:
     return proc
@@ -141,7 +142,7 @@ def test_two_processes_match_one(tmp_path):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   procs = [_run_tiny(tmp_path / "two", 3, wait=False, env={
-      "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "LORA_HYPER_COORDINATOR": f"127.0.0.1:{port}",
+      "XLA_FLAGS": xla_flags.for_devices(1), "LORA_HYPER_COORDINATOR": f"127.0.0.1:{port}",
       "LORA_HYPER_NUM_PROCESSES": "2", "LORA_HYPER_PROCESS_ID": str(i)}) for i in range(2)]
   outs = []
   for proc in procs:
