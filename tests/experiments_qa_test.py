@@ -1,6 +1,8 @@
-"""experiments.qa: records of chosen answer kinds (subset) and code words, readable by JsonlQA; by_fact's
+"""experiments.qa: records of chosen answer kinds (subset), of mixed facts per document (mixed_facts) and code
+words, readable by JsonlQA; by_fact's
 partial credit; the linear probe, the per-document fit and runs' logs side by side."""
 
+import collections
 import json
 import sys
 
@@ -8,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.qa import by_fact, code_probe, code_words, copy_eval, free_adapter, run_logs, subset
+from experiments.qa import by_fact, code_probe, code_words, copy_eval, free_adapter, mixed_facts, run_logs, subset
 from lora_hyper.adapters import lora
 from lora_hyper.data import fictional, jsonl_source
 
@@ -29,6 +31,19 @@ def test_writes_json_lines_that_train_reads(tmp_path, monkeypatch):
   assert len(source) == len(subset.records(30, 2, {"made-up name", "number"}))
   assert {by_fact.answer_kind(source[i]["answer"]) for i in range(len(source))} == {"made-up name", "number"}
   assert [p.name for p in tmp_path.iterdir()] == ["names.jsonl"]  # no temporary file left beside it
+
+
+def test_mixes_every_count_of_facts_evenly_from_disjoint_documents_below_validation():
+  mixed = mixed_facts.records(12, (1, 3, 6))
+  by_doc = collections.defaultdict(list)
+  for r in mixed:
+    by_doc[r["doc_id"]].append(r)
+  assert len(mixed) == 12 + 12 + 12 and len(by_doc) == 12 + 4 + 2  # each count's records, from distinct documents
+  assert sorted(len(records) for records in by_doc.values()) == [1] * 12 + [3] * 4 + [6] * 2
+  assert [r["doc_id"] for r in mixed] != sorted(r["doc_id"] for r in mixed)  # shuffled
+  assert mixed == mixed_facts.records(12, (1, 3, 6))  # reproducible
+  with pytest.raises(ValueError, match="validation"):
+    mixed_facts.records(mixed_facts.VALIDATION_FIRST_DOC, (1, 2))
 
 
 def test_partial_credit_needs_the_first_three_letters_of_the_first_word():
