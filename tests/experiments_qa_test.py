@@ -1,6 +1,6 @@
-"""experiments.qa: records of chosen answer kinds (subset), of mixed facts per document (mixed_facts) and code
-words, readable by JsonlQA; by_fact's
-partial credit; the linear probe, the per-document fit and runs' logs side by side."""
+"""experiments.qa: records of chosen answer kinds (subset), of mixed facts per document (mixed_facts) and
+code words, readable by JsonlQA; by_fact's partial credit; the linear probe, the per-document fit and
+runs' logs side by side."""
 
 import collections
 import json
