@@ -1,6 +1,6 @@
-"""experiments.qa: records of chosen answer kinds (subset), of mixed facts per document (mixed_facts) and
-code words, readable by JsonlQA; by_fact's partial credit; the linear probe, the per-document fit and
-runs' logs side by side."""
+"""experiments.qa: records of chosen answer kinds (subset), of mixed facts per document, also in one-kind
+batches (mixed_facts), and code words, readable by JsonlQA; by_fact's partial credit; the linear probe,
+the per-document fit, runs' logs side by side and the loss by kind of answer (kind_losses)."""
 
 import collections
 import json
@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.qa import by_fact, code_probe, code_words, copy_eval, free_adapter, mixed_facts, run_logs, subset
+from experiments.qa import (by_fact, code_probe, code_words, copy_eval, free_adapter, kind_losses, mixed_facts, run_logs,
+                            subset)
 from lora_hyper.adapters import lora
 from lora_hyper.data import fictional, jsonl_source
 
@@ -44,6 +45,33 @@ def test_mixes_every_count_of_facts_evenly_from_disjoint_documents_below_validat
   assert mixed == mixed_facts.records(12, (1, 3, 6))  # reproducible
   with pytest.raises(ValueError, match="validation"):
     mixed_facts.records(mixed_facts.VALIDATION_FIRST_DOC, (1, 2))
+
+
+def test_kind_batches_hold_one_kind_each_in_shuffled_order_and_drop_short_ones():
+  mixed = mixed_facts.records(24, (1, 2, 6))
+  arranged = mixed_facts.kind_batches(mixed, 4)
+  kinds = [by_fact.answer_kind(r["answer"]) for r in arranged]
+  blocks = [set(kinds[i:i + 4]) for i in range(0, len(arranged), 4)]
+  assert len(arranged) % 4 == 0 and all(len(b) == 1 for b in blocks)  # one kind a block
+  block_kinds = [b.pop() for b in blocks]
+  assert block_kinds != sorted(block_kinds, key=by_fact.ANSWER_KINDS.index)  # blocks shuffled
+  counts = collections.Counter(by_fact.answer_kind(r["answer"]) for r in mixed)
+  assert collections.Counter(kinds) == {k: n - n % 4 for k, n in counts.items()}  # only short blocks left out
+  assert all(r in mixed for r in arranged) and len({id(r) for r in arranged}) == len(arranged)
+  assert arranged == mixed_facts.kind_batches(mixed, 4)  # reproducible
+
+
+def test_kind_losses_read_each_steps_loss_as_its_batchs_kind_and_wrap_around_the_file():
+  arranged = mixed_facts.kind_batches(mixed_facts.records(24, (1, 6)), 4)
+  kinds = kind_losses.batch_kinds(arranged, 4)
+  assert len(kinds) == len(arranged) // 4
+  rows = [{"step": s, "loss": float(s)} for s in range(1, 2 * len(kinds) + 1)]  # two passes over the file
+  by_kind = kind_losses.losses_by_kind(rows, kinds, window=len(kinds))
+  for kind, (first, second) in by_kind.items():
+    steps = [s for s in range(1, len(kinds) + 1) if kinds[s - 1] == kind]
+    assert first == pytest.approx(np.mean(steps)) and second == pytest.approx(np.mean(steps) + len(kinds))
+  with pytest.raises(ValueError, match="mix kinds"):
+    kind_losses.batch_kinds(mixed_facts.records(24, (1, 6)), 8)
 
 
 def test_partial_credit_needs_the_first_three_letters_of_the_first_word():

@@ -22,7 +22,7 @@ from=${FROM:-/tmp/qa_curriculum/s4_after_two_facts/hypernetwork}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 
-source experiments/qa/stages.sh   # stage, jsonl, overrides, code_words
+source experiments/qa/stages.sh   # stage, jsonl, overrides, code_words, validate
 
 code_words
 "$python" -m experiments.qa.code_words --out "$root/mixed.jsonl" --records 20000 --seed 0 --with-fictional-docs 3334
@@ -49,6 +49,5 @@ stage p1 300 "$root/c2b/hypernetwork" $gin "${prefixed[@]}"
   --hypernetwork "c2b=$root/c2b/hypernetwork" --hypernetwork "p1: 300 steps on 'Ka-' words=$root/p1/hypernetwork"
 "$python" -m experiments.qa.by_fact --hypernetwork "$root/c1/hypernetwork" --docs 48 --facts-per-doc 1 \
   --name qa_copy_c1_by_fact_1fact
-"$python" -m experiments.qa.by_fact --hypernetwork "$root/m1/hypernetwork" --split train --first-doc 20000 \
-  --docs 10 --name qa_copy_m1_validation_6fact --training-log "$root/c1/logs/metrics.jsonl" "$root/m1/logs/metrics.jsonl"
+validate m1 qa_copy_m1 6 10 --training-log "$root/c1/logs/metrics.jsonl" "$root/m1/logs/metrics.jsonl"
 "$python" -m experiments.qa.by_fact --hypernetwork "$root/m1/hypernetwork" --name qa_copy_m1_by_fact

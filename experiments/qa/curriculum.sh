@@ -20,20 +20,7 @@ from=${FROM:-/tmp/qa_niah/hypernetwork}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 
-source experiments/qa/stages.sh   # stage, jsonl
-
-only() {  # only KIND: one-fact training records whose answer is of that kind, as JSON Lines; prints its path
-  local file="$root/${1// /_}.jsonl"
-  "$python" -m experiments.qa.subset --out "$file" --docs 20000 --facts-per-doc 1 --kinds "$1" >&2
-  echo "$file"
-}
-
-validate() {  # validate STAGE FACTS_PER_DOC DOCS [by_fact flags...]
-  local name=$1 facts=$2 docs=$3
-  shift 3
-  "$python" -m experiments.qa.by_fact --hypernetwork "$root/$name/hypernetwork" --split train --first-doc 20000 \
-    --docs "$docs" --facts-per-doc "$facts" --name "qa_curriculum_${name}_validation_${facts}fact" "$@"
-}
+source experiments/qa/stages.sh   # stage, jsonl, validate, only
 
 words_file=$(only 'listed word')   # a command substitution's failure stops the script (set -e)
 names_file=$(only 'made-up name')
@@ -47,10 +34,10 @@ stage s3_two_facts 400 "$root/s3/hypernetwork" experiments/qa/single_fact.gin "l
 stage s4_after_two_facts 400 "$root/s3_two_facts/hypernetwork" experiments/qa/from_niah_fresh_documents.gin
 
 logs() { for s in "$@"; do echo "$root/$s/logs/metrics.jsonl"; done; }
-for s in s1 s2 s3; do validate $s 1 48; done
-for s in s3 s3_two_facts; do validate $s 2 48; done
-validate s4 6 10 --training-log $(logs s1 s2 s3 s4)
-validate s4_after_two_facts 6 10 --training-log $(logs s1 s2 s3 s3_two_facts s4_after_two_facts)
+for s in s1 s2 s3; do validate $s "qa_curriculum_$s" 1 48; done
+for s in s3 s3_two_facts; do validate $s "qa_curriculum_$s" 2 48; done
+validate s4 qa_curriculum_s4 6 10 --training-log $(logs s1 s2 s3 s4)
+validate s4_after_two_facts qa_curriculum_s4_after_two_facts 6 10 --training-log $(logs s1 s2 s3 s3_two_facts s4_after_two_facts)
 # Held out: made-up names whose first letters training never saw (fictional.NAME_INITIALS).
 "$python" -m experiments.qa.by_fact --hypernetwork "$root/s3/hypernetwork" --docs 48 --facts-per-doc 1 \
   --name qa_curriculum_s3_by_fact_1fact

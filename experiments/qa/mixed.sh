@@ -13,7 +13,7 @@ root=${1:-/tmp/qa_mixed}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 
-source experiments/qa/stages.sh   # stage, jsonl
+source experiments/qa/stages.sh   # stage, jsonl, validate
 
 "$python" -m experiments.qa.mixed_facts --out "$root/mixed.jsonl" --records-per-count 4000
 mapfile -t mixed < <(jsonl "$root/mixed.jsonl")
@@ -21,13 +21,7 @@ mapfile -t mixed < <(jsonl "$root/mixed.jsonl")
 stage mx 1200 lora_hyper/pretrained/d2l_gemma3_270m experiments/qa/from_niah.gin "${mixed[@]}" \
   "lora_hyper.DocExampleShapes.num_chunks = 2"
 
-validate() {  # validate FACTS_PER_DOC DOCS [by_fact flags...]
-  local facts=$1 docs=$2
-  shift 2
-  "$python" -m experiments.qa.by_fact --hypernetwork "$root/mx/hypernetwork" --split train --first-doc 20000 \
-    --docs "$docs" --facts-per-doc "$facts" --name "qa_mixed_validation_${facts}fact" "$@"
-}
-validate 6 10 --training-log "$root/mx/logs/metrics.jsonl"
-validate 1 48
-validate 2 48
+validate mx qa_mixed 6 10 --training-log "$root/mx/logs/metrics.jsonl"
+validate mx qa_mixed 1 48
+validate mx qa_mixed 2 48
 "$python" -m experiments.qa.by_fact --hypernetwork "$root/mx/hypernetwork" --name qa_mixed_by_fact

@@ -1,4 +1,5 @@
-# Shell helpers of the QA stage scripts (curriculum.sh, copy_drill.sh, lookahead_*.sh), sourced by them.
+# Shell helpers of the QA stage scripts (curriculum.sh, copy_drill.sh, lookahead_*.sh, mixed.sh,
+# kind_batches.sh), sourced by them.
 # They read the caller's $root (a workdir per stage under it) and $python.
 
 # from_niah.gin's hyper_overrides without its closing brace and generated_factors, for a stage to
@@ -14,6 +15,20 @@ stage() {  # stage NAME STEPS FROM GIN_FILE [gin bindings...]: train NAME from F
   for binding in "$@"; do args+=(--gin_param "$binding"); done
   "$python" -m lora_hyper.cli train --gin_file "$gin_file" "${args[@]}" --out "$root/$name/hypernetwork" \
     --save-dtype bfloat16
+}
+
+validate() {  # validate STAGE PREFIX FACTS_PER_DOC DOCS [by_fact flags...]: score STAGE's hypernetwork on
+  # validation documents (from 20,000 on, beyond every stage's training ones) as PREFIX_validation_Nfact
+  local name=$1 prefix=$2 facts=$3 docs=$4
+  shift 4
+  "$python" -m experiments.qa.by_fact --hypernetwork "$root/$name/hypernetwork" --split train --first-doc 20000 \
+    --docs "$docs" --facts-per-doc "$facts" --name "${prefix}_validation_${facts}fact" "$@"
+}
+
+only() {  # only KIND: one-fact training records whose answer is of that kind, as JSON Lines; prints its path
+  local file="$root/${1// /_}.jsonl"
+  "$python" -m experiments.qa.subset --out "$file" --docs 20000 --facts-per-doc 1 --kinds "$1" >&2
+  echo "$file"
 }
 
 jsonl() {  # jsonl FILE: the gin bindings that train on a JSON Lines file, one a line

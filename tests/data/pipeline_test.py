@@ -67,3 +67,14 @@ def test_randomly_chunked_examples_hold_the_document_and_are_the_same_every_time
       pipeline.doc_example(long_record, tokenizer, hyper, fixed)
   with pytest.raises(ValueError, match="a chunk holds more than chunk_len - 1 = 63 tokens"):
     doc_to_lora.pack_chunks([[list(range(3, 40)), list(range(3, 67))]], config=hyper)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_batches_shuffle_records_or_keep_the_sources_order(shuffle):
+  source = [{"i": np.int32(i)} for i in range(12)]
+  it = iter(pipeline.batches(source, lambda r: r, global_batch_size=4, seed=0, shuffle=shuffle))
+  order = np.concatenate([next(it)["i"] for _ in range(3)])
+  assert sorted(order) == list(range(12))  # one pass reads every record once
+  assert (list(order) == list(range(12))) == (not shuffle)
+  if not shuffle:
+    assert list(next(it)["i"]) == [0, 1, 2, 3]  # and starts over in the same order
