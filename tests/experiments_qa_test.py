@@ -59,6 +59,8 @@ def test_kind_batches_hold_one_kind_each_in_shuffled_order_and_drop_short_ones()
   assert collections.Counter(kinds) == {k: n - n % 4 for k, n in counts.items()}  # only short blocks left out
   assert all(r in mixed for r in arranged) and len({id(r) for r in arranged}) == len(arranged)
   assert arranged == mixed_facts.kind_batches(mixed, 4)  # reproducible
+  with pytest.raises(ValueError, match="at least 1"):
+    mixed_facts.kind_batches(mixed, 0)
 
 
 def test_kind_losses_read_each_steps_loss_as_its_batchs_kind_and_wrap_around_the_file():

@@ -45,6 +45,8 @@ def records(records_per_count: int, counts: tuple[int, ...], seed: int = 0) -> l
 
 def kind_batches(records: list[dict], batch_size: int, seed: int = 0) -> list[dict]:
   """`records` regrouped into blocks of `batch_size` with one kind of answer each, blocks shuffled."""
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be at least 1, got {batch_size}")
   blocks = []
   for kind in by_fact.ANSWER_KINDS:
     same = [r for r in records if by_fact.answer_kind(r["answer"]) == kind]
@@ -62,7 +64,7 @@ def main() -> None:
                       help="blocks of N records of one kind of answer (train them with shuffle off)")
   args = parser.parse_args()
   kept = records(args.records_per_count, tuple(args.facts_per_doc))
-  if args.kind_batches:
+  if args.kind_batches is not None:
     kept = kind_batches(kept, args.kind_batches)
   files.write_json_lines(args.out, kept)
   print(f"{len(kept)} records from documents of {args.facts_per_doc} facts written to {args.out}")
