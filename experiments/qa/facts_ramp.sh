@@ -6,10 +6,12 @@
 #   three_facts, four_facts, five_facts   200 steps each on documents of 3, 4, then 5 facts
 #                                          (single_fact.gin, 20,000 documents, all fit one chunk),
 #   six_after_ramp                         words_path.sh's six-fact stage (400 steps of
-#                                          from_niah_fresh_documents.gin) from five_facts.
-# five_facts and six_after_ramp are scored on the 10 six-fact validation documents beyond the 20,000
-# training ones (as words_path.sh's six_facts), five_facts also on 48 five-fact ones, and the
-# validation pick held out. About 1 h 10 min on 2 CPU cores; results
+#                                          from_niah_fresh_documents.gin) from five_facts,
+#   six_only                               the control, as many steps in all (3,200) on six facts
+#                                          only: words_path.sh's six_facts, then 600 more steps.
+# Scored on the 10 six-fact validation documents beyond the 20,000 training ones (as words_path.sh's
+# six_facts; two_facts too), five_facts also on 48 five-fact ones, and six_after_ramp and six_only
+# held out (they tie on validation). About 1 h 40 min on 2 CPU cores; results
 # experiments/results/qa_facts_ramp_*.{json,md,png}.
 #   bash experiments/qa/words_path.sh ROOT && bash experiments/qa/facts_ramp.sh ROOT
 set -euo pipefail
@@ -41,3 +43,4 @@ validate two_facts qa_facts_ramp_two_facts 6 10
 stage six_only 600 "$root/six_facts/hypernetwork" experiments/qa/single_fact.gin "lora_hyper.FictionalQA.facts_per_doc = 6" \
   "lora_hyper.DocExampleShapes.num_chunks = 2" "lora_hyper.train.seed = 1"
 validate six_only qa_facts_ramp_six_only 6 10
+"$python" -m experiments.qa.by_fact --hypernetwork "$root/six_only/hypernetwork" --name qa_facts_ramp_six_only_by_fact
