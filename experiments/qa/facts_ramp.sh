@@ -44,3 +44,7 @@ stage six_only 600 "$root/six_facts/hypernetwork" experiments/qa/single_fact.gin
   "lora_hyper.DocExampleShapes.num_chunks = 2" "lora_hyper.train.seed = 1"
 validate six_only qa_facts_ramp_six_only 6 10
 "$python" -m experiments.qa.by_fact --hypernetwork "$root/six_only/hypernetwork" --name qa_facts_ramp_six_only_by_fact
+# Do more steps keep paying? six_after_ramp, then 400 more six-fact steps (seed 2: other batches).
+stage six_more 400 "$root/six_after_ramp/hypernetwork" experiments/qa/single_fact.gin \
+  "lora_hyper.FictionalQA.facts_per_doc = 6" "lora_hyper.DocExampleShapes.num_chunks = 2" "lora_hyper.train.seed = 2"
+validate six_more qa_facts_ramp_six_more 6 10
