@@ -2,17 +2,18 @@
 # QA, the facts one at a time: words_path.sh's two-fact stage answered most words and numbers of
 # two-fact validation documents (relative 0.669), and its six-fact stage lost most numbers again
 # (0.355 on six-fact ones). Does the jump from two facts to six cost them, or six facts themselves?
-# From words_path.sh's two_facts hypernetwork (same ROOT), seed 1 throughout:
+# From words_path.sh's two_facts hypernetwork (same ROOT), seed 1 throughout but for six_more:
 #   three_facts, four_facts, five_facts   200 steps each on documents of 3, 4, then 5 facts
 #                                          (single_fact.gin, 20,000 documents, all fit one chunk),
 #   six_after_ramp                         words_path.sh's six-fact stage (400 steps of
 #                                          from_niah_fresh_documents.gin) from five_facts,
 #   six_only                               the control, as many steps in all (3,200) on six facts
-#                                          only: words_path.sh's six_facts, then 600 more steps.
+#                                          only: words_path.sh's six_facts, then 600 more steps,
+#   six_more                               six_after_ramp, then 400 more six-fact steps (seed 2).
 # Scored on the 10 six-fact validation documents beyond the 20,000 training ones (as words_path.sh's
 # six_facts; two_facts too), five_facts also on 48 five-fact ones, and six_after_ramp and six_only
-# held out (they tie on validation). About 1 h 40 min on 2 CPU cores; results
-# experiments/results/qa_facts_ramp_*.{json,md,png}.
+# held out (they tie on validation), six_more on validation only. About 2 h 5 min on 2 CPU cores;
+# results experiments/results/qa_facts_ramp_*.{json,md,png}.
 #   bash experiments/qa/words_path.sh ROOT && bash experiments/qa/facts_ramp.sh ROOT
 set -euo pipefail
 cd "$(dirname "$0")/../.."
