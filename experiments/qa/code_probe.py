@@ -207,7 +207,9 @@ def main() -> None:
 def plot(results: dict[str, list[dict]], tokens: int, name: str) -> None:
   plt = common.pyplot()
 
-  fig, ax = plt.subplots(figsize=(7, 3.8))
+  # Beside the bars, the legend's columns take one row per representation, ~17 to a column.
+  columns = 1 + len(results) // 17
+  fig, ax = plt.subplots(figsize=(7 + 2.4 * columns, 3.8))
   width = 0.8 / len(results)
   for i, (view, per_token) in enumerate(results.items()):
     ax.bar(np.arange(tokens) + i * width, [r["test_accuracy"] for r in per_token], width, label=view)
@@ -216,7 +218,7 @@ def plot(results: dict[str, list[dict]], tokens: int, name: str) -> None:
   ax.set_xticks(np.arange(tokens) + 0.4 - width / 2, [f"token {j + 1}" for j in range(tokens)])
   ax.set_ylabel("test words whose token is retrieved")
   ax.set_ylim(0, 1)
-  ax.legend(fontsize=7)
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=columns)
   ax.set_title("Linear probe of the document's representation")
   common.save_figure(fig, name)
 

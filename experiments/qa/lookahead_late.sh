@@ -1,0 +1,42 @@
+#!/bin/bash
+# QA, lookahead after the copy is learned, against as many steps without it: the drill's lookahead
+# (c2l-c4l) got a code word's second token through only when it came in after c1 had learned the
+# first token, and from the needle start (lookahead_control.sh's kl, lookahead_warmup.sh's kw) it
+# cost the first token instead. Here it comes in after k, the control's run without lookahead
+# (1,200 steps at 3e-4 from the shipped needle hypernetwork, the control's recipe, trained again
+# unless ROOT holds it), and the two continuations differ in lookahead alone:
+#   kc   k, then $MORE steps at 3e-4 without lookahead (seed 2: batches k did not read),
+#   ka   the same steps and batches with lookahead 2 (zero at init: it starts as k exactly), its
+#        maps' learning rate ramped from 0 over the first third (OptimizerConfig.param_groups).
+# Scored as the drill's runs are (experiments.qa.copy_eval), probed linearly (experiments.qa.code_probe)
+# and their training logs read side by side (experiments.qa.run_logs). About 1 h 40 min on 2 CPU
+# cores. Results: experiments/results/qa_copy_lookahead_late*.{json,md,png}.
+#   bash experiments/qa/lookahead_late.sh [ROOT]   (a workdir per run under ROOT; default /tmp/qa_lookahead)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=${1:-/tmp/qa_lookahead}
+more=${MORE:-900}
+python=${PYTHON:-.venv/bin/python}
+mkdir -p "$root"
+
+source experiments/qa/stages.sh   # stage, jsonl, overrides, code_words
+
+code_words
+run_at_3e4() {  # run_at_3e4 NAME STEPS FROM SEED LOOKAHEAD [gin bindings...]: one run on the code words
+  local name=$1 steps=$2 start=$3 seed=$4 lookahead=$5
+  shift 5
+  stage "$name" "$steps" "$start" experiments/qa/single_fact.gin "${words[@]}" \
+    "lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b', 'lookahead': $lookahead}" \
+    "lora_hyper.OptimizerConfig.learning_rate = 3e-4" "lora_hyper.train.seed = $seed" "$@"
+}
+[[ -d "$root/k/hypernetwork" ]] || run_at_3e4 k 1200 lora_hyper/pretrained/d2l_gemma3_270m 0 0
+run_at_3e4 kc "$more" "$root/k/hypernetwork" 2 0
+run_at_3e4 ka "$more" "$root/k/hypernetwork" 2 2 "lora_hyper.OptimizerConfig.param_groups = (('lookahead', 1.0, $((more / 3))),)"
+
+"$python" -m experiments.qa.copy_eval --name qa_copy_lookahead_late \
+  --hypernetwork "k: 1,200 steps, no lookahead=$root/k/hypernetwork" \
+  --hypernetwork "kc: k + $more steps, no lookahead=$root/kc/hypernetwork" \
+  --hypernetwork "ka: k + $more steps, lookahead 2=$root/ka/hypernetwork"
+"$python" -m experiments.qa.code_probe --name qa_copy_lookahead_late_probe \
+  --hypernetwork "k=$root/k/hypernetwork" --hypernetwork "kc=$root/kc/hypernetwork" --hypernetwork "ka=$root/ka/hypernetwork"
+"$python" -m experiments.qa.run_logs --name qa_copy_lookahead_late_training --run "kc=$root/kc" --run "ka=$root/ka"
