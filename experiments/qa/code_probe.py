@@ -207,7 +207,7 @@ def main() -> None:
 def plot(results: dict[str, list[dict]], tokens: int, name: str) -> None:
   plt = common.pyplot()
 
-  # Beside the bars, the legend's columns take one row per representation, ~17 to a column.
+  # The legend sits beside the bars (over them it hid some), a column per 17 entries.
   columns = 1 + len(results) // 17
   fig, ax = plt.subplots(figsize=(7 + 2.4 * columns, 3.8))
   width = 0.8 / len(results)

@@ -8,8 +8,9 @@
 #   kc   k, then $MORE steps at 3e-4 without lookahead (seed 2: batches k did not read),
 #   ka   the same steps and batches with lookahead 2 (zero at init: it starts as k exactly), its
 #        maps' learning rate ramped from 0 over the first third (OptimizerConfig.param_groups).
+#   kc2, ka2  kc and ka, 600 more steps each (seed 3): ka2 has had c4l's 1,500 lookahead steps.
 # Scored as the drill's runs are (experiments.qa.copy_eval), probed linearly (experiments.qa.code_probe)
-# and their training logs read side by side (experiments.qa.run_logs). About 1 h 40 min on 2 CPU
+# and their training logs read side by side (experiments.qa.run_logs). About 2 h 20 min on 2 CPU
 # cores. Results: experiments/results/qa_copy_lookahead_late*.{json,md,png}.
 #   bash experiments/qa/lookahead_late.sh [ROOT]   (a workdir per run under ROOT; default /tmp/qa_lookahead)
 set -euo pipefail
@@ -40,3 +41,11 @@ run_at_3e4 ka "$more" "$root/k/hypernetwork" 2 2 "lora_hyper.OptimizerConfig.par
 "$python" -m experiments.qa.code_probe --name qa_copy_lookahead_late_probe \
   --hypernetwork "k=$root/k/hypernetwork" --hypernetwork "kc=$root/kc/hypernetwork" --hypernetwork "ka=$root/ka/hypernetwork"
 "$python" -m experiments.qa.run_logs --name qa_copy_lookahead_late_training --run "kc=$root/kc" --run "ka=$root/ka"
+# As many lookahead steps as the drill's c4l had (1,500): kc and ka, 600 more steps each (seed 3).
+run_at_3e4 kc2 600 "$root/kc/hypernetwork" 3 0
+run_at_3e4 ka2 600 "$root/ka/hypernetwork" 3 2
+"$python" -m experiments.qa.copy_eval --name qa_copy_lookahead_late_1500 \
+  --hypernetwork "kc2: kc + 600 steps, no lookahead=$root/kc2/hypernetwork" \
+  --hypernetwork "ka2: ka + 600 steps, lookahead 2=$root/ka2/hypernetwork"
+"$python" -m experiments.qa.code_probe --name qa_copy_lookahead_late_1500_probe \
+  --hypernetwork "kc2=$root/kc2/hypernetwork" --hypernetwork "ka2=$root/ka2/hypernetwork"
