@@ -17,14 +17,12 @@ steps=${STEPS:-1200}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 
-source experiments/qa/stages.sh   # stage, jsonl, overrides, code_words
+source experiments/qa/stages.sh   # code_words, code_word_run
 
 code_words
 for run in "k 0" "kl 2"; do
   set -- $run
-  stage "$1" "$steps" lora_hyper/pretrained/d2l_gemma3_270m experiments/qa/single_fact.gin "${words[@]}" \
-    "lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b', 'lookahead': $2}" \
-    "lora_hyper.OptimizerConfig.learning_rate = 3e-4" "lora_hyper.train.seed = 0"
+  code_word_run "$1" "$steps" lora_hyper/pretrained/d2l_gemma3_270m 0 "$2"
 done
 
 "$python" -m experiments.qa.copy_eval --name qa_copy_lookahead_control \

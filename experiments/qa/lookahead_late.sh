@@ -20,19 +20,12 @@ more=${MORE:-900}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 
-source experiments/qa/stages.sh   # stage, jsonl, overrides, code_words
+source experiments/qa/stages.sh   # code_words, code_word_run
 
 code_words
-run_at_3e4() {  # run_at_3e4 NAME STEPS FROM SEED LOOKAHEAD [gin bindings...]: one run on the code words
-  local name=$1 steps=$2 start=$3 seed=$4 lookahead=$5
-  shift 5
-  stage "$name" "$steps" "$start" experiments/qa/single_fact.gin "${words[@]}" \
-    "lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b', 'lookahead': $lookahead}" \
-    "lora_hyper.OptimizerConfig.learning_rate = 3e-4" "lora_hyper.train.seed = $seed" "$@"
-}
-[[ -d "$root/k/hypernetwork" ]] || run_at_3e4 k 1200 lora_hyper/pretrained/d2l_gemma3_270m 0 0
-run_at_3e4 kc "$more" "$root/k/hypernetwork" 2 0
-run_at_3e4 ka "$more" "$root/k/hypernetwork" 2 2 "lora_hyper.OptimizerConfig.param_groups = (('lookahead', 1.0, $((more / 3))),)"
+[[ -d "$root/k/hypernetwork" ]] || code_word_run k 1200 lora_hyper/pretrained/d2l_gemma3_270m 0 0
+code_word_run kc "$more" "$root/k/hypernetwork" 2 0
+code_word_run ka "$more" "$root/k/hypernetwork" 2 2 "lora_hyper.OptimizerConfig.param_groups = (('lookahead', 1.0, $((more / 3))),)"
 
 "$python" -m experiments.qa.copy_eval --name qa_copy_lookahead_late \
   --hypernetwork "k: 1,200 steps, no lookahead=$root/k/hypernetwork" \
@@ -41,9 +34,9 @@ run_at_3e4 ka "$more" "$root/k/hypernetwork" 2 2 "lora_hyper.OptimizerConfig.par
 "$python" -m experiments.qa.code_probe --name qa_copy_lookahead_late_probe \
   --hypernetwork "k=$root/k/hypernetwork" --hypernetwork "kc=$root/kc/hypernetwork" --hypernetwork "ka=$root/ka/hypernetwork"
 "$python" -m experiments.qa.run_logs --name qa_copy_lookahead_late_training --run "kc=$root/kc" --run "ka=$root/ka"
-# As many lookahead steps as the drill's c4l had (1,500): kc and ka, 600 more steps each (seed 3).
-run_at_3e4 kc2 600 "$root/kc/hypernetwork" 3 0
-run_at_3e4 ka2 600 "$root/ka/hypernetwork" 3 2
+# kc and ka, 600 more steps each (seed 3): with MORE's default, c4l's 1,500 lookahead steps.
+code_word_run kc2 600 "$root/kc/hypernetwork" 3 0
+code_word_run ka2 600 "$root/ka/hypernetwork" 3 2
 "$python" -m experiments.qa.copy_eval --name qa_copy_lookahead_late_1500 \
   --hypernetwork "kc2: kc + 600 steps, no lookahead=$root/kc2/hypernetwork" \
   --hypernetwork "ka2: ka + 600 steps, lookahead 2=$root/ka2/hypernetwork"

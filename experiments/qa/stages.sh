@@ -40,3 +40,12 @@ code_words() {  # code_words: write $root/code_words.jsonl (20,000 words, seed 0
   "$python" -m experiments.qa.code_words --out "$root/code_words.jsonl" --records 20000 --seed 0
   mapfile -t words < <(jsonl "$root/code_words.jsonl")
 }
+
+code_word_run() {  # code_word_run NAME STEPS FROM SEED LOOKAHEAD [gin bindings...]: train NAME on the
+  # code words (after code_words) at 3e-4, the lookahead runs' rate, with from_niah.gin's shapes
+  local name=$1 steps=$2 start=$3 seed=$4 lookahead=$5
+  shift 5
+  stage "$name" "$steps" "$start" experiments/qa/single_fact.gin "${words[@]}" \
+    "lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b', 'lookahead': $lookahead}" \
+    "lora_hyper.OptimizerConfig.learning_rate = 3e-4" "lora_hyper.train.seed = $seed" "$@"
+}
