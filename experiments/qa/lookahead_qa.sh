@@ -10,8 +10,9 @@
 # last two stages from each, seed 1, lookahead as its start:
 #   qc_two, qa_two    400 steps on two-fact documents (single_fact.gin),
 #   qc_six, qa_six    400 steps on six-fact ones (from_niah_fresh_documents.gin, 5e-5),
-# each six-fact one scored on the 10 six-fact validation documents and held out. About 1 h 45 min
-# on 2 CPU cores; results experiments/results/qa_lookahead_qa_*.{json,md,png}.
+# each six-fact one scored on the 10 six-fact validation documents and held out, each two-fact one
+# on 48 two-fact validation documents. About 1 h 50 min on 2 CPU cores; results
+# experiments/results/qa_lookahead_qa_*.{json,md,png}.
 #   bash experiments/qa/lookahead_late.sh ROOT && bash experiments/qa/lookahead_qa.sh ROOT
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -47,3 +48,6 @@ for run in qc:0 qa:2; do
   validate "${name}_six" "qa_lookahead_qa_${name}_six" 6 10
   "$python" -m experiments.qa.by_fact --hypernetwork "$root/${name}_six/hypernetwork" --name "qa_lookahead_qa_${name}_six_by_fact"
 done
+# Where the names' starts went: the two-fact stages on 48 two-fact validation documents.
+validate qc_two qa_lookahead_qa_qc_two 2 48
+validate qa_two qa_lookahead_qa_qa_two 2 48
