@@ -11,7 +11,7 @@
 #   qc_two, qa_two    400 steps on two-fact documents (single_fact.gin),
 #   qc_six, qa_six    400 steps on six-fact ones (from_niah_fresh_documents.gin, 5e-5),
 # each six-fact one scored on the 10 six-fact validation documents and held out, each two-fact one
-# on 48 two-fact validation documents. About 1 h 50 min on 2 CPU cores; results
+# on 48 two-fact validation documents. About 1 h 35 min on 2 CPU cores; results
 # experiments/results/qa_lookahead_qa_*.{json,md,png}.
 #   bash experiments/qa/lookahead_late.sh ROOT && bash experiments/qa/lookahead_qa.sh ROOT
 set -euo pipefail
