@@ -16,16 +16,16 @@ cd "$(dirname "$0")/../.."
 root=${1:-/tmp/qa_copy}
 python=${PYTHON:-.venv/bin/python}
 
-source experiments/qa/stages.sh   # stage, jsonl, overrides
+source experiments/qa/stages.sh   # stage, jsonl, with_lookahead
 
 mapfile -t words < <(jsonl "$root/code_words.jsonl")
 stage c2l 300 "$root/c1/hypernetwork" experiments/qa/single_fact.gin "${words[@]}" \
-  "lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b', 'lookahead': 2}"
+  "$(with_lookahead 2)"
 stage c3l 300 "$root/c2l/hypernetwork" experiments/qa/single_fact.gin "${words[@]}" \
-  "lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b', 'lookahead': 2}" \
+  "$(with_lookahead 2)" \
   "lora_hyper.OptimizerConfig.learning_rate = 3e-4" "lora_hyper.train.seed = 1"
 stage c4l 900 "$root/c3l/hypernetwork" experiments/qa/single_fact.gin "${words[@]}" \
-  "lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b', 'lookahead': 2}" \
+  "$(with_lookahead 2)" \
   "lora_hyper.OptimizerConfig.learning_rate = 3e-4" "lora_hyper.train.seed = 2"
 
 "$python" -m experiments.qa.copy_eval --name qa_copy_lookahead \

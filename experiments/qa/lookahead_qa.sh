@@ -25,13 +25,13 @@ for start in kc2 ka2; do
   fi
 done
 
-source experiments/qa/stages.sh   # stage, validate
+source experiments/qa/stages.sh   # stage, validate, with_lookahead
 
 qa_run() {  # qa_run NAME FROM LOOKAHEAD GIN_FILE [gin bindings...]: 400 steps from FROM, seed 1
   local name=$1 start=$2 lookahead=$3 gin_file=$4
   shift 4
   stage "$name" 400 "$root/$start/hypernetwork" "$gin_file" "lora_hyper.train.seed = 1" \
-    "lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b', 'lookahead': $lookahead}" "$@"
+    "$(with_lookahead "$lookahead")" "$@"
 }
 qa_run qc kc2 0 experiments/qa/single_fact.gin
 qa_run qa ka2 2 experiments/qa/single_fact.gin
@@ -46,7 +46,8 @@ for run in qc:0 qa:2; do
   qa_run "${name}_two" "$name" "$lookahead" experiments/qa/single_fact.gin "lora_hyper.FictionalQA.facts_per_doc = 2"
   qa_run "${name}_six" "${name}_two" "$lookahead" experiments/qa/from_niah_fresh_documents.gin
   validate "${name}_six" "qa_lookahead_qa_${name}_six" 6 10
-  "$python" -m experiments.qa.by_fact --hypernetwork "$root/${name}_six/hypernetwork" --name "qa_lookahead_qa_${name}_six_by_fact"
+  "$python" -m experiments.qa.by_fact --hypernetwork "$root/${name}_six/hypernetwork" \
+    --name "qa_lookahead_qa_${name}_six_by_fact"
 done
 # Where the names' starts went: the two-fact stages on 48 two-fact validation documents.
 validate qc_two qa_lookahead_qa_qc_two 2 48

@@ -41,11 +41,14 @@ code_words() {  # code_words: write $root/code_words.jsonl (20,000 words, seed 0
   mapfile -t words < <(jsonl "$root/code_words.jsonl")
 }
 
+with_lookahead() {  # with_lookahead N: from_niah.gin's hyper_overrides with lookahead N, as one binding
+  echo "lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b', 'lookahead': $1}"
+}
+
 code_word_run() {  # code_word_run NAME STEPS FROM SEED LOOKAHEAD [gin bindings...]: train NAME on the
   # code words (after code_words) at 3e-4, the lookahead runs' rate, with from_niah.gin's shapes
   local name=$1 steps=$2 start=$3 seed=$4 lookahead=$5
   shift 5
   stage "$name" "$steps" "$start" experiments/qa/single_fact.gin "${words[@]}" \
-    "lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b', 'lookahead': $lookahead}" \
-    "lora_hyper.OptimizerConfig.learning_rate = 3e-4" "lora_hyper.train.seed = $seed" "$@"
+    "$(with_lookahead "$lookahead")" "lora_hyper.OptimizerConfig.learning_rate = 3e-4" "lora_hyper.train.seed = $seed" "$@"
 }
