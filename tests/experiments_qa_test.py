@@ -81,8 +81,19 @@ def test_partial_credit_needs_the_first_three_letters_of_the_first_word():
   assert by_fact.shares_prefix("It is called 'Staisshea'.", "Staisshea")
   assert by_fact.shares_prefix("Krarl Shou", "Krarsh Bain") and not by_fact.shares_prefix("Bain", "Krarsh Bain")
   assert not by_fact.shares_prefix("Droumthou", "Staisshea") and not by_fact.shares_prefix("", "Staisshea")
-  scores = by_fact.scores(["Staimshou", "Droum"], [{"answer": "Staisshea"}, {"answer": "Hiszeas"}])
-  assert scores["prefix"] == 0.5 and scores["contains"] == 0.0
+  scores = by_fact.scores(["Staimshou", "Droum"], [{"answer": "Staisshea", "doc_id": "a"},
+                                                   {"answer": "Hiszeas", "doc_id": "b"}])
+  assert scores["prefix"] == 0.5 and scores["contains"] == 0.0 and scores["distinct"] is None
+
+
+def test_distinct_within_document_counts_answers_no_sibling_question_got():
+  records = [{"answer": g, "doc_id": d} for g, d in (("Mindmunpi", "a"), ("Kaisfest", "a"), ("Pounkom", "a"),
+                                                     ("teal", "b"), ("1796", "c"), ("Breaspurk", "c"))]
+  # Document a: one name for two of its questions ("Peandthou", case and punctuation aside); b has
+  # one question and is left out; c's two answers differ.
+  answers = ["Peandthou", "peandthou.", "Droum", "teal", "1796", "Breaspurk"]
+  assert by_fact.distinct_within_document(answers, records) == 3 / 5
+  assert by_fact.distinct_within_document([r["answer"] for r in records], records) == 1.0
 
 
 def test_code_words_are_stated_in_their_document_and_start_with_many_letters():

@@ -38,9 +38,28 @@ def shares_prefix(answer: str, gold: str, letters: int = 3) -> bool:
   return any(word.strip(".,;:!?\"'()").lower().startswith(prefix) for word in answer.split())
 
 
-def scores(answers: list[str], records: list[dict]) -> dict[str, float]:
+def _normalized(answer: str) -> str:
+  return " ".join(re.sub(r"[^\w\s]", " ", answer.lower()).split())
+
+
+def distinct_within_document(answers: list[str], records: list[dict]) -> float | None:
+  """Of the questions whose document has another question among these, the share answered with
+  something no other of them got: low when an adapter gives one answer for every question of a
+  document (one made-up name for its province, festival and mayor). None when no document has two."""
+  by_doc = collections.defaultdict(list)
+  for a, r in zip(answers, records):
+    by_doc[r["doc_id"]].append(_normalized(a))
+  counted = [texts for texts in by_doc.values() if len(texts) > 1]
+  if not counted:
+    return None
+  unique = sum(texts.count(t) == 1 for texts in counted for t in texts)
+  return unique / sum(len(texts) for texts in counted)
+
+
+def scores(answers: list[str], records: list[dict]) -> dict[str, float | None]:
   prefix = [float(shares_prefix(a, r["answer"])) for a, r in zip(answers, records)]
-  return {**run.scores(answers, records), "prefix": sum(prefix) / len(prefix)}
+  return {**run.scores(answers, records), "prefix": sum(prefix) / len(prefix),
+          "distinct": distinct_within_document(answers, records)}
 
 
 def grouped(records: list[dict], answers: dict[str, list[str]], key) -> dict[str, dict]:
@@ -86,19 +105,26 @@ def main() -> None:
   common.write_json(args.name, result)
   row = lambda group, s: [group, s["questions"], s["base_in_context"]["contains"], s["d2l"]["contains"],
                           s["base_in_context"]["rouge_l"], s["d2l"]["rouge_l"], s["base_in_context"]["prefix"],
-                          s["d2l"]["prefix"]]
+                          s["d2l"]["prefix"], _or_dash(s["base_in_context"]["distinct"]), _or_dash(s["d2l"]["distinct"])]
   header = ["answer", "questions", "contains: in context", "contains: Doc-to-LoRA", "ROUGE-L: in context",
-            "ROUGE-L: Doc-to-LoRA", "first 3 letters: in context", "first 3 letters: Doc-to-LoRA"]
+            "ROUGE-L: Doc-to-LoRA", "first 3 letters: in context", "first 3 letters: Doc-to-LoRA",
+            "distinct in document: in context", "distinct in document: Doc-to-LoRA"]
   common.write_markdown(
       args.name, "QA by kind of answer",
       f"{args.docs} documents of the '{args.split}' split from document {args.first_doc} on, "
       f"x {args.facts_per_doc} questions, "
       f"`{args.hypernetwork}`. Contains = the answer holds the gold one; first 3 letters = a word of the "
-      f"answer starts with the gold one's first three (partial credit for names); listed words come from the "
+      f"answer starts with the gold one's first three (partial credit for names); distinct in document = of the "
+      f"questions whose document has another of this row's, the share whose answer (case and punctuation "
+      f"aside) none of those got; listed words come from the "
       f"generator's fixed lists (colours, exports, professions, ...), made-up names from its syllables.\n\n"
       f"{common.markdown_table(header, [row(k, s) for k, s in by_kind.items()])}\nBy fact:\n\n"
-      f"{common.markdown_table(header, [row(k, s) for k, s in by_fact.items()])}")
+      f"{common.markdown_table(header[:-2], [row(k, s)[:-2] for k, s in by_fact.items()])}")  # one question a fact
   plot(by_kind, args.name, args.split)
+
+
+def _or_dash(value: float | None):
+  return "-" if value is None else value
 
 
 def plot(by_kind: dict[str, dict], name: str, split: str) -> None:
