@@ -16,6 +16,7 @@ import re
 
 from experiments import common
 from experiments.qa import run
+from lora_hyper import qa
 from lora_hyper.data import fictional
 from lora_hyper.hypernetworks import doc_to_lora, saved
 from lora_hyper.model import base_model
@@ -38,17 +39,13 @@ def shares_prefix(answer: str, gold: str, letters: int = 3) -> bool:
   return any(word.strip(".,;:!?\"'()").lower().startswith(prefix) for word in answer.split())
 
 
-def _normalized(answer: str) -> str:
-  return " ".join(re.sub(r"[^\w\s]", " ", answer.lower()).split())
-
-
 def distinct_within_document(answers: list[str], records: list[dict]) -> float | None:
   """Of the questions whose document has another question among these, the share answered with
   something no other of them got: low when an adapter gives one answer for every question of a
   document (one made-up name for its province, festival and mayor). None when no document has two."""
   by_doc = collections.defaultdict(list)
   for a, r in zip(answers, records):
-    by_doc[r["doc_id"]].append(_normalized(a))
+    by_doc[r["doc_id"]].append(tuple(qa.words(a)))  # ROUGE-L's words: case and punctuation aside
   counted = [texts for texts in by_doc.values() if len(texts) > 1]
   if not counted:
     return None

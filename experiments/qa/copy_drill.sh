@@ -22,7 +22,7 @@ from=${FROM:-/tmp/qa_curriculum/s4_after_two_facts/hypernetwork}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 
-source experiments/qa/stages.sh   # stage, jsonl, overrides, code_words, validate
+source experiments/qa/stages.sh   # stage, jsonl, overrides, code_words, validate, held_out
 
 code_words
 "$python" -m experiments.qa.code_words --out "$root/mixed.jsonl" --records 20000 --seed 0 --with-fictional-docs 3334
@@ -50,4 +50,4 @@ stage p1 300 "$root/c2b/hypernetwork" $gin "${prefixed[@]}"
 "$python" -m experiments.qa.by_fact --hypernetwork "$root/c1/hypernetwork" --docs 48 --facts-per-doc 1 \
   --name qa_copy_c1_by_fact_1fact
 validate m1 qa_copy_m1 6 10 --training-log "$root/c1/logs/metrics.jsonl" "$root/m1/logs/metrics.jsonl"
-"$python" -m experiments.qa.by_fact --hypernetwork "$root/m1/hypernetwork" --name qa_copy_m1_by_fact
+held_out m1 qa_copy_m1_by_fact

@@ -20,7 +20,7 @@ from=${FROM:-/tmp/qa_niah/hypernetwork}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 
-source experiments/qa/stages.sh   # stage, jsonl, validate, only
+source experiments/qa/stages.sh   # stage, jsonl, validate, only, held_out
 
 words_file=$(only 'listed word')   # a command substitution's failure stops the script (set -e)
 names_file=$(only 'made-up name')
@@ -42,5 +42,5 @@ validate s4_after_two_facts qa_curriculum_s4_after_two_facts 6 10 --training-log
 "$python" -m experiments.qa.by_fact --hypernetwork "$root/s3/hypernetwork" --docs 48 --facts-per-doc 1 \
   --name qa_curriculum_s3_by_fact_1fact
 for s in s4 s4_after_two_facts; do
-  "$python" -m experiments.qa.by_fact --hypernetwork "$root/$s/hypernetwork" --name "qa_curriculum_${s}_by_fact"
+  held_out "$s" "qa_curriculum_${s}_by_fact"
 done

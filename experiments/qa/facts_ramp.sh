@@ -24,7 +24,7 @@ if [[ ! -d "$root/two_facts/hypernetwork" ]]; then
   exit 1
 fi
 
-source experiments/qa/stages.sh   # stage, validate
+source experiments/qa/stages.sh   # stage, validate, held_out
 
 from=two_facts
 for facts in three:3 four:4 five:5; do
@@ -38,13 +38,13 @@ validate five_facts qa_facts_ramp_five_facts 6 10
 validate six_after_ramp qa_facts_ramp_six_after_ramp 6 10
 validate five_facts qa_facts_ramp_five_facts 5 48
 validate two_facts qa_facts_ramp_two_facts 6 10
-"$python" -m experiments.qa.by_fact --hypernetwork "$root/six_after_ramp/hypernetwork" --name qa_facts_ramp_six_after_ramp_by_fact
+held_out six_after_ramp qa_facts_ramp_six_after_ramp_by_fact
 # The control: as many steps in all (3,200), six facts only: words_path.sh's six_facts, then 600 more
 # steps on six-fact documents at the ramp stages' learning rate.
 stage six_only 600 "$root/six_facts/hypernetwork" experiments/qa/single_fact.gin "lora_hyper.FictionalQA.facts_per_doc = 6" \
   "lora_hyper.DocExampleShapes.num_chunks = 2" "lora_hyper.train.seed = 1"
 validate six_only qa_facts_ramp_six_only 6 10
-"$python" -m experiments.qa.by_fact --hypernetwork "$root/six_only/hypernetwork" --name qa_facts_ramp_six_only_by_fact
+held_out six_only qa_facts_ramp_six_only_by_fact
 # Do more steps keep paying? six_after_ramp, then 400 more six-fact steps (seed 2: other batches).
 stage six_more 400 "$root/six_after_ramp/hypernetwork" experiments/qa/single_fact.gin \
   "lora_hyper.FictionalQA.facts_per_doc = 6" "lora_hyper.DocExampleShapes.num_chunks = 2" "lora_hyper.train.seed = 2"

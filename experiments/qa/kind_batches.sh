@@ -14,7 +14,7 @@ root=${1:-/tmp/qa_mixed}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 
-source experiments/qa/stages.sh   # stage, jsonl, validate, only
+source experiments/qa/stages.sh   # stage, jsonl, validate, only, held_out
 
 "$python" -m experiments.qa.mixed_facts --out "$root/kind_batches.jsonl" --records-per-count 4000 --kind-batches 8
 mapfile -t data < <(jsonl "$root/kind_batches.jsonl")
@@ -25,7 +25,7 @@ stage mk 1200 lora_hyper/pretrained/d2l_gemma3_270m experiments/qa/from_niah.gin
 
 validate mk qa_kind_batches 6 10 --training-log "$root/mk/logs/metrics.jsonl"
 validate mk qa_kind_batches 1 48
-"$python" -m experiments.qa.by_fact --hypernetwork "$root/mk/hypernetwork" --name qa_kind_batches_by_fact
+held_out mk qa_kind_batches_by_fact
 validate mk qa_kind_batches 2 48
 
 words_file=$(only 'listed word')   # a command substitution's failure stops the script (set -e)
@@ -33,4 +33,4 @@ mapfile -t words < <(jsonl "$words_file")
 stage mkw 200 "$root/mk/hypernetwork" experiments/qa/single_fact.gin "${words[@]}"
 validate mkw qa_kind_batches_then_words 1 48
 validate mkw qa_kind_batches_then_words 6 10 --training-log "$root/mk/logs/metrics.jsonl" "$root/mkw/logs/metrics.jsonl"
-"$python" -m experiments.qa.by_fact --hypernetwork "$root/mkw/hypernetwork" --name qa_kind_batches_then_words_by_fact
+held_out mkw qa_kind_batches_then_words_by_fact

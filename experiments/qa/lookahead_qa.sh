@@ -25,7 +25,7 @@ for start in kc2 ka2; do
   fi
 done
 
-source experiments/qa/stages.sh   # stage, validate, with_lookahead
+source experiments/qa/stages.sh   # stage, validate, with_lookahead, held_out
 
 qa_run() {  # qa_run NAME FROM LOOKAHEAD GIN_FILE [gin bindings...]: 400 steps from FROM, seed 1
   local name=$1 start=$2 lookahead=$3 gin_file=$4
@@ -46,8 +46,7 @@ for run in qc:0 qa:2; do
   qa_run "${name}_two" "$name" "$lookahead" experiments/qa/single_fact.gin "lora_hyper.FictionalQA.facts_per_doc = 2"
   qa_run "${name}_six" "${name}_two" "$lookahead" experiments/qa/from_niah_fresh_documents.gin
   validate "${name}_six" "qa_lookahead_qa_${name}_six" 6 10
-  "$python" -m experiments.qa.by_fact --hypernetwork "$root/${name}_six/hypernetwork" \
-    --name "qa_lookahead_qa_${name}_six_by_fact"
+  held_out "${name}_six" "qa_lookahead_qa_${name}_six_by_fact"
 done
 # Where the names' starts went: the two-fact stages on 48 two-fact validation documents.
 validate qc_two qa_lookahead_qa_qc_two 2 48

@@ -13,7 +13,7 @@ root=${1:-/tmp/qa_mixed}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 
-source experiments/qa/stages.sh   # stage, jsonl, validate
+source experiments/qa/stages.sh   # stage, jsonl, validate, held_out
 
 "$python" -m experiments.qa.mixed_facts --out "$root/mixed.jsonl" --records-per-count 4000
 mapfile -t mixed < <(jsonl "$root/mixed.jsonl")
@@ -24,4 +24,4 @@ stage mx 1200 lora_hyper/pretrained/d2l_gemma3_270m experiments/qa/from_niah.gin
 validate mx qa_mixed 6 10 --training-log "$root/mx/logs/metrics.jsonl"
 validate mx qa_mixed 1 48
 validate mx qa_mixed 2 48
-"$python" -m experiments.qa.by_fact --hypernetwork "$root/mx/hypernetwork" --name qa_mixed_by_fact
+held_out mx qa_mixed_by_fact

@@ -20,7 +20,7 @@ if [[ ! -d "$root/six_shuffled/hypernetwork" ]]; then
   exit 1
 fi
 
-source experiments/qa/stages.sh   # stage, jsonl, validate, only, with_lookahead
+source experiments/qa/stages.sh   # stage, jsonl, validate, only, with_lookahead, held_out
 
 numbers_file=$(only number)   # a command substitution's failure stops the script (set -e)
 mapfile -t numbers < <(jsonl "$numbers_file")
@@ -30,5 +30,4 @@ validate numbers qa_numbers_stage_numbers 1 48
 stage numbers_six 400 "$root/numbers/hypernetwork" experiments/qa/from_niah_fresh_documents.gin \
   "lora_hyper.train.seed = 1" "$(with_lookahead 0)" "lora_hyper.train.global_batch_size = 12"
 validate numbers_six qa_numbers_stage_numbers_six 6 10
-"$python" -m experiments.qa.by_fact --hypernetwork "$root/numbers_six/hypernetwork" \
-  --name qa_numbers_stage_numbers_six_by_fact
+held_out numbers_six qa_numbers_stage_numbers_six_by_fact

@@ -6,8 +6,7 @@
 # fact a question asks for? FictionalQA's records are document-major, so batches of 12 read in the
 # source's own order (lora_hyper.train.shuffle = False) hold whole documents: 2 six-fact documents
 # x 6 questions. The control reads the same source shuffled (12 documents a step, one question
-# each); both see 4,800 records. From lookahead_qa.sh's runs (same
-# ROOT), batches of 12, seed 1:
+# each); both see 4,800 records. From lookahead_qa.sh's runs (same ROOT), batches of 12, seed 1:
 #   six_grouped     qc_two + 400 six-fact steps (from_niah_fresh_documents.gin, 5e-5), whole documents
 #   six_shuffled    the same, records shuffled (the control; lookahead_qa.sh's qc_six at batch 12)
 # Each scored on the 10 six-fact validation documents beyond the 20,000 training ones and held out.
@@ -23,7 +22,7 @@ if [[ ! -d "$root/qc_two/hypernetwork" ]]; then
   exit 1
 fi
 
-source experiments/qa/stages.sh   # stage, validate, with_lookahead
+source experiments/qa/stages.sh   # stage, validate, with_lookahead, held_out
 
 run() {  # run NAME FROM GIN_FILE SHUFFLE [gin bindings...]: 400 steps of 12 records from FROM, seed 1
   local name=$1 start=$2 gin_file=$3 shuffle=$4
@@ -31,13 +30,10 @@ run() {  # run NAME FROM GIN_FILE SHUFFLE [gin bindings...]: 400 steps of 12 rec
   stage "$name" 400 "$root/$start/hypernetwork" "$gin_file" "lora_hyper.train.seed = 1" "$(with_lookahead 0)" \
     "lora_hyper.train.global_batch_size = 12" "lora_hyper.train.shuffle = $shuffle" "$@"
 }
-held_out() {  # held_out NAME: score NAME's hypernetwork on the 24 held-out documents
-  "$python" -m experiments.qa.by_fact --hypernetwork "$root/$1/hypernetwork" --name "qa_per_document_$1_by_fact"
-}
 
 run six_grouped qc_two experiments/qa/from_niah_fresh_documents.gin False
 validate six_grouped qa_per_document_six_grouped 6 10
 run six_shuffled qc_two experiments/qa/from_niah_fresh_documents.gin True
 validate six_shuffled qa_per_document_six_shuffled 6 10
-held_out six_grouped
-held_out six_shuffled
+held_out six_grouped qa_per_document_six_grouped_by_fact
+held_out six_shuffled qa_per_document_six_shuffled_by_fact

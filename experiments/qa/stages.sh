@@ -1,5 +1,5 @@
 # Shell helpers of the QA stage scripts (curriculum.sh, copy_drill.sh, lookahead_*.sh, mixed.sh,
-# kind_batches.sh, words_path.sh, facts_ramp.sh), sourced by them.
+# kind_batches.sh, words_path.sh, facts_ramp.sh, per_document.sh, numbers_stage.sh), sourced by them.
 # They read the caller's $root (a workdir per stage under it) and $python.
 
 # from_niah.gin's hyper_overrides without its closing brace and generated_factors, for a stage to
@@ -23,6 +23,10 @@ validate() {  # validate STAGE PREFIX FACTS_PER_DOC DOCS [by_fact flags...]: sco
   shift 4
   "$python" -m experiments.qa.by_fact --hypernetwork "$root/$name/hypernetwork" --split train --first-doc 20000 \
     --docs "$docs" --facts-per-doc "$facts" --name "${prefix}_validation_${facts}fact" "$@"
+}
+
+held_out() {  # held_out STAGE NAME: score STAGE's hypernetwork on the 24 held-out documents as NAME
+  "$python" -m experiments.qa.by_fact --hypernetwork "$root/$1/hypernetwork" --name "$2"
 }
 
 only() {  # only KIND: one-fact training records whose answer is of that kind, as JSON Lines; prints its path

@@ -21,7 +21,7 @@ root=${1:-/tmp/qa_words_path}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 
-source experiments/qa/stages.sh   # stage, jsonl, validate, only
+source experiments/qa/stages.sh   # stage, jsonl, validate, only, held_out
 
 words_file=$(only 'listed word')   # a command substitution's failure stops the script (set -e)
 mapfile -t words < <(jsonl "$words_file")
@@ -39,5 +39,5 @@ stage two_facts 400 "$root/s2/hypernetwork" experiments/qa/single_fact.gin "lora
   "lora_hyper.train.seed = 1"
 stage six_facts 400 "$root/two_facts/hypernetwork" experiments/qa/from_niah_fresh_documents.gin "lora_hyper.train.seed = 1"
 validate six_facts qa_words_path_six_facts 6 10
-"$python" -m experiments.qa.by_fact --hypernetwork "$root/six_facts/hypernetwork" --name qa_words_path_six_facts_by_fact
+held_out six_facts qa_words_path_six_facts_by_fact
 validate two_facts qa_words_path_two_facts 2 48
