@@ -28,24 +28,28 @@ fi
 
 source experiments/qa/stages.sh   # stage, jsonl, validate, with_lookahead, held_out
 
+six_fact() {  # six_fact NAME STEPS FROM SEED [gin bindings...]: train NAME from stage FROM as numbers_six was
+  # trained (six-fact documents, batches of 12 shuffled, no lookahead), on the data the bindings name
+  local name=$1 steps=$2 start=$3 seed=$4
+  shift 4
+  stage "$name" "$steps" "$root/$start/hypernetwork" experiments/qa/from_niah_fresh_documents.gin "$@" \
+    "lora_hyper.train.seed = $seed" "$(with_lookahead 0)" "lora_hyper.train.global_batch_size = 12"
+}
+
 "$python" -m experiments.qa.subset --out "$root/six_fact_no_names.jsonl" --docs 20000 --facts-per-doc 6 \
   --kinds number 'listed word'
 mapfile -t no_names < <(jsonl "$root/six_fact_no_names.jsonl")
-stage six_no_names 400 "$root/numbers/hypernetwork" experiments/qa/from_niah_fresh_documents.gin "${no_names[@]}" \
-  "lora_hyper.train.seed = 1" "$(with_lookahead 0)" "lora_hyper.train.global_batch_size = 12"
+six_fact six_no_names 400 numbers 1 "${no_names[@]}"
 validate six_no_names qa_no_names_six_no_names 6 10
 held_out six_no_names qa_no_names_six_no_names_by_fact
-stage six_no_names_longer 400 "$root/six_no_names/hypernetwork" experiments/qa/from_niah_fresh_documents.gin \
-  "${no_names[@]}" "lora_hyper.train.seed = 2" "$(with_lookahead 0)" "lora_hyper.train.global_batch_size = 12"
+six_fact six_no_names_longer 400 six_no_names 2 "${no_names[@]}"
 validate six_no_names_longer qa_no_names_six_no_names_longer 6 10
 held_out six_no_names_longer qa_no_names_six_no_names_longer_by_fact
 "$python" -m experiments.qa.subset --out "$root/six_fact_numbers.jsonl" --docs 20000 --facts-per-doc 6 --kinds number
 mapfile -t six_numbers < <(jsonl "$root/six_fact_numbers.jsonl")
-stage six_numbers 200 "$root/six_no_names/hypernetwork" experiments/qa/from_niah_fresh_documents.gin \
-  "${six_numbers[@]}" "lora_hyper.train.seed = 2" "$(with_lookahead 0)" "lora_hyper.train.global_batch_size = 12"
+six_fact six_numbers 200 six_no_names 2 "${six_numbers[@]}"
 validate six_numbers qa_no_names_six_numbers 6 10
 held_out six_numbers qa_no_names_six_numbers_by_fact
-stage six_numbers_no_names 400 "$root/six_numbers/hypernetwork" experiments/qa/from_niah_fresh_documents.gin \
-  "${no_names[@]}" "lora_hyper.train.seed = 3" "$(with_lookahead 0)" "lora_hyper.train.global_batch_size = 12"
+six_fact six_numbers_no_names 400 six_numbers 3 "${no_names[@]}"
 validate six_numbers_no_names qa_no_names_six_numbers_no_names 6 10
 held_out six_numbers_no_names qa_no_names_six_numbers_no_names_by_fact
