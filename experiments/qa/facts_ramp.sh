@@ -19,12 +19,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=${1:-/tmp/qa_words_path}
 python=${PYTHON:-.venv/bin/python}
-if [[ ! -d "$root/two_facts/hypernetwork" ]]; then
-  echo "no $root/two_facts/hypernetwork: run bash experiments/qa/words_path.sh $root first" >&2
-  exit 1
-fi
 
-source experiments/qa/stages.sh   # stage, validate, held_out
+source experiments/qa/stages.sh   # stage, validate, held_out, needs
+needs two_facts words_path.sh
 
 from=two_facts
 for facts in three:3 four:4 five:5; do

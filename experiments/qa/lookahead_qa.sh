@@ -18,14 +18,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=${1:-/tmp/qa_lookahead}
 python=${PYTHON:-.venv/bin/python}
-for start in kc2 ka2; do
-  if [[ ! -d "$root/$start/hypernetwork" ]]; then
-    echo "no $root/$start/hypernetwork: run bash experiments/qa/lookahead_late.sh $root first" >&2
-    exit 1
-  fi
-done
 
-source experiments/qa/stages.sh   # stage, validate, with_lookahead, held_out
+source experiments/qa/stages.sh   # stage, validate, with_lookahead, held_out, needs
+needs kc2 lookahead_late.sh
+needs ka2 lookahead_late.sh
 
 qa_run() {  # qa_run NAME FROM LOOKAHEAD GIN_FILE [gin bindings...]: 400 steps from FROM, seed 1
   local name=$1 start=$2 lookahead=$3 gin_file=$4

@@ -23,20 +23,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=${1:-/tmp/qa_lookahead}
 python=${PYTHON:-.venv/bin/python}
-if [[ ! -d "$root/numbers/hypernetwork" ]]; then
-  echo "no $root/numbers/hypernetwork: run bash experiments/qa/numbers_stage.sh $root first" >&2
-  exit 1
-fi
 
-source experiments/qa/stages.sh   # stage, jsonl, validate, with_lookahead, held_out
-
-six_fact() {  # six_fact NAME STEPS FROM SEED [gin bindings...]: train NAME from stage FROM as numbers_six was
-  # trained (six-fact documents, batches of 12 shuffled, no lookahead), on the data the bindings name
-  local name=$1 steps=$2 start=$3 seed=$4
-  shift 4
-  stage "$name" "$steps" "$root/$start/hypernetwork" experiments/qa/from_niah_fresh_documents.gin "$@" \
-    "lora_hyper.train.seed = $seed" "$(with_lookahead 0)" "lora_hyper.train.global_batch_size = 12"
-}
+source experiments/qa/stages.sh   # stage, jsonl, validate, with_lookahead, held_out, needs, six_fact
+needs numbers numbers_stage.sh
 
 "$python" -m experiments.qa.subset --out "$root/six_fact_no_names.jsonl" --docs 20000 --facts-per-doc 6 \
   --kinds number 'listed word'

@@ -15,19 +15,15 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=${1:-/tmp/qa_lookahead}
 python=${PYTHON:-.venv/bin/python}
-if [[ ! -d "$root/six_shuffled/hypernetwork" ]]; then
-  echo "no $root/six_shuffled/hypernetwork: run bash experiments/qa/per_document.sh $root first" >&2
-  exit 1
-fi
 
-source experiments/qa/stages.sh   # stage, jsonl, validate, only, with_lookahead, held_out
+source experiments/qa/stages.sh   # stage, jsonl, validate, only, with_lookahead, held_out, needs, six_fact
+needs six_shuffled per_document.sh
 
 numbers_file=$(only number)   # a command substitution's failure stops the script (set -e)
 mapfile -t numbers < <(jsonl "$numbers_file")
 stage numbers 200 "$root/six_shuffled/hypernetwork" experiments/qa/single_fact.gin "${numbers[@]}" \
   "lora_hyper.train.seed = 1" "$(with_lookahead 0)"
 validate numbers qa_numbers_stage_numbers 1 48
-stage numbers_six 400 "$root/numbers/hypernetwork" experiments/qa/from_niah_fresh_documents.gin \
-  "lora_hyper.train.seed = 1" "$(with_lookahead 0)" "lora_hyper.train.global_batch_size = 12"
+six_fact numbers_six 400 numbers 1
 validate numbers_six qa_numbers_stage_numbers_six 6 10
 held_out numbers_six qa_numbers_stage_numbers_six_by_fact

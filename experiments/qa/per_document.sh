@@ -17,23 +17,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=${1:-/tmp/qa_lookahead}
 python=${PYTHON:-.venv/bin/python}
-if [[ ! -d "$root/qc_two/hypernetwork" ]]; then
-  echo "no $root/qc_two/hypernetwork: run bash experiments/qa/lookahead_qa.sh $root first" >&2
-  exit 1
-fi
 
-source experiments/qa/stages.sh   # stage, validate, with_lookahead, held_out
+source experiments/qa/stages.sh   # stage, validate, with_lookahead, held_out, needs, six_fact
+needs qc_two lookahead_qa.sh
 
-run() {  # run NAME FROM GIN_FILE SHUFFLE [gin bindings...]: 400 steps of 12 records from FROM, seed 1
-  local name=$1 start=$2 gin_file=$3 shuffle=$4
-  shift 4
-  stage "$name" 400 "$root/$start/hypernetwork" "$gin_file" "lora_hyper.train.seed = 1" "$(with_lookahead 0)" \
-    "lora_hyper.train.global_batch_size = 12" "lora_hyper.train.shuffle = $shuffle" "$@"
-}
-
-run six_grouped qc_two experiments/qa/from_niah_fresh_documents.gin False
+six_fact six_grouped 400 qc_two 1 "lora_hyper.train.shuffle = False"
 validate six_grouped qa_per_document_six_grouped 6 10
-run six_shuffled qc_two experiments/qa/from_niah_fresh_documents.gin True
+six_fact six_shuffled 400 qc_two 1 "lora_hyper.train.shuffle = True"
 validate six_shuffled qa_per_document_six_shuffled 6 10
 held_out six_grouped qa_per_document_six_grouped_by_fact
 held_out six_shuffled qa_per_document_six_shuffled_by_fact

@@ -26,6 +26,13 @@ validate() {  # validate STAGE PREFIX FACTS_PER_DOC DOCS [by_fact flags...]: sco
     --docs "$docs" --facts-per-doc "$facts" --name "${prefix}_validation_${facts}fact" "$@"
 }
 
+needs() {  # needs STAGE SCRIPT: stop unless STAGE's hypernetwork is under $root (SCRIPT, run first, makes it)
+  if [[ ! -d "$root/$1/hypernetwork" ]]; then
+    echo "no $root/$1/hypernetwork: run bash experiments/qa/$2 $root first" >&2
+    exit 1
+  fi
+}
+
 held_out() {  # held_out STAGE NAME: score STAGE's hypernetwork on the 24 held-out documents as NAME
   "$python" -m experiments.qa.by_fact --hypernetwork "$root/$1/hypernetwork" --name "$2"
 }
@@ -56,4 +63,12 @@ code_word_run() {  # code_word_run NAME STEPS FROM SEED LOOKAHEAD [gin bindings.
   shift 5
   stage "$name" "$steps" "$start" experiments/qa/single_fact.gin "${words[@]}" \
     "$(with_lookahead "$lookahead")" "lora_hyper.OptimizerConfig.learning_rate = 3e-4" "lora_hyper.train.seed = $seed" "$@"
+}
+
+six_fact() {  # six_fact NAME STEPS FROM SEED [gin bindings...]: train NAME from stage FROM on six-fact documents
+  # (from_niah_fresh_documents.gin) in batches of 12, no lookahead; the bindings may name other data
+  local name=$1 steps=$2 start=$3 seed=$4
+  shift 4
+  stage "$name" "$steps" "$root/$start/hypernetwork" experiments/qa/from_niah_fresh_documents.gin "$@" \
+    "lora_hyper.train.seed = $seed" "$(with_lookahead 0)" "lora_hyper.train.global_batch_size = 12"
 }
