@@ -40,7 +40,7 @@ generated correction, linear in the code and zero at init (a zero A head), so it
 the "b" hypernetwork it continues. A document-dependent A could read *which* token the model has
 just written and B write the one that follows it (as a copied multi-token name needs), where a
 shared A reads the same r features for every document. On made-up code words 800 steps of it
-did not get the adapter past a word's first token (experiments/README.md).
+did not get the adapter past a word's first token (experiments/qa/README.md).
 
 Optionally each chunk's B is gated (`chunk_gate`, also not published): g = 2 sigmoid(GATE_GAIN *
 (w . code + c)) per (layer, module), exactly 1 at init so a trained hypernetwork keeps its
@@ -58,7 +58,7 @@ however many there are.
 Optionally each token's features also carry the next few tokens' (`lookahead`, not published): a
 linear map per offset, zero at init so that it continues a hypernetwork without it exactly. On made-up
 code words a linear probe finds a word's first token in the Perceiver's latents and not the second
-(experiments/README.md): the latents attend to where a word starts. With lookahead that position
+(experiments/qa/README.md): the latents attend to where a word starts. With lookahead that position
 holds the tokens after it as well: after 1,500 steps of the copying drill the second token reaches
 the code (probe 0.05 to 0.23) and the answers (first two tokens right for 21% of unseen words,
 against 2% for the drill's runs without it, of up to 800 steps), where 600 steps had taken it only

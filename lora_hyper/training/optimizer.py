@@ -33,7 +33,7 @@ class OptimizerConfig:
   # (module name, learning-rate multiplier, warm-up updates): the params under a module of that name
   # train at multiplier x the schedule, ramped linearly from 0 over the warm-up. A new part of a
   # trained network can start slowly this way while the rest trains at full rate, e.g.
-  # (("lookahead", 1.0, 600),) for Doc-to-LoRA's lookahead maps (experiments/README.md).
+  # (("lookahead", 1.0, 600),) for Doc-to-LoRA's lookahead maps (experiments/qa/README.md).
   param_groups: tuple[tuple[str, float, int], ...] = ()
 
   def __post_init__(self):

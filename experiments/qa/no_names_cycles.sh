@@ -1,0 +1,31 @@
+#!/bin/bash
+# QA, more cycles of no_names.sh's last two stages, and a larger validation set to pick among them.
+# no_names.sh's two cycles (200 steps on six-fact number questions alone, then 400 on number and
+# listed-word questions) ended at validation 0.500 and 0.484 on 10 six-fact documents (12 number
+# questions), held out 0.497 and 0.534: too few validation questions to tell them apart. Here:
+#   six_numbers_3, six_numbers_no_names_3  the two stages a third time, from six_numbers_no_names_2 (seeds 6, 7)
+#   six_numbers_4, six_numbers_no_names_4  and a fourth (seeds 8, 9)
+# and every cycle's end scored on 20 six-fact validation documents (from 20,000 on, beyond the
+# training ones; the first 10 are no_names.sh's), the pick among the four; held out for the new two.
+# About 1 h 40 min on 2 CPU cores; results experiments/results/qa_no_names_cycles_*.{json,md,png}.
+#   ... && bash experiments/qa/no_names.sh ROOT && bash experiments/qa/no_names_cycles.sh ROOT
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=${1:-/tmp/qa_lookahead}
+python=${PYTHON:-.venv/bin/python}
+
+source experiments/qa/stages.sh   # stage, jsonl, validate, with_lookahead, held_out, needs, six_fact
+needs six_numbers_no_names_2 no_names.sh
+mapfile -t no_names < <(jsonl "$root/six_fact_no_names.jsonl")
+mapfile -t six_numbers < <(jsonl "$root/six_fact_numbers.jsonl")
+
+six_fact six_numbers_3 200 six_numbers_no_names_2 6 "${six_numbers[@]}"
+six_fact six_numbers_no_names_3 400 six_numbers_3 7 "${no_names[@]}"
+validate six_numbers_no_names_3 qa_no_names_cycles_six_numbers_no_names_3 6 20
+six_fact six_numbers_4 200 six_numbers_no_names_3 8 "${six_numbers[@]}"
+six_fact six_numbers_no_names_4 400 six_numbers_4 9 "${no_names[@]}"
+validate six_numbers_no_names_4 qa_no_names_cycles_six_numbers_no_names_4 6 20
+validate six_numbers_no_names qa_no_names_cycles_six_numbers_no_names 6 20
+validate six_numbers_no_names_2 qa_no_names_cycles_six_numbers_no_names_2 6 20
+held_out six_numbers_no_names_3 qa_no_names_cycles_six_numbers_no_names_3_by_fact
+held_out six_numbers_no_names_4 qa_no_names_cycles_six_numbers_no_names_4_by_fact
