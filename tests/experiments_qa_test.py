@@ -1,6 +1,7 @@
 """experiments.qa: records of chosen answer kinds (subset), of mixed facts per document, also in one-kind
 batches (mixed_facts), and code words, readable by JsonlQA; by_fact's partial credit; the linear probe,
-the per-document fit, runs' logs side by side and the loss by kind of answer (kind_losses)."""
+the per-document fit, runs' logs side by side, the loss by kind of answer (kind_losses) and scores side by
+side (by_fact's relative ROUGE-L, compare)."""
 
 import collections
 import json
@@ -10,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.qa import (by_fact, code_probe, code_words, copy_eval, free_adapter, kind_losses, mixed_facts, run_logs,
-                            subset)
+from experiments import common
+from experiments.qa import (by_fact, code_probe, code_words, compare, copy_eval, free_adapter, kind_losses, mixed_facts,
+                            run_logs, subset)
 from lora_hyper.adapters import lora
 from lora_hyper.data import fictional, jsonl_source
 
@@ -195,3 +197,29 @@ def test_run_logs_summarize_loss_per_hundred_steps_and_the_late_gradient_norm(tm
   assert summary["loss_per_100_steps"] == pytest.approx({0: 9.45, 100: 8.45, 200: 7.45})
   # The last 200 steps are 110..300, whose norms are their step numbers: median 205.
   assert summary["grad_norm_median_late"] == 205.0 and summary["lookahead_spectral_norms"] == [1.5]
+
+
+def _kind(questions, d2l_rouge, in_context_rouge, d2l_contains=0.0):
+  return {"questions": questions, "d2l": {"rouge_l": d2l_rouge, "contains": d2l_contains, "prefix": d2l_contains},
+          "base_in_context": {"rouge_l": in_context_rouge, "contains": 1.0, "prefix": 1.0}}
+
+
+def test_relative_rouge_l_weights_each_kind_by_its_questions():
+  by_kind = {"number": _kind(3, 1.0, 0.5), "made-up name": _kind(1, 0.0, 1.0)}
+  assert by_fact.relative_rouge_l(by_kind) == pytest.approx(3.0 / 2.5)
+
+
+def test_compare_lines_up_each_labels_scores_and_marks_a_missing_one(tmp_path, monkeypatch):
+  monkeypatch.setattr(common, "RESULTS", tmp_path)
+  for name, contains in (("v1", 0.5), ("h1", 0.25), ("h2", 1.0)):
+    result = {"experiment": name, "by_answer_kind": {"number": _kind(4, contains, 1.0, contains),
+                                                      "made-up name": _kind(4, 0.0, 1.0)}}
+    (tmp_path / f"{name}.json").write_text(json.dumps(result))
+  runs = compare.compare({"validation": {"a": "v1"}, "held_out": {"a": "h1", "b": "h2"}})
+  assert list(runs) == ["a", "b"] and "validation" not in runs["b"]
+  assert runs["a"]["validation"]["contains"] == {"number": 2, "made-up name": 0}
+  assert runs["b"]["held_out"]["relative_rouge_l"] == pytest.approx(0.5)
+  rows = compare.table(runs, "cycle").splitlines()
+  assert rows[0].startswith("| cycle | validation: number")
+  assert rows[2] == "| a | 2 of 4 (2) | 0 of 4 (0) | 0.250 | 1 of 4 (1) | 0 of 4 (0) | 0.125 |"
+  assert rows[3] == "| b | - | - | - | 4 of 4 (4) | 0 of 4 (0) | 0.500 |"

@@ -97,7 +97,8 @@ def main() -> None:
   examples = [{"query": r["query"], "answer": r["answer"], "d2l": a}
               for r, a in zip(records, answers["d2l"])][:24]
   result = {"hypernetwork": hyper.describe(), "split": args.split, "first_doc": args.first_doc, "docs": args.docs,
-            "facts_per_doc": args.facts_per_doc, "questions": len(records), "by_answer_kind": by_kind,
+            "facts_per_doc": args.facts_per_doc, "questions": len(records),
+            "relative_rouge_l": relative_rouge_l(by_kind), "by_answer_kind": by_kind,
             "by_fact": by_fact, "examples": examples}
   common.write_json(args.name, result)
   row = lambda group, s: [group, s["questions"], s["base_in_context"]["contains"], s["d2l"]["contains"],
@@ -115,9 +116,17 @@ def main() -> None:
       f"questions whose document has another of this row's, the share whose answer (case and punctuation "
       f"aside) none of those got; listed words come from the "
       f"generator's fixed lists (colours, exports, professions, ...), made-up names from its syllables.\n\n"
+      f"Relative ROUGE-L over the {len(records)} questions: {result['relative_rouge_l']:.3f}.\n\n"
       f"{common.markdown_table(header, [row(k, s) for k, s in by_kind.items()])}\nBy fact:\n\n"
       f"{common.markdown_table(header[:-2], [row(k, s)[:-2] for k, s in by_fact.items()])}")  # one question a fact
   plot(by_kind, args.name, args.split)
+
+
+def relative_rouge_l(by_kind: dict[str, dict]) -> float:
+  """Doc-to-LoRA's ROUGE-L over all questions relative to the base model's with the document in its
+  prompt: each kind's mean weighted by its questions (the QA table's relative score)."""
+  total = lambda method: sum(s["questions"] * s[method]["rouge_l"] for s in by_kind.values())
+  return total("d2l") / total("base_in_context")
 
 
 def _or_dash(value: float | None):
