@@ -6,9 +6,10 @@
 #   six_numbers_3, six_numbers_no_names_3  the two stages a third time, from six_numbers_no_names_2 (seeds 6, 7)
 #   six_numbers_4, six_numbers_no_names_4  and a fourth (seeds 8, 9)
 #   six_numbers_5, six_numbers_no_names_5  and a fifth (seeds 10, 11)
+#   six_numbers_6, six_numbers_no_names_6  and a sixth (seeds 12, 13)
 # and every cycle's end scored on 20 six-fact validation documents (from 20,000 on, beyond the
-# training ones; the first 10 are no_names.sh's), the pick among the five; held out for the new three.
-# About 2 h 20 min on 2 CPU cores; results experiments/results/qa_no_names_cycles_*.{json,md,png}.
+# training ones; the first 10 are no_names.sh's), the pick among the six; held out for the new four.
+# About 3 h on 2 CPU cores; results experiments/results/qa_no_names_cycles_*.{json,md,png}.
 #   ... && bash experiments/qa/no_names.sh ROOT && bash experiments/qa/no_names_cycles.sh ROOT
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -34,11 +35,15 @@ six_fact six_numbers_5 200 six_numbers_no_names_4 10 "${six_numbers[@]}"
 six_fact six_numbers_no_names_5 400 six_numbers_5 11 "${no_names[@]}"
 validate six_numbers_no_names_5 qa_no_names_cycles_six_numbers_no_names_5 6 20
 held_out six_numbers_no_names_5 qa_no_names_cycles_six_numbers_no_names_5_by_fact
-# the five cycles side by side (the first two's held-out scores are no_names.sh's)
+six_fact six_numbers_6 200 six_numbers_no_names_5 12 "${six_numbers[@]}"
+six_fact six_numbers_no_names_6 400 six_numbers_6 13 "${no_names[@]}"
+validate six_numbers_no_names_6 qa_no_names_cycles_six_numbers_no_names_6 6 20
+held_out six_numbers_no_names_6 qa_no_names_cycles_six_numbers_no_names_6_by_fact
+# the six cycles side by side (the first two's held-out scores are no_names.sh's)
 cycles=qa_no_names_cycles_six_numbers_no_names
 "$python" -m experiments.qa.compare --name qa_no_names_cycles --title "QA: cycles of numbers-only and no-names stages" \
   --label-title cycle \
   --validation "1=${cycles}_validation_6fact" "2=${cycles}_2_validation_6fact" "3=${cycles}_3_validation_6fact" \
-  "4=${cycles}_4_validation_6fact" "5=${cycles}_5_validation_6fact" \
+  "4=${cycles}_4_validation_6fact" "5=${cycles}_5_validation_6fact" "6=${cycles}_6_validation_6fact" \
   --held-out 1=qa_no_names_six_numbers_no_names_by_fact 2=qa_no_names_six_numbers_no_names_2_by_fact \
-  "3=${cycles}_3_by_fact" "4=${cycles}_4_by_fact" "5=${cycles}_5_by_fact"
+  "3=${cycles}_3_by_fact" "4=${cycles}_4_by_fact" "5=${cycles}_5_by_fact" "6=${cycles}_6_by_fact"
