@@ -21,24 +21,17 @@ needs six_numbers_no_names_2 no_names.sh
 mapfile -t no_names < <(jsonl "$root/six_fact_no_names.jsonl")
 mapfile -t six_numbers < <(jsonl "$root/six_fact_numbers.jsonl")
 
-six_fact six_numbers_3 200 six_numbers_no_names_2 6 "${six_numbers[@]}"
-six_fact six_numbers_no_names_3 400 six_numbers_3 7 "${no_names[@]}"
-validate six_numbers_no_names_3 qa_no_names_cycles_six_numbers_no_names_3 6 20
-six_fact six_numbers_4 200 six_numbers_no_names_3 8 "${six_numbers[@]}"
-six_fact six_numbers_no_names_4 400 six_numbers_4 9 "${no_names[@]}"
-validate six_numbers_no_names_4 qa_no_names_cycles_six_numbers_no_names_4 6 20
+cycle() {  # cycle N: the numbers-only stage, then the no-names one, from cycle N-1's end (seeds 2N, 2N+1), scored
+  local n=$1
+  six_fact "six_numbers_$n" 200 "six_numbers_no_names_$((n - 1))" $((2 * n)) "${six_numbers[@]}"
+  six_fact "six_numbers_no_names_$n" 400 "six_numbers_$n" $((2 * n + 1)) "${no_names[@]}"
+  validate "six_numbers_no_names_$n" "qa_no_names_cycles_six_numbers_no_names_$n" 6 20
+  held_out "six_numbers_no_names_$n" "qa_no_names_cycles_six_numbers_no_names_${n}_by_fact"
+}
+
+for n in 3 4 5 6; do cycle "$n"; done
 validate six_numbers_no_names qa_no_names_cycles_six_numbers_no_names 6 20
 validate six_numbers_no_names_2 qa_no_names_cycles_six_numbers_no_names_2 6 20
-held_out six_numbers_no_names_3 qa_no_names_cycles_six_numbers_no_names_3_by_fact
-held_out six_numbers_no_names_4 qa_no_names_cycles_six_numbers_no_names_4_by_fact
-six_fact six_numbers_5 200 six_numbers_no_names_4 10 "${six_numbers[@]}"
-six_fact six_numbers_no_names_5 400 six_numbers_5 11 "${no_names[@]}"
-validate six_numbers_no_names_5 qa_no_names_cycles_six_numbers_no_names_5 6 20
-held_out six_numbers_no_names_5 qa_no_names_cycles_six_numbers_no_names_5_by_fact
-six_fact six_numbers_6 200 six_numbers_no_names_5 12 "${six_numbers[@]}"
-six_fact six_numbers_no_names_6 400 six_numbers_6 13 "${no_names[@]}"
-validate six_numbers_no_names_6 qa_no_names_cycles_six_numbers_no_names_6 6 20
-held_out six_numbers_no_names_6 qa_no_names_cycles_six_numbers_no_names_6_by_fact
 # the six cycles side by side (the first two's held-out scores are no_names.sh's)
 cycles=qa_no_names_cycles_six_numbers_no_names
 "$python" -m experiments.qa.compare --name qa_no_names_cycles --title "QA: cycles of numbers-only and no-names stages" \

@@ -1,6 +1,6 @@
 # Shell helpers of the QA stage scripts (curriculum.sh, copy_drill.sh, lookahead_*.sh, mixed.sh,
 # kind_batches.sh, words_path.sh, facts_ramp.sh, per_document.sh, numbers_stage.sh,
-# no_names.sh), sourced by them.
+# no_names.sh, no_names_cycles.sh), sourced by them.
 # They read the caller's $root (a workdir per stage under it) and $python.
 
 # from_niah.gin's hyper_overrides without its closing brace and generated_factors, for a stage to
