@@ -1,20 +1,23 @@
 """experiments.qa: records of chosen answer kinds (subset), of mixed facts per document, also in one-kind
 batches (mixed_facts), and code words, readable by JsonlQA; by_fact's partial credit; the linear probe,
 the per-document fit, runs' logs side by side, the loss by kind of answer (kind_losses) and scores side by
-side (by_fact's relative ROUGE-L, compare)."""
+side (by_fact's relative ROUGE-L, compare); hypernetworks' weight average (average)."""
 
 import collections
 import json
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments import common
-from experiments.qa import (by_fact, code_probe, code_words, compare, copy_eval, free_adapter, kind_losses, mixed_facts,
+from experiments.qa import (average, by_fact, code_probe, code_words, compare, copy_eval, free_adapter, kind_losses, mixed_facts,
                             run_logs, subset)
-from lora_hyper.adapters import lora
+from lora_hyper.adapters import io, lora
+from lora_hyper.hypernetworks import doc_to_lora, saved
+from lora_hyper.model import config as config_lib
 from lora_hyper.data import fictional, jsonl_source
 
 
@@ -223,3 +226,21 @@ def test_compare_lines_up_each_labels_scores_and_marks_a_missing_one(tmp_path, m
   assert rows[0].startswith("| cycle | validation: number")
   assert rows[2] == "| a | 2 of 4 (2) | 0 of 4 (0) | 0.250 | 1 of 4 (1) | 0 of 4 (0) | 0.125 |"
   assert rows[3] == "| b | - | - | - | 4 of 4 (4) | 0 of 4 (0) | 0.500 |"
+
+
+def test_average_is_the_leafwise_mean_of_one_runs_hypernetworks_and_refuses_another_config(tmp_path):
+  config = doc_to_lora.d2l_tiny(config_lib.tiny_gemma3())
+  identity = io.BaseIdentity("tiny", "0" * 16)
+  folders = [saved.save_hypernetwork(tmp_path / str(seed), config, doc_to_lora.init(config, jax.random.key(seed)),
+                                     base=identity) for seed in (1, 2, 3)]
+  average.main([*map(str, folders), "--out", str(tmp_path / "mean")])
+  mean = saved.load_hypernetwork(tmp_path / "mean")
+  inputs = [saved.load_hypernetwork(folder).params for folder in folders]
+  assert mean.config == config and mean.base == identity
+  jax.tree.map(lambda m, *xs: np.testing.assert_allclose(m, np.mean(xs, axis=0), rtol=1e-6, atol=1e-7),
+               mean.params, *inputs)
+  assert any(not np.allclose(m, x) for m, x in zip(jax.tree.leaves(mean.params), jax.tree.leaves(inputs[0])))
+  other = doc_to_lora.d2l_tiny(config_lib.tiny_gemma3(), rank=4)
+  saved.save_hypernetwork(tmp_path / "other", other, doc_to_lora.init(other, jax.random.key(0)), base=identity)
+  with pytest.raises(ValueError, match="another config"):
+    average.average([saved.load_hypernetwork(folders[0]), saved.load_hypernetwork(tmp_path / "other")])
