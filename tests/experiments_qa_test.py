@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from experiments import common
-from experiments.qa import (average, by_fact, code_probe, code_words, compare, copy_eval, free_adapter, kind_losses, mixed_facts,
-                            run_logs, subset)
+from experiments.qa import (average, by_fact, code_probe, code_words, compare, copy_eval, free_adapter, kind_losses,
+                            mixed_facts, run_logs, subset)
 from lora_hyper.adapters import io, lora
+from lora_hyper.data import fictional, jsonl_source
 from lora_hyper.hypernetworks import doc_to_lora, saved
 from lora_hyper.model import config as config_lib
-from lora_hyper.data import fictional, jsonl_source
 
 
 def test_keeps_only_the_chosen_kinds_of_the_chosen_documents():
