@@ -45,7 +45,8 @@ def table(runs: dict[str, dict[str, Any]], label_title: str = "run") -> str:
   kinds = [k for k in by_fact.ANSWER_KINDS if any(k in s["questions"] for r in runs.values() for s in r.values())]
   header = [label_title]
   for which in SETS:
-    header += [f"{which.replace('_', ' ')}: {k} (first 3 letters)" for k in kinds] + [f"{which.replace('_', ' ')}: relative ROUGE-L"]
+    title = which.replace("_", " ")
+    header += [f"{title}: {k} (first 3 letters)" for k in kinds] + [f"{title}: relative ROUGE-L"]
   rows = []
   for label, run in runs.items():
     row = [label]

@@ -35,22 +35,23 @@ cycle() {  # cycle N: the numbers-only stage, then the no-names one, from cycle 
   held_out "six_numbers_no_names_$n" "qa_no_names_cycles_six_numbers_no_names_${n}_by_fact"
 }
 
-for n in 3 4 5 6 7 8 9 10; do cycle "$n"; done
+added=(3 4 5 6 7 8 9 10)  # the cycles this script trains, after no_names.sh's 1 and 2
+for n in "${added[@]}"; do cycle "$n"; done
 "$python" -m experiments.qa.average --out "$root/average_6_to_8/hypernetwork" \
   "$root"/six_numbers_no_names_{6,7,8}/hypernetwork
 validate average_6_to_8 qa_no_names_cycles_average_6_to_8 6 20
 held_out average_6_to_8 qa_no_names_cycles_average_6_to_8_by_fact
 validate six_numbers_no_names qa_no_names_cycles_six_numbers_no_names 6 20
 validate six_numbers_no_names_2 qa_no_names_cycles_six_numbers_no_names_2 6 20
-# the ten cycles and the average side by side (the first two's held-out scores are no_names.sh's)
+# every cycle and the average side by side (the first two's held-out scores are no_names.sh's)
 cycles=qa_no_names_cycles_six_numbers_no_names
+validation=("1=${cycles}_validation_6fact" "2=${cycles}_2_validation_6fact")
+held=(1=qa_no_names_six_numbers_no_names_by_fact 2=qa_no_names_six_numbers_no_names_2_by_fact)
+for n in "${added[@]}"; do
+  validation+=("$n=${cycles}_${n}_validation_6fact")
+  held+=("$n=${cycles}_${n}_by_fact")
+done
 "$python" -m experiments.qa.compare --name qa_no_names_cycles --title "QA: cycles of numbers-only and no-names stages" \
   --label-title cycle \
-  --validation "1=${cycles}_validation_6fact" "2=${cycles}_2_validation_6fact" "3=${cycles}_3_validation_6fact" \
-  "4=${cycles}_4_validation_6fact" "5=${cycles}_5_validation_6fact" "6=${cycles}_6_validation_6fact" \
-  "7=${cycles}_7_validation_6fact" "8=${cycles}_8_validation_6fact" "9=${cycles}_9_validation_6fact" \
-  "10=${cycles}_10_validation_6fact" "6-8 mean=qa_no_names_cycles_average_6_to_8_validation_6fact" \
-  --held-out 1=qa_no_names_six_numbers_no_names_by_fact 2=qa_no_names_six_numbers_no_names_2_by_fact \
-  "3=${cycles}_3_by_fact" "4=${cycles}_4_by_fact" "5=${cycles}_5_by_fact" "6=${cycles}_6_by_fact" \
-  "7=${cycles}_7_by_fact" "8=${cycles}_8_by_fact" "9=${cycles}_9_by_fact" \
-  "10=${cycles}_10_by_fact" "6-8 mean=qa_no_names_cycles_average_6_to_8_by_fact"
+  --validation "${validation[@]}" "6-8 mean=qa_no_names_cycles_average_6_to_8_validation_6fact" \
+  --held-out "${held[@]}" "6-8 mean=qa_no_names_cycles_average_6_to_8_by_fact"
