@@ -66,11 +66,11 @@ def plot(runs: dict[str, dict[str, Any]], name: str, label_title: str = "run") -
   plt = common.pyplot()
 
   labels = list(runs)
-  fig, ax = plt.subplots(figsize=(7, 3.5))
+  fig, ax = plt.subplots(figsize=(max(7, 0.6 * len(labels)), 3.5))  # room for each label
   for which, marker in zip(SETS, ("o", "s")):
     points = [(i, runs[l][which]["relative_rouge_l"]) for i, l in enumerate(labels) if which in runs[l]]
     ax.plot([i for i, _ in points], [v for _, v in points], marker=marker, label=which.replace("_", " "))
-  ax.set_xticks(range(len(labels)), labels)
+  ax.set_xticks(range(len(labels)), labels, rotation=30 if max(map(len, labels)) > 4 else 0)
   ax.set_xlabel(label_title)
   ax.set_ylabel("relative ROUGE-L")
   ax.set_ylim(0, 1)

@@ -11,11 +11,14 @@
 #   six_numbers_8, six_numbers_no_names_8  and an eighth (seeds 16, 17)
 #   six_numbers_9, six_numbers_no_names_9  and a ninth (seeds 18, 19)
 #   six_numbers_10, six_numbers_no_names_10  and a tenth (seeds 20, 21)
+#   six_numbers_11, six_numbers_no_names_11  an eleventh (seeds 22, 23)
+#   six_numbers_12, six_numbers_no_names_12  a twelfth (seeds 24, 25)
+#   six_numbers_13, six_numbers_no_names_13  and a thirteenth (seeds 26, 27)
 #   average_6_to_8                          the mean of cycles 6, 7 and 8's weights (experiments.qa.average)
 # and every cycle's end scored on 20 six-fact validation documents (from 20,000 on, beyond the
-# training ones; the first 10 are no_names.sh's), the pick among them (a tie goes to the plain
-# cycle); held out for all but no_names.sh's two, which no_names.sh scored.
-# About 5 h on 2 CPU cores; results experiments/results/qa_no_names_cycles_*.{json,md,png}.
+# training ones; the first 10 are no_names.sh's), the pick among them (a tie goes to the earlier
+# cycle, and to a cycle over the mean); held out for all but no_names.sh's two, which no_names.sh scored.
+# About 6 h 30 min on 2 CPU cores; results experiments/results/qa_no_names_cycles_*.{json,md,png}.
 #   ... && bash experiments/qa/no_names.sh ROOT && bash experiments/qa/no_names_cycles.sh ROOT
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,7 +38,7 @@ cycle() {  # cycle N: the numbers-only stage, then the no-names one, from cycle 
   held_out "six_numbers_no_names_$n" "qa_no_names_cycles_six_numbers_no_names_${n}_by_fact"
 }
 
-added=(3 4 5 6 7 8 9 10)  # the cycles this script trains, after no_names.sh's 1 and 2
+added=(3 4 5 6 7 8 9 10 11 12 13)  # the cycles this script trains, after no_names.sh's 1 and 2
 for n in "${added[@]}"; do cycle "$n"; done
 "$python" -m experiments.qa.average --out "$root/average_6_to_8/hypernetwork" \
   "$root"/six_numbers_no_names_{6,7,8}/hypernetwork
