@@ -3,17 +3,8 @@
 # no_names.sh's two cycles (200 steps on six-fact number questions alone, then 400 on number and
 # listed-word questions) ended at validation 0.500 and 0.484 on 10 six-fact documents (12 number
 # questions), held out 0.497 and 0.534: too few validation questions to tell them apart. Here:
-#   six_numbers_3, six_numbers_no_names_3  the two stages a third time, from six_numbers_no_names_2 (seeds 6, 7)
-#   six_numbers_4, six_numbers_no_names_4  and a fourth (seeds 8, 9)
-#   six_numbers_5, six_numbers_no_names_5  and a fifth (seeds 10, 11)
-#   six_numbers_6, six_numbers_no_names_6  and a sixth (seeds 12, 13)
-#   six_numbers_7, six_numbers_no_names_7  and a seventh (seeds 14, 15)
-#   six_numbers_8, six_numbers_no_names_8  and an eighth (seeds 16, 17)
-#   six_numbers_9, six_numbers_no_names_9  and a ninth (seeds 18, 19)
-#   six_numbers_10, six_numbers_no_names_10  and a tenth (seeds 20, 21)
-#   six_numbers_11, six_numbers_no_names_11  an eleventh (seeds 22, 23)
-#   six_numbers_12, six_numbers_no_names_12  a twelfth (seeds 24, 25)
-#   six_numbers_13, six_numbers_no_names_13  and a thirteenth (seeds 26, 27)
+#   six_numbers_N, six_numbers_no_names_N  the two stages again from cycle N-1's end (seeds 2N, 2N+1),
+#                                           for each N in `added` below
 #   average_6_to_8                          the mean of cycles 6, 7 and 8's weights (experiments.qa.average)
 # and every cycle's end scored on 20 six-fact validation documents (from 20,000 on, beyond the
 # training ones; the first 10 are no_names.sh's), the pick among them (a tie goes to the earlier
