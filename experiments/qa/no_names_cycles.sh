@@ -9,7 +9,7 @@
 # and every cycle's end scored on 20 six-fact validation documents (from 20,000 on, beyond the
 # training ones; the first 10 are no_names.sh's), the pick among them (a tie goes to the earlier
 # cycle, and to a cycle over the mean); held out for all but no_names.sh's two, which no_names.sh scored.
-# About 6 h 30 min on 2 CPU cores; results experiments/results/qa_no_names_cycles_*.{json,md,png}.
+# About 8 h 15 min on 2 CPU cores; results experiments/results/qa_no_names_cycles_*.{json,md,png}.
 #   ... && bash experiments/qa/no_names.sh ROOT && bash experiments/qa/no_names_cycles.sh ROOT
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,7 +29,7 @@ cycle() {  # cycle N: the numbers-only stage, then the no-names one, from cycle 
   held_out "six_numbers_no_names_$n" "qa_no_names_cycles_six_numbers_no_names_${n}_by_fact"
 }
 
-added=(3 4 5 6 7 8 9 10 11 12 13)  # the cycles this script trains, after no_names.sh's 1 and 2
+added=(3 4 5 6 7 8 9 10 11 12 13 14 15 16)  # the cycles this script trains, after no_names.sh's 1 and 2
 for n in "${added[@]}"; do cycle "$n"; done
 "$python" -m experiments.qa.average --out "$root/average_6_to_8/hypernetwork" \
   "$root"/six_numbers_no_names_{6,7,8}/hypernetwork
