@@ -29,7 +29,7 @@ cycle() {  # cycle N: the numbers-only stage, then the no-names one, from cycle 
   held_out "six_numbers_no_names_$n" "qa_no_names_cycles_six_numbers_no_names_${n}_by_fact"
 }
 
-added=(3 4 5 6 7 8 9 10 11 12 13 14 15 16)  # the cycles this script trains, after no_names.sh's 1 and 2
+added=({3..16})  # the cycles this script trains, after no_names.sh's 1 and 2
 for n in "${added[@]}"; do cycle "$n"; done
 "$python" -m experiments.qa.average --out "$root/average_6_to_8/hypernetwork" \
   "$root"/six_numbers_no_names_{6,7,8}/hypernetwork
