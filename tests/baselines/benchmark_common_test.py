@@ -94,3 +94,43 @@ def test_run_all_runs_the_chosen_benchmarks_in_order_and_reports_failures(monkey
   assert calls == [["benchmarks.forward", "--tokens", "512", "--repeats", "5"],
                    ["benchmarks.mfu", "--rounds", "3", "--peak_n", "4096"], ["report", "--write"]]
   assert (tmp_path / "logs" / "mfu.log").exists()
+
+
+def test_gpu_benchmark_records_a_failed_length_and_measures_the_next(monkeypatch):
+  from benchmarks import gpu
+
+  def fake_one(tokens, mode, *args):
+    if tokens == 128:
+      raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
+    return {"doc_tokens": tokens, "mode": mode, "seconds": 0.5}
+
+  monkeypatch.setattr(gpu, "internalize_one", fake_one)
+  rows = gpu.internalize((128, 64), ("batched",), "d2l_tiny", None, None, None, rounds=1, budget=1e9)
+  assert rows[0]["hypernetwork"] == "d2l_tiny" and "RESOURCE_EXHAUSTED" in rows[0]["error"]
+  assert rows[1] == {"hypernetwork": "d2l_tiny", "doc_tokens": 64, "mode": "batched", "seconds": 0.5}
+
+
+def test_report_renders_a_gpu_run_with_a_failed_row(monkeypatch, tmp_path):
+  import json
+
+  from benchmarks import report
+
+  ok = {"hypernetwork": "shipped", "doc_tokens": 8192, "chunks": 65, "mode": "batched", "seconds": 0.004,
+        "tokens_per_s": 2e6, "compile_s": 3.0, "xla_temp_mb": 100.0, "xla_output_mb": 10.0}
+  failed = {"hypernetwork": "d2l_small", "doc_tokens": 131072, "mode": "batched", "error": "RESOURCE_EXHAUSTED"}
+  run = {"date": "2026-12-05", "elapsed_s": 300.0, "done": True, "dtype": "bfloat16", "model": "gemma3_270m",
+         "machine": {"device_kind": "NVIDIA H200", "jax": "0.11.2"}, "sizes": {"rounds": 5, "cd_steps": 300},
+         "internalize": [failed, ok],
+         "cd": [{"doc_tokens": 8192, "cd_steps": 300, "cd_answer_s": 0.1, "cd_teacher_s": 0.1, "cd_steps_s": 1.0,
+                 "cd_update_s": 1.2, "speedup": {"shipped batched": 300.0}}],
+         "train": {"error": "ValueError: boom"}, "peak": {"n": 8192, "bfloat16_tflops": 700.0}}
+  (tmp_path / "gpu.json").write_text(json.dumps(run))
+  monkeypatch.setattr(report, "RESULTS", tmp_path)
+  row = next(r for r in report.summary() if r.startswith("| 7 |"))
+  assert "300 s on NVIDIA H200" in row and "shipped batched 300x" in row and "**met**" in row
+  assert "8192 tokens batched 4 ms" in row  # the longest length measured, not the failed one
+  text = "\n".join(report.details())
+  assert "failed: RESOURCE_EXHAUSTED" in text and "| shipped | 8192 | 65 | batched | 4 ms |" in text
+  assert "Meta-training step" not in text  # the failed train section has no numbers to show
+  note = "\n".join(report.notes())
+  assert "shipped batched 300x" in note and "Missed" not in note  # 300x meets 1a's 200x
