@@ -139,7 +139,9 @@ def internalize(lengths, modes, name, hyper, hyper_params, params, rounds, budge
         log(f"budget spent: skipping internalize {name} {tokens} {mode}")
         continue
       try:
-        rows.append({"hypernetwork": name, **internalize_one(tokens, mode, hyper, hyper_params, params, rounds, rng)})
+        row = internalize_one(tokens, mode, hyper, hyper_params, params, rounds, rng)
+        log(f"internalize {name} {tokens} {mode}: {row['seconds']:.3f}s, temp {row['xla_temp_mb']:.0f} MB")
+        rows.append({"hypernetwork": name, **row})
       except Exception as e:  # noqa: BLE001 (recorded, and the next length still runs)
         rows.append({"hypernetwork": name, "doc_tokens": tokens, "mode": mode,
                      **failure(f"internalize {name} {tokens} {mode}", e)})
@@ -160,7 +162,6 @@ def internalize_one(tokens, mode, hyper, hyper_params, params, rounds, rng) -> d
          "tokens_per_s": tokens / times["median_s"],
          "xla_temp_mb": mem.temp_size_in_bytes / common.MB, "xla_output_mb": mem.output_size_in_bytes / common.MB,
          "device_peak_so_far_mb": device_peak_mb()}
-  log(f"internalize {tokens} {mode}: {row['seconds']:.3f}s, temp {row['xla_temp_mb']:.0f} MB")
   return row
 
 
@@ -185,7 +186,7 @@ def distillation_one(tokens, sizes, cfg, params, internalized, rng) -> dict:
   result = cd.distill(params, cfg, context, prompt, settings=settings, stop_ids=(-1,))
   t = result.timings
   d2l = {f"{r['hypernetwork']} {r['mode']}": r["seconds"] for r in internalized
-         if r["doc_tokens"] == tokens and "seconds" in r}
+         if r.get("doc_tokens") == tokens and "seconds" in r}
   row = {"doc_tokens": tokens, "cd_steps": sizes.cd_steps, "cd_compile_s": t.compile_s, "cd_answer_s": t.answer_s,
          "cd_teacher_s": t.teacher_s, "cd_steps_s": t.steps_s, "cd_update_s": t.update_s,
          "kl_first": float(result.losses[0]), "kl_last": float(result.losses[-1]), "d2l_s": d2l,
@@ -291,7 +292,8 @@ def main() -> None:
   results.add("cd", distillation(sizes, cfg, hyper, params, rows, args.budget_s))
   rows += internalize(sizes.extra_lengths, ("batched",), hyper_name, hyper, hyper_params, params, sizes.rounds,
                       args.budget_s)
-  results.add("internalize", sorted(rows, key=lambda r: (r["hypernetwork"], r.get("doc_tokens", 0), r.get("mode", ""))))
+  rows.sort(key=lambda r: (r["hypernetwork"], r.get("doc_tokens", 0), r.get("mode", "")))
+  results.add("internalize", rows)
   results.add("done", True)
   log(f"wrote {out}")
 

@@ -102,12 +102,13 @@ def test_gpu_benchmark_records_a_failed_length_and_measures_the_next(monkeypatch
   def fake_one(tokens, mode, *args):
     if tokens == 128:
       raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
-    return {"doc_tokens": tokens, "mode": mode, "seconds": 0.5}
+    return {"doc_tokens": tokens, "mode": mode, "seconds": 0.5, "xla_temp_mb": 1.0}
 
   monkeypatch.setattr(gpu, "internalize_one", fake_one)
   rows = gpu.internalize((128, 64), ("batched",), "d2l_tiny", None, None, None, rounds=1, budget=1e9)
   assert rows[0]["hypernetwork"] == "d2l_tiny" and "RESOURCE_EXHAUSTED" in rows[0]["error"]
-  assert rows[1] == {"hypernetwork": "d2l_tiny", "doc_tokens": 64, "mode": "batched", "seconds": 0.5}
+  assert rows[1] == {"hypernetwork": "d2l_tiny", "doc_tokens": 64, "mode": "batched", "seconds": 0.5,
+                     "xla_temp_mb": 1.0}
 
 
 def test_report_renders_a_gpu_run_with_a_failed_row(monkeypatch, tmp_path):
