@@ -127,7 +127,8 @@ def summary() -> list[str]:
                 + " / ".join(f"{m} {fmt_s(r['seconds'])}" for m, r in at_longest.items())
                 + f"; vs context distillation ({d['sizes']['cd_steps']} steps) {cd}; train step "
                 f"{tr.get('tokens_per_s', float('nan')) / 1e3:.0f}K tokens/s, MFU {tr.get('mfu') or float('nan'):.2f} "
-                f"of the measured bf16 `jnp.dot` | {yes(d['elapsed_s'] < 480 and bool(d.get('done')))} (runs in time) "
+                f"of the measured {d['dtype']} `jnp.dot` "
+                f"| {yes(d['elapsed_s'] < 480 and bool(d.get('done')))} (runs in time) "
                 "| `python -m benchmarks.gpu --out $OUT/gpu.json` |")
   else:
     rows.append("| 7 | GPU script: internalize 8K-128K, train-step throughput and MFU (one H200) | runs in < 8 min "
@@ -294,9 +295,8 @@ def gpu_note(d: dict) -> str:
       text += (" Random weights make the distillation loss 0 from its first step (the teacher and student "
                "predict alike); every step still runs, so the time is the real one.")
   if not any(r.get("hypernetwork") == "shipped" for r in d["internalize"]):
-    text += (" The shipped hypernetwork's section (early exit, 128-token chunks: 1a's hypernetwork that meets "
-             "200x on the CPU) was added after this run, and its one GPU run was cut off when the lent machine "
-             "stopped answering: not measured on a GPU yet.")
+    text += (" This run has no rows for the shipped hypernetwork (early exit, 128-token chunks: 1a's hypernetwork "
+             "that meets 200x on the CPU): it is not measured on a GPU yet.")
   return text
 
 
@@ -444,7 +444,8 @@ def details() -> list[str]:
               f"{tr['teacher_len']} / student {tr['student_len']} tokens, {tr['answer_len']} answer tokens): "
               f"{fmt_s(tr['step_s'])} a step, {tr['tokens_per_s'] / 1e3:.0f}K tokens/s, {tr['achieved_tflops']:.0f} "
               f"TFLOP/s of matmuls against a {pk.get('bfloat16_tflops', float('nan')):.0f} TFLOP/s bf16 `jnp.dot` "
-              f"({pk.get('n')}^3; float32 {pk.get('float32_tflops', float('nan')):.0f}): MFU {tr['mfu']:.2f}."]
+              f"({pk.get('n')}^3; float32 {pk.get('float32_tflops', float('nan')):.0f}): "
+              f"MFU {tr.get('mfu') or float('nan'):.2f}."]
   dates = [(n, load(n)) for n in ("update_latency", "memory", "decode_latency", "forward", "train_step", "mfu",
                                   "per_example_adapters", "train_step_parts", "gpu_smoke")]
   m = next((d["machine"] for _, d in dates if d), {})
