@@ -81,11 +81,14 @@ SMOKE = Sizes(peak_n=256, lengths=(64, 128), extra_lengths=(96,), shipped_length
               train_batch=2, chunk_len=32, teacher_len=48, student_len=16, answer_len=4, rounds=2)
 
 
-def failure(what: str, error: Exception) -> dict:
-  """One failed measurement, recorded in place of its result: on a one-shot lease a failure (out of
-  memory at 128K tokens, say) must not cost the sections after it."""
-  log(f"{what} failed: {error!r}\n{traceback.format_exc()}")
-  return {"error": f"{type(error).__name__}: {error}"[:2000]}
+def guarded(what: str, measure, *args) -> dict:
+  """`measure(*args)`, or {"error": ...} in its place when it fails: on a one-shot lease a failure
+  (out of memory at 128K tokens, say) must not cost the measurements after it."""
+  try:
+    return measure(*args)
+  except Exception as e:  # noqa: BLE001 (recorded, and the next measurement still runs)
+    log(f"{what} failed: {e!r}\n{traceback.format_exc()}")
+    return {"error": f"{type(e).__name__}: {e}"[:2000]}
 
 
 def device_peak_mb() -> float | None:
@@ -120,14 +123,14 @@ def random_chunks(hyper, tokens: int, rng) -> tuple[jax.Array, jax.Array]:
   return jnp.asarray(chunks.tokens), jnp.asarray(chunks.mask)
 
 
-def shipped_hypernetwork(cfg, dtype) -> tuple[doc_to_lora.DocToLoraConfig, dict]:
+def shipped_hypernetwork(cfg, dtype) -> dict:
   """The trained Doc-to-LoRA the package ships (early exit, 128-token chunks, trained on up to 64
   of them), on this run's base config and compute dtype; its chunk limit raised, since only its
   latency is measured here."""
   loaded = saved.load_hypernetwork(saved.shipped("doc_to_lora"))
   hyper = loaded.config.replace(base=cfg, max_chunks=1024,
                                 perceiver=dataclasses.replace(loaded.config.perceiver, dtype=dtype))
-  return hyper, loaded.params
+  return {"config": hyper, "params": loaded.params}
 
 
 def internalize(lengths, modes, name, hyper, hyper_params, params, rounds, budget) -> list[dict]:
@@ -138,13 +141,11 @@ def internalize(lengths, modes, name, hyper, hyper_params, params, rounds, budge
       if time.perf_counter() - START > budget:
         log(f"budget spent: skipping internalize {name} {tokens} {mode}")
         continue
-      try:
-        row = internalize_one(tokens, mode, hyper, hyper_params, params, rounds, rng)
-        log(f"internalize {name} {tokens} {mode}: {row['seconds']:.3f}s, temp {row['xla_temp_mb']:.0f} MB")
-        rows.append({"hypernetwork": name, **row})
-      except Exception as e:  # noqa: BLE001 (recorded, and the next length still runs)
-        rows.append({"hypernetwork": name, "doc_tokens": tokens, "mode": mode,
-                     **failure(f"internalize {name} {tokens} {mode}", e)})
+      what = f"internalize {name} {tokens} {mode}"
+      row = guarded(what, internalize_one, tokens, mode, hyper, hyper_params, params, rounds, rng)
+      if "seconds" in row:
+        log(f"{what}: {row['seconds']:.3f}s, temp {row['xla_temp_mb']:.0f} MB")
+      rows.append({"hypernetwork": name, "doc_tokens": tokens, "mode": mode, **row})
   return rows
 
 
@@ -157,12 +158,11 @@ def internalize_one(tokens, mode, hyper, hyper_params, params, rounds, rng) -> d
   compile_s = time.perf_counter() - start
   mem = compiled.memory_analysis()
   times = common.interleaved({"run": lambda: compiled(*args)}, rounds)["run"]
-  row = {"doc_tokens": tokens, "chunks": int(chunk_tokens.shape[1]), "mode": mode, "compile_s": compile_s,
-         "seconds": times["median_s"], "range_s": [times["min_s"], times["max_s"]],
-         "tokens_per_s": tokens / times["median_s"],
-         "xla_temp_mb": mem.temp_size_in_bytes / common.MB, "xla_output_mb": mem.output_size_in_bytes / common.MB,
-         "device_peak_so_far_mb": device_peak_mb()}
-  return row
+  return {"doc_tokens": tokens, "chunks": int(chunk_tokens.shape[1]), "mode": mode, "compile_s": compile_s,
+          "seconds": times["median_s"], "range_s": [times["min_s"], times["max_s"]],
+          "tokens_per_s": tokens / times["median_s"],
+          "xla_temp_mb": mem.temp_size_in_bytes / common.MB, "xla_output_mb": mem.output_size_in_bytes / common.MB,
+          "device_peak_so_far_mb": device_peak_mb()}
 
 
 def distillation(sizes, cfg, hyper, params, internalized, budget) -> list[dict]:
@@ -172,10 +172,8 @@ def distillation(sizes, cfg, hyper, params, internalized, budget) -> list[dict]:
     if time.perf_counter() - START > budget:
       log(f"budget spent: skipping cd {tokens}")
       continue
-    try:
-      rows.append(distillation_one(tokens, sizes, cfg, params, internalized, rng))
-    except Exception as e:  # noqa: BLE001 (recorded, and the next length still runs)
-      rows.append({"doc_tokens": tokens, **failure(f"cd {tokens}", e)})
+    rows.append({"doc_tokens": tokens, **guarded(f"cd {tokens}", distillation_one, tokens, sizes, cfg, params,
+                                                  internalized, rng)})
   return rows
 
 
@@ -267,28 +265,23 @@ def main() -> None:
   log(f"devices {jax.devices()}; model {name}; {dtype}")
 
   # In order of priority: a section starts only while the budget lasts.
-  try:
-    results.add("peak", peak(sizes))
-  except Exception as e:  # noqa: BLE001
-    results.add("peak", failure("peak", e))
+  results.add("peak", guarded("peak", peak, sizes))
   hyper_name = "d2l_tiny" if args.smoke else "d2l_small"
   rows = internalize(sizes.lengths, ("batched", "iterative"), hyper_name, hyper, hyper_params, params, sizes.rounds,
                      args.budget_s)
   results.add("internalize", rows)
   if sizes.shipped_lengths:
-    try:
-      shipped, shipped_params = shipped_hypernetwork(cfg, dtype)
-      rows += internalize(sizes.shipped_lengths, ("batched", "iterative"), "shipped", shipped, shipped_params, params,
-                          sizes.rounds, args.budget_s)
-    except Exception as e:  # noqa: BLE001
-      rows.append({"hypernetwork": "shipped", **failure("loading the shipped hypernetwork", e)})
+    shipped = guarded("loading the shipped hypernetwork", shipped_hypernetwork, cfg, dtype)
+    if "error" in shipped:
+      rows.append({"hypernetwork": "shipped", **shipped})
+    else:
+      rows += internalize(sizes.shipped_lengths, ("batched", "iterative"), "shipped", shipped["config"],
+                          shipped["params"], params, sizes.rounds, args.budget_s)
     results.add("internalize", rows)
   if time.perf_counter() - START < args.budget_s:
     train_hyper = hyper.replace(chunk_len=sizes.chunk_len, max_chunks=1)
-    try:
-      results.add("train", train(sizes, cfg, train_hyper, params, results.data["peak"].get(f"{dtype}_tflops")))
-    except Exception as e:  # noqa: BLE001
-      results.add("train", failure("train", e))
+    results.add("train", guarded("train", train, sizes, cfg, train_hyper, params,
+                                 results.data["peak"].get(f"{dtype}_tflops")))
   results.add("cd", distillation(sizes, cfg, hyper, params, rows, args.budget_s))
   rows += internalize(sizes.extra_lengths, ("batched",), hyper_name, hyper, hyper_params, params, sizes.rounds,
                       args.budget_s)
