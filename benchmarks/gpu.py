@@ -158,7 +158,7 @@ def internalize_one(tokens, mode, hyper, hyper_params, params, rounds, rng) -> d
   compile_s = time.perf_counter() - start
   mem = compiled.memory_analysis()
   times = common.interleaved({"run": lambda: compiled(*args)}, rounds)["run"]
-  return {"doc_tokens": tokens, "chunks": int(chunk_tokens.shape[1]), "mode": mode, "compile_s": compile_s,
+  return {"chunks": int(chunk_tokens.shape[1]), "compile_s": compile_s,
           "seconds": times["median_s"], "range_s": [times["min_s"], times["max_s"]],
           "tokens_per_s": tokens / times["median_s"],
           "xla_temp_mb": mem.temp_size_in_bytes / common.MB, "xla_output_mb": mem.output_size_in_bytes / common.MB,
@@ -185,7 +185,7 @@ def distillation_one(tokens, sizes, cfg, params, internalized, rng) -> dict:
   t = result.timings
   d2l = {f"{r['hypernetwork']} {r['mode']}": r["seconds"] for r in internalized
          if r.get("doc_tokens") == tokens and "seconds" in r}
-  row = {"doc_tokens": tokens, "cd_steps": sizes.cd_steps, "cd_compile_s": t.compile_s, "cd_answer_s": t.answer_s,
+  row = {"cd_steps": sizes.cd_steps, "cd_compile_s": t.compile_s, "cd_answer_s": t.answer_s,
          "cd_teacher_s": t.teacher_s, "cd_steps_s": t.steps_s, "cd_update_s": t.update_s,
          "kl_first": float(result.losses[0]), "kl_last": float(result.losses[-1]), "d2l_s": d2l,
          "speedup": {m: t.update_s / s for m, s in d2l.items()}, "device_peak_so_far_mb": device_peak_mb()}

@@ -27,10 +27,18 @@ def fmt_s(s: float) -> str:
   return f"{s * 1e3:.0f} ms" if s < 1 else f"{s:.1f} s"
 
 
+# gpu.json runs from before the shipped hypernetwork was added measured d2l_small alone and do not
+# name it: their internalize rows lack "hypernetwork" and their speedup keys are the mode alone.
+UNNAMED_GPU_HYPERNETWORK = "d2l_small"
+
+
+def gpu_hypernetwork(row: dict) -> str:
+  return row.get("hypernetwork", UNNAMED_GPU_HYPERNETWORK)
+
+
 def gpu_label(key: str) -> str:
-  """A Doc-to-LoRA contender of gpu.json: 'HYPERNETWORK MODE' (runs before the shipped
-  hypernetwork was added name the mode alone, for d2l_small)."""
-  return key if " " in key else f"d2l_small {key}"
+  """A Doc-to-LoRA contender of gpu.json: 'HYPERNETWORK MODE'."""
+  return key if " " in key else f"{UNNAMED_GPU_HYPERNETWORK} {key}"
 
 
 def gpu_speedups(row: dict) -> str:
@@ -119,7 +127,7 @@ def summary() -> list[str]:
     longest = max((r for r in d["internalize"] if "seconds" in r), key=lambda r: r["doc_tokens"])
     at_longest = {r["mode"]: r for r in d["internalize"]
                   if r["doc_tokens"] == longest["doc_tokens"] and "seconds" in r
-                  and r.get("hypernetwork", "d2l_small") == longest.get("hypernetwork", "d2l_small")}
+                  and gpu_hypernetwork(r) == gpu_hypernetwork(longest)}
     cd = "; ".join(f"{r['doc_tokens']}: {gpu_speedups(r)}" for r in d.get("cd", []) if "speedup" in r)
     rows.append(f"| 7 | GPU script: internalize 8K-128K, vs context distillation, train-step throughput and MFU "
                 f"(sized for one H200) | runs in < 8 min | {d['elapsed_s']:.0f} s on {d['machine'].get('device_kind')} "
@@ -425,10 +433,10 @@ def details() -> list[str]:
             "|---|---|---|---|---|---|---|---|---|"]
     for r in d["internalize"]:
       if "seconds" not in r:
-        out.append(f"| {r.get('hypernetwork', 'd2l_small')} | {r.get('doc_tokens', '-')} | - | {r.get('mode', '-')} "
+        out.append(f"| {gpu_hypernetwork(r)} | {r.get('doc_tokens', '-')} | - | {r.get('mode', '-')} "
                    f"| failed: {r['error'][:80]} | | | | |")
         continue
-      out.append(f"| {r.get('hypernetwork', 'd2l_small')} | {r['doc_tokens']} | {r['chunks']} | {r['mode']} "
+      out.append(f"| {gpu_hypernetwork(r)} | {r['doc_tokens']} | {r['chunks']} | {r['mode']} "
                  f"| {fmt_s(r['seconds'])} | {r['tokens_per_s'] / 1e3:.0f}K | {r['compile_s']:.1f} s "
                  f"| {r['xla_temp_mb']:.0f} MiB | {r['xla_output_mb']:.0f} MiB |")
     cd = [r for r in d.get("cd", []) if "speedup" in r]
