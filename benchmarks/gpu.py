@@ -253,20 +253,19 @@ def main() -> None:
     params = transformer.init_params(cfg, jax.random.key(0))
     name = ("tiny_gemma3" if args.smoke else "gemma3_270m") + " (random weights)"
   if args.smoke:
-    hyper = doc_to_lora.d2l_tiny(cfg, chunk_len=sizes.chunk_len, max_chunks=256)
+    hyper_name, hyper = "d2l_tiny", doc_to_lora.d2l_tiny(cfg, chunk_len=sizes.chunk_len, max_chunks=256)
   else:
-    hyper = doc_to_lora.d2l_small(cfg, max_chunks=256)
+    hyper_name, hyper = "d2l_small", doc_to_lora.d2l_small(cfg, max_chunks=256)
   hyper = hyper.replace(perceiver=dataclasses.replace(hyper.perceiver, dtype=dtype))
   hyper_params = doc_to_lora.init(hyper, jax.random.key(1))
   results = Results(out, {"machine": common.machine(), "model": name, "dtype": dtype, "smoke": args.smoke,
                           "sizes": dataclasses.asdict(sizes),
-                          "hypernetwork": "d2l_tiny, random init (untrained)" if args.smoke else
-                          "d2l_small, random init (untrained); and the shipped, trained one"})
+                          "hypernetwork": f"{hyper_name}, random init (untrained)"
+                          + ("" if args.smoke else "; and the shipped, trained one")})
   log(f"devices {jax.devices()}; model {name}; {dtype}")
 
   # In order of priority: a section starts only while the budget lasts.
   results.add("peak", guarded("peak", peak, sizes))
-  hyper_name = "d2l_tiny" if args.smoke else "d2l_small"
   rows = internalize(sizes.lengths, ("batched", "iterative"), hyper_name, hyper, hyper_params, params, sizes.rounds,
                      args.budget_s)
   results.add("internalize", rows)

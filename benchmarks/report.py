@@ -32,6 +32,17 @@ def fmt_s(s: float) -> str:
 UNNAMED_GPU_HYPERNETWORK = "d2l_small"
 
 
+def gpu_run() -> dict | None:
+  """benchmarks/results/gpu.json, unless it is missing or holds a CPU smoke run."""
+  d = load("gpu")
+  return d if d and not d.get("smoke") else None
+
+
+def gpu_cd_rows(d: dict) -> list[dict]:
+  """The context-distillation rows of a GPU run that were measured (a failed one has no speedup)."""
+  return [r for r in d.get("cd", []) if "speedup" in r]
+
+
 def gpu_hypernetwork(row: dict) -> str:
   return row.get("hypernetwork", UNNAMED_GPU_HYPERNETWORK)
 
@@ -120,15 +131,15 @@ def summary() -> list[str]:
                       f"{r['decode_ratio_per_example_to_merged']:.2f}x" for r in d["rows"])
     rows.append(f"| 6 | per-example adapters vs one shared merged adapter, batch {d['batch']} (throughput ratio) "
                 f"| >= 0.8x | {parts} | {yes(d['min_ratio'] >= 0.8)} | `{d['command']}` |")
-  d = load("gpu")
+  d = gpu_run()
   smoke = load("gpu_smoke")
-  if d and not d.get("smoke"):
+  if d:
     tr = d.get("train", {})
     longest = max((r for r in d["internalize"] if "seconds" in r), key=lambda r: r["doc_tokens"])
     at_longest = {r["mode"]: r for r in d["internalize"]
                   if r["doc_tokens"] == longest["doc_tokens"] and "seconds" in r
                   and gpu_hypernetwork(r) == gpu_hypernetwork(longest)}
-    cd = "; ".join(f"{r['doc_tokens']}: {gpu_speedups(r)}" for r in d.get("cd", []) if "speedup" in r)
+    cd = "; ".join(f"{r['doc_tokens']}: {gpu_speedups(r)}" for r in gpu_cd_rows(d))
     rows.append(f"| 7 | GPU script: internalize 8K-128K, vs context distillation, train-step throughput and MFU "
                 f"(sized for one H200) | runs in < 8 min | {d['elapsed_s']:.0f} s on {d['machine'].get('device_kind')} "
                 f"({d['dtype']}): internalize {longest['doc_tokens']} tokens "
@@ -279,14 +290,14 @@ def notes() -> list[str]:
                "the adapters where they lie (`lora.layer_weights`): scanning over a layer-major copy instead "
                "copied every example's whole adapter at each decoding step. A merged adapter costs nothing per "
                "token but serves one document only.")
-  d = load("gpu")
-  if d and not d.get("smoke"):
+  d = gpu_run()
+  if d:
     out.append(gpu_note(d))
   return out
 
 
 def gpu_note(d: dict) -> str:
-  cd = [r for r in d.get("cd", []) if "speedup" in r]
+  cd = gpu_cd_rows(d)
   text = (f"- **7.** Run on {d['machine'].get('device_kind')} (jax {d['machine'].get('jax')}, {d['dtype']}, "
           f"{d['model']}), the kind of machine the session was lent; the script was sized for an H200, the same "
           "chip with more and faster memory.")
@@ -425,8 +436,8 @@ def details() -> list[str]:
         t = r[f"{phase}_tokens_per_s"]
         out.append(f"| {r['rank']} | {phase} | {t['per_example']:.0f} | {t['shared_merged']:.0f} | {t['shared_unmerged']:.0f} "
                    f"| {t['base']:.0f} | {r[f'{phase}_ratio_per_example_to_merged']:.2f} |")
-  d = load("gpu")
-  if d and not d.get("smoke"):
+  d = gpu_run()
+  if d:
     out += ["", f"**7. GPU** ({d['machine'].get('device_kind')}, {d['dtype']}; median of {d['sizes']['rounds']} "
             f"runs after compilation; run {d['date']} UTC, {d['elapsed_s']:.0f} s in all)", "",
             "| hypernetwork | doc tokens | chunks | mode | internalize | tokens/s | compile | XLA temp | XLA output |",
@@ -439,7 +450,7 @@ def details() -> list[str]:
       out.append(f"| {gpu_hypernetwork(r)} | {r['doc_tokens']} | {r['chunks']} | {r['mode']} "
                  f"| {fmt_s(r['seconds'])} | {r['tokens_per_s'] / 1e3:.0f}K | {r['compile_s']:.1f} s "
                  f"| {r['xla_temp_mb']:.0f} MiB | {r['xla_output_mb']:.0f} MiB |")
-    cd = [r for r in d.get("cd", []) if "speedup" in r]
+    cd = gpu_cd_rows(d)
     if cd:
       out += ["", "| doc tokens | CD answer | CD teacher | CD steps | CD total | speedup |",
               "|---|---|---|---|---|---|"]
