@@ -135,16 +135,20 @@ def summary() -> list[str]:
   smoke = load("gpu_smoke")
   if d:
     tr = d.get("train", {})
-    longest = max((r for r in d["internalize"] if "seconds" in r), key=lambda r: r["doc_tokens"])
-    at_longest = {r["mode"]: r for r in d["internalize"]
-                  if r["doc_tokens"] == longest["doc_tokens"] and "seconds" in r
-                  and gpu_hypernetwork(r) == gpu_hypernetwork(longest)}
+    measured = [r for r in d["internalize"] if "seconds" in r]
+    if measured:
+      longest = max(measured, key=lambda r: r["doc_tokens"])
+      at_longest = {r["mode"]: r for r in measured
+                    if r["doc_tokens"] == longest["doc_tokens"] and gpu_hypernetwork(r) == gpu_hypernetwork(longest)}
+      internalized = (f"internalize {longest['doc_tokens']} tokens "
+                      + " / ".join(f"{m} {fmt_s(r['seconds'])}" for m, r in at_longest.items()))
+    else:  # every internalize measurement failed; gpu.json holds each error
+      internalized = "internalize: no measurement succeeded (errors in gpu.json)"
     cd = "; ".join(f"{r['doc_tokens']}: {gpu_speedups(r)}" for r in gpu_cd_rows(d))
     rows.append(f"| 7 | GPU script: internalize 8K-128K, vs context distillation, train-step throughput and MFU "
                 f"(sized for one H200) | runs in < 8 min | {d['elapsed_s']:.0f} s on {d['machine'].get('device_kind')} "
-                f"({d['dtype']}): internalize {longest['doc_tokens']} tokens "
-                + " / ".join(f"{m} {fmt_s(r['seconds'])}" for m, r in at_longest.items())
-                + f"; vs context distillation ({d['sizes']['cd_steps']} steps) {cd}; train step "
+                f"({d['dtype']}): {internalized}"
+                f"; vs context distillation ({d['sizes']['cd_steps']} steps) {cd}; train step "
                 f"{tr.get('tokens_per_s', float('nan')) / 1e3:.0f}K tokens/s, MFU {tr.get('mfu') or float('nan'):.2f} "
                 f"of the measured {d['dtype']} `jnp.dot` "
                 f"| {yes(d['elapsed_s'] < 480 and bool(d.get('done')))} (runs in time) "
