@@ -165,7 +165,7 @@ def internalize_one(tokens, mode, hyper, hyper_params, params, rounds, rng) -> d
           "device_peak_so_far_mb": device_peak_mb()}
 
 
-def distillation(sizes, cfg, hyper, params, internalized, budget) -> list[dict]:
+def distillation(sizes, cfg, params, internalized, budget) -> list[dict]:
   rng = np.random.default_rng(1)
   rows = []
   for tokens in sizes.cd_lengths:
@@ -281,7 +281,7 @@ def main() -> None:
     train_hyper = hyper.replace(chunk_len=sizes.chunk_len, max_chunks=1)
     results.add("train", guarded("train", train, sizes, cfg, train_hyper, params,
                                  results.data["peak"].get(f"{dtype}_tflops")))
-  results.add("cd", distillation(sizes, cfg, hyper, params, rows, args.budget_s))
+  results.add("cd", distillation(sizes, cfg, params, rows, args.budget_s))
   rows += internalize(sizes.extra_lengths, ("batched",), hyper_name, hyper, hyper_params, params, sizes.rounds,
                       args.budget_s)
   rows.sort(key=lambda r: (r["hypernetwork"], r.get("doc_tokens", 0), r.get("mode", "")))
