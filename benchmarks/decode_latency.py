@@ -29,9 +29,9 @@ import jax.numpy as jnp
 
 from benchmarks import common
 from lora_hyper.adapters import lora
-from lora_hyper.data import pipeline
 from lora_hyper.hypernetworks import doc_to_lora
 from lora_hyper.model import transformer
+from lora_hyper.prompts import query_prompt
 
 
 def log(*args):
@@ -73,8 +73,8 @@ def main() -> None:
 
   model = common.base()
   cfg, params, tok = model.config, model.params, model.tokenizer
-  hyper = doc_to_lora.d2l_small(cfg, max_chunks=256)
-  hyper_params = doc_to_lora.init(hyper, jax.random.key(0))
+  hyper = doc_to_lora.d2l_small(cfg, max_chunks=256, experimental=common.D2L_OPTIONS)
+  hyper_variables = doc_to_lora.init(hyper, jax.random.key(0))
   decode = common.decode_loop(cfg, args.new_tokens)
   prefill = jax.jit(lambda p, t, c: transformer.forward(p, t, config=cfg, cache=c, logits=False).cache)
 
@@ -97,10 +97,10 @@ def main() -> None:
   rows = []
   for length in args.lengths:
     ids, record = common.document_tokens(tok, length)
-    query = tok.encode(pipeline.query_prompt(record["query"]), add_bos=False)
+    query = tok.encode(query_prompt(record["query"]), add_bos=False)
     context = tok.encode("\n\n", add_bos=False)
     chunks = doc_to_lora.chunk_documents([ids], config=hyper)
-    adapter = doc_to_lora.adapter_from_chunks(hyper_params, params, jnp.asarray(chunks.tokens),
+    adapter = doc_to_lora.adapter_from_chunks(hyper_variables, params, jnp.asarray(chunks.tokens),
                                               jnp.asarray(chunks.mask), config=hyper)
     adapter = lora.take(adapter, 0)
     contenders = {
@@ -121,7 +121,7 @@ def main() -> None:
     rows.append(row)
     del contenders
 
-  query_tokens = len(tok.encode(pipeline.query_prompt(record["query"]), add_bos=False))
+  query_tokens = len(tok.encode(query_prompt(record["query"]), add_bos=False))
   flops = computed(cfg, params, hyper, query_tokens, args.new_tokens)
   first, last = rows[0]["ms_per_token"], rows[-1]["ms_per_token"]
   common.write_result("decode_latency", {

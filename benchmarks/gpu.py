@@ -128,12 +128,11 @@ def shipped_hypernetwork(cfg, dtype) -> dict:
   of them), on this run's base config and compute dtype; its chunk limit raised, since only its
   latency is measured here."""
   loaded = saved.load_hypernetwork(saved.shipped("doc_to_lora"))
-  hyper = loaded.config.replace(base=cfg, max_chunks=1024,
-                                perceiver=dataclasses.replace(loaded.config.perceiver, dtype=dtype))
-  return {"config": hyper, "params": loaded.params}
+  hyper = loaded.config.replace(base=cfg, max_chunks=1024, perceiver={"dtype": dtype})
+  return {"config": hyper, "variables": loaded.variables}
 
 
-def internalize(lengths, modes, name, hyper, hyper_params, params, rounds, budget) -> list[dict]:
+def internalize(lengths, modes, name, hyper, hyper_variables, params, rounds, budget) -> list[dict]:
   rng = np.random.default_rng(0)
   rows = []
   for tokens in lengths:
@@ -142,16 +141,16 @@ def internalize(lengths, modes, name, hyper, hyper_params, params, rounds, budge
         log(f"budget spent: skipping internalize {name} {tokens} {mode}")
         continue
       what = f"internalize {name} {tokens} {mode}"
-      row = guarded(what, internalize_one, tokens, mode, hyper, hyper_params, params, rounds, rng)
+      row = guarded(what, internalize_one, tokens, mode, hyper, hyper_variables, params, rounds, rng)
       if "seconds" in row:
         log(f"{what}: {row['seconds']:.3f}s, temp {row['xla_temp_mb']:.0f} MB")
       rows.append({"hypernetwork": name, "doc_tokens": tokens, "mode": mode, **row})
   return rows
 
 
-def internalize_one(tokens, mode, hyper, hyper_params, params, rounds, rng) -> dict:
+def internalize_one(tokens, mode, hyper, hyper_variables, params, rounds, rng) -> dict:
   chunk_tokens, chunk_mask = random_chunks(hyper, tokens, rng)
-  args = (hyper_params, params, chunk_tokens, chunk_mask)
+  args = (hyper_variables, params, chunk_tokens, chunk_mask)
   kw = dict(config=hyper, iterative=mode == "iterative")
   start = time.perf_counter()
   compiled = doc_to_lora.adapter_from_chunks.lower(*args, **kw).compile()
@@ -207,7 +206,7 @@ def train(sizes, cfg, hyper, params, peak_tflops) -> dict:
   opt_cfg = optimizer.OptimizerConfig(learning_rate=1e-4, warmup_steps=10, total_steps=1000)
   tx = optimizer.make_optimizer(opt_cfg)
   train_step = step_lib.make_train_step(objective, tx, optimizer.learning_rate_schedule(opt_cfg))
-  state = {"s": step_lib.create_state(objective.init(jax.random.key(0)), tx)}
+  state = {"s": step_lib.create_state(doc_to_lora.init(hyper, jax.random.key(0)), tx)}
   flops = common.matmul_flops(train_step, state["s"], params, batch)
   start = time.perf_counter()
   jitted = jax.jit(train_step, donate_argnums=(0,)).lower(state["s"], params, batch).compile()
@@ -256,8 +255,8 @@ def main() -> None:
     hyper_name, hyper = "d2l_tiny", doc_to_lora.d2l_tiny(cfg, chunk_len=sizes.chunk_len, max_chunks=256)
   else:
     hyper_name, hyper = "d2l_small", doc_to_lora.d2l_small(cfg, max_chunks=256)
-  hyper = hyper.replace(perceiver=dataclasses.replace(hyper.perceiver, dtype=dtype))
-  hyper_params = doc_to_lora.init(hyper, jax.random.key(1))
+  hyper = hyper.replace(perceiver={"dtype": dtype}, experimental=common.D2L_OPTIONS)
+  hyper_variables = doc_to_lora.init(hyper, jax.random.key(1))
   results = Results(out, {"machine": common.machine(), "model": name, "dtype": dtype, "smoke": args.smoke,
                           "sizes": dataclasses.asdict(sizes),
                           "hypernetwork": f"{hyper_name}, random init (untrained)"
@@ -266,8 +265,8 @@ def main() -> None:
 
   # In order of priority: a section starts only while the budget lasts.
   results.add("peak", guarded("peak", peak, sizes))
-  rows = internalize(sizes.lengths, ("batched", "iterative"), hyper_name, hyper, hyper_params, params, sizes.rounds,
-                     args.budget_s)
+  rows = internalize(sizes.lengths, ("batched", "iterative"), hyper_name, hyper, hyper_variables, params,
+                     sizes.rounds, args.budget_s)
   results.add("internalize", rows)
   if sizes.shipped_lengths:
     shipped = guarded("loading the shipped hypernetwork", shipped_hypernetwork, cfg, dtype)
@@ -275,15 +274,15 @@ def main() -> None:
       rows.append({"hypernetwork": "shipped", **shipped})
     else:
       rows += internalize(sizes.shipped_lengths, ("batched", "iterative"), "shipped", shipped["config"],
-                          shipped["params"], params, sizes.rounds, args.budget_s)
+                          shipped["variables"], params, sizes.rounds, args.budget_s)
     results.add("internalize", rows)
   if time.perf_counter() - START < args.budget_s:
     train_hyper = hyper.replace(chunk_len=sizes.chunk_len, max_chunks=1)
     results.add("train", guarded("train", train, sizes, cfg, train_hyper, params,
                                  results.data["peak"].get(f"{dtype}_tflops")))
   results.add("cd", distillation(sizes, cfg, params, rows, args.budget_s))
-  rows += internalize(sizes.extra_lengths, ("batched",), hyper_name, hyper, hyper_params, params, sizes.rounds,
-                      args.budget_s)
+  rows += internalize(sizes.extra_lengths, ("batched",), hyper_name, hyper, hyper_variables, params,
+                      sizes.rounds, args.budget_s)
   rows.sort(key=lambda r: (r["hypernetwork"], r.get("doc_tokens", 0), r.get("mode", "")))
   results.add("internalize", rows)
   results.add("done", True)

@@ -15,7 +15,7 @@
    (`lora_hyper.baselines.context_distillation`: teacher's greedy answer with the document,
    teacher logits, Adam steps on the student), as XLA's buffer assignment of each compiled
    update (`compiled.memory_analysis()`: arguments + outputs + temporaries, less the resident
-   base and hypernetwork params): compiled only, not run, so it reaches 128K tokens. Context
+   base params and hypernetwork variables): compiled only, not run, so it reaches 128K tokens. Context
    distillation stops at the base model's 32K context: its teacher must read the document.
 3. Measured peak RSS growth of each update at one length (`--rss_length`), each in a fresh
    subprocess: VmHWM reset after loading and compiling, then one update.
@@ -74,9 +74,9 @@ def adapter_bytes(hyper: doc_to_lora.DocToLoraConfig, tokens: int, itemsize: int
 
 def answer_time(args, model) -> list[dict]:
   cfg, params, tok = model.config, model.params, model.tokenizer
-  small = doc_to_lora.d2l_small(cfg, max_chunks=256)
-  qa = doc_to_lora.d2l_small(cfg, chunk_len=8192, max_chunks=32)
-  hyper_params = doc_to_lora.init(small, jax.random.key(0))
+  small = doc_to_lora.d2l_small(cfg, max_chunks=256, experimental=common.D2L_OPTIONS)
+  qa = doc_to_lora.d2l_small(cfg, chunk_len=8192, max_chunks=32, experimental=common.D2L_OPTIONS)
+  hyper_variables = doc_to_lora.init(small, jax.random.key(0))
   prefill = jax.jit(lambda p, t, c: transformer.forward(p, t, config=cfg, cache=c, logits=False).cache)
   rows = []
   for tokens in LENGTHS:
@@ -98,7 +98,7 @@ def answer_time(args, model) -> list[dict]:
       cache = jax.block_until_ready(prefill(params, jnp.asarray([ids], jnp.int32), cache))
       chunks = doc_to_lora.chunk_documents([ids], config=small)
       adapter = jax.block_until_ready(doc_to_lora.adapter_from_chunks(
-          hyper_params, params, jnp.asarray(chunks.tokens), jnp.asarray(chunks.mask), config=small))
+          hyper_variables, params, jnp.asarray(chunks.tokens), jnp.asarray(chunks.mask), config=small))
       row["measured_mb"] = {"adapter_chunk1024": common.tree_bytes(dict(adapter.weights)) / MB,
                             "kv_ours": common.tree_bytes(cache) / MB}
       del cache, adapter
@@ -116,12 +116,12 @@ def _abstract(tree):
 
 def update_memory(args, model) -> list[dict]:
   cfg = model.config
-  hyper = doc_to_lora.d2l_small(cfg, max_chunks=256)
+  hyper = doc_to_lora.d2l_small(cfg, max_chunks=256, experimental=common.D2L_OPTIONS)
   base = _abstract(model.params)
-  hyper_params = jax.eval_shape(lambda: doc_to_lora.init(hyper, jax.random.key(0)))
-  resident = (base, hyper_params)
+  hyper_variables = jax.eval_shape(lambda: doc_to_lora.init(hyper, jax.random.key(0)))
+  resident = (base, hyper_variables)
   shipped = saved.load_hypernetwork(saved.shipped("doc_to_lora"), model)  # early exit, 128-token chunks
-  shipped_params = _abstract(shipped.params)
+  shipped_variables = _abstract(shipped.variables)
   settings = cd.DistillConfig(max_answer_tokens=ANSWER)
   # Context distillation's step does not see the document: one analysis serves every length.
   weights = jax.eval_shape(lambda: dict(cd.init_adapter(jax.random.key(0), cfg, settings.modules, settings.rank,
@@ -144,15 +144,15 @@ def update_memory(args, model) -> list[dict]:
     chunk_mask = jax.ShapeDtypeStruct((1, k, hyper.chunk_len), bool)
     row = {"doc_tokens": tokens, "chunks": k}
     for mode in ("batched", "iterative"):
-      row[f"d2l_{mode}"] = common.xla_memory(doc_to_lora.adapter_from_chunks, hyper_params, base, chunk_tokens,
+      row[f"d2l_{mode}"] = common.xla_memory(doc_to_lora.adapter_from_chunks, hyper_variables, base, chunk_tokens,
                                              chunk_mask, config=hyper, iterative=mode == "iterative",
                                              resident=resident)
     k_shipped = math.ceil(tokens / (shipped.config.chunk_len - 1))
     if k_shipped <= shipped.config.max_chunks:
       shape = (1, k_shipped, shipped.config.chunk_len)
-      row["d2l_shipped"] = common.xla_memory(doc_to_lora.adapter_from_chunks, shipped_params, base,
+      row["d2l_shipped"] = common.xla_memory(doc_to_lora.adapter_from_chunks, shipped_variables, base,
                                              jax.ShapeDtypeStruct(shape, jnp.int32), jax.ShapeDtypeStruct(shape, bool),
-                                             config=shipped.config, resident=(base, shipped_params))
+                                             config=shipped.config, resident=(base, shipped_variables))
     if tokens <= cfg.max_seq_len:  # the teacher reads the document: the base model's context bounds it
       prompt = jax.ShapeDtypeStruct((1, 1 + tokens + PROMPT), jnp.int32)
       answer = common.xla_memory(decoding.generate, base, prompt, jax.ShapeDtypeStruct(prompt.shape, bool),
@@ -184,10 +184,10 @@ def rss_worker(contender: str, tokens: int, runs: int = 3) -> dict:
   cfg, params, tok = model.config, model.params, model.tokenizer
   ids, record = common.document_tokens(tok, tokens)
   if contender.startswith("d2l"):
-    hyper = doc_to_lora.d2l_small(cfg, max_chunks=256)
-    hyper_params = doc_to_lora.init(hyper, jax.random.key(0))
+    hyper = doc_to_lora.d2l_small(cfg, max_chunks=256, experimental=common.D2L_OPTIONS)
+    hyper_variables = doc_to_lora.init(hyper, jax.random.key(0))
     chunks = doc_to_lora.chunk_documents([ids], config=hyper)
-    args = (hyper_params, params, jnp.asarray(chunks.tokens), jnp.asarray(chunks.mask))
+    args = (hyper_variables, params, jnp.asarray(chunks.tokens), jnp.asarray(chunks.mask))
     run = doc_to_lora.adapter_from_chunks.lower(*args, config=hyper, iterative=contender == "d2l_iterative").compile()
     update = lambda: run(*args)
   else:  # context distillation's phases, as `cd.distill` runs them, compiled ahead (compiler memory excluded)

@@ -34,6 +34,7 @@ from benchmarks import common
 from lora_hyper.baselines import context_distillation as cd
 from lora_hyper.data import fictional, pipeline, tasks
 from lora_hyper.hypernetworks import doc_to_lora, task_encoders, text_to_lora
+from lora_hyper.prompts import task_prompt
 from lora_hyper.training import objectives, optimizer, step as step_lib
 
 
@@ -41,11 +42,11 @@ def log(*args):
   print(*args, file=sys.stderr, flush=True)
 
 
-def meta_step(objective, batch, params, rounds_state):
+def meta_step(objective, variables, batch, params, rounds_state):
   opt_cfg = optimizer.OptimizerConfig(learning_rate=1e-4, warmup_steps=10, total_steps=1000)
   tx = optimizer.make_optimizer(opt_cfg)
   train_step = step_lib.make_train_step(objective, tx, optimizer.learning_rate_schedule(opt_cfg))
-  state = step_lib.create_state(objective.init(jax.random.key(0)), tx)
+  state = step_lib.create_state(variables, tx)
   flops = common.matmul_flops(train_step, state, params, batch)
   jitted = jax.jit(train_step, donate_argnums=(0,))
   rounds_state["state"] = state
@@ -68,12 +69,13 @@ def main() -> None:
   stack = lambda examples: {k: jnp.asarray(np.stack([e[k] for e in examples])) for k in examples[0]}
 
   # Doc-to-LoRA meta-training at d2l_270m.gin's shapes.
-  d2l = doc_to_lora.d2l_small(cfg, chunk_len=256, max_chunks=8)
+  d2l = doc_to_lora.d2l_small(cfg, chunk_len=256, max_chunks=8, experimental=common.D2L_OPTIONS)
   doc_shapes = pipeline.DocExampleShapes(num_chunks=1, student_len=48, teacher_len=320, answer_len=12)
   source = fictional.FictionalQA(num_docs=8)
   d2l_batch = stack([pipeline.doc_example(source[i * fictional.FACTS_PER_DOC], tok, d2l, doc_shapes)
                      for i in range(8)])
-  d2l_run, d2l_flops = meta_step(objectives.DocDistillation(d2l, loss="kl"), d2l_batch, params, {})
+  d2l_run, d2l_flops = meta_step(objectives.DocDistillation(d2l, loss="kl"), doc_to_lora.init(d2l, jax.random.key(0)),
+                                 d2l_batch, params, {})
 
   # Text-to-LoRA SFT at t2l_270m.gin's shapes (descriptions embedded once by the frozen base).
   t2l = text_to_lora.t2l_small(cfg)
@@ -82,9 +84,10 @@ def main() -> None:
   encoder = task_encoders.BaseModelEncoder(params, cfg, tok)
   embeddings = dict(zip([r["description"] for r in records], np.asarray(encoder([r["description"] for r in records]))))
   task_shapes = pipeline.TaskExampleShapes(seq_len=48, answer_len=16)
-  t2l_batch = stack([pipeline.task_example(r, tok, embeddings, cfg.bos_id, cfg.eos_id, cfg.pad_id, task_shapes, tasks.format_prompt)
-                     for r in records])
-  t2l_run, t2l_flops = meta_step(objectives.TaskSFT(t2l), t2l_batch, params, {})
+  t2l_batch = stack([pipeline.task_example(r, tok, embeddings, cfg.bos_id, cfg.eos_id, cfg.pad_id, task_shapes,
+                                           task_prompt) for r in records])
+  t2l_run, t2l_flops = meta_step(objectives.TaskSFT(t2l), text_to_lora.init(t2l, jax.random.key(0)), t2l_batch,
+                                 params, {})
 
   # A plain shared LoRA SFT step.
   b, t, a = 8, 256, 32

@@ -40,6 +40,7 @@ from benchmarks import common
 from lora_hyper.baselines import context_distillation as cd
 from lora_hyper.data import pipeline, tasks
 from lora_hyper.hypernetworks import doc_to_lora, saved, task_encoders, text_to_lora
+from lora_hyper.prompts import query_prompt, task_answer, task_prompt
 
 
 def log(*args):
@@ -58,14 +59,15 @@ def _merge(*timings: dict) -> dict:
 
 def doc_to_lora_vs_distillation(args, model, shipped: saved.SavedHypernetwork) -> list[dict]:
   cfg, params, tok = model.config, model.params, model.tokenizer
-  hyper = doc_to_lora.d2l_small(cfg)
-  hyper_params = doc_to_lora.init(hyper, jax.random.key(0))
+  hyper = doc_to_lora.d2l_small(cfg, experimental=common.D2L_OPTIONS)
+  hyper_variables = doc_to_lora.init(hyper, jax.random.key(0))
   # The paper's needle-in-a-haystack variant: one activation layer (L // 4) feeds every layer's LoRA,
   # so the base runs only its first L // 4 layers and the Perceiver runs once per chunk.
-  exit_hyper = doc_to_lora.d2l_small(cfg, context_encoder="early_exit")
-  exit_params = doc_to_lora.init(exit_hyper, jax.random.key(0))
-  setups = {"batched": (hyper, hyper_params, False), "iterative": (hyper, hyper_params, True),
-            "early_exit": (exit_hyper, exit_params, False), "shipped": (shipped.config, shipped.params, False)}
+  exit_hyper = doc_to_lora.d2l_small(cfg, context_encoder="early_exit", experimental=common.D2L_OPTIONS)
+  exit_variables = doc_to_lora.init(exit_hyper, jax.random.key(0))
+  setups = {"batched": (hyper, hyper_variables, False), "iterative": (hyper, hyper_variables, True),
+            "early_exit": (exit_hyper, exit_variables, False),
+            "shipped": (shipped.config, shipped.variables, False)}
   settings = cd.DistillConfig(steps=args.cd_steps if args.full else args.timed_steps,
                               max_answer_tokens=args.answer_tokens)
   rows = []
@@ -74,12 +76,12 @@ def doc_to_lora_vs_distillation(args, model, shipped: saved.SavedHypernetwork) -
     text = tok.decode(ids)
     doc_tokens = len(tok.encode(text, add_bos=False))
     chunks = doc_to_lora.chunk_documents([tok.encode(text, add_bos=False)], config=hyper)
-    contenders = {mode: (lambda h=h, hp=hp, it=it: doc_to_lora.internalize(hp, params, text, config=h, tokenizer=tok,
+    contenders = {mode: (lambda h=h, hv=hv, it=it: doc_to_lora.internalize(hv, params, text, config=h, tokenizer=tok,
                                                                           iterative=it))
-                  for mode, (h, hp, it) in setups.items()}
+                  for mode, (h, hv, it) in setups.items()}
     before = common.interleaved(contenders, args.rounds)
     context = tok.encode(text + "\n\n", add_bos=False)
-    prompt = tok.encode(pipeline.query_prompt(record["query"]), add_bos=False)
+    prompt = tok.encode(query_prompt(record["query"]), add_bos=False)
     result = cd.distill(params, cfg, context, prompt, settings=settings, stop_ids=tok.stop_ids)
     after = common.interleaved(contenders, args.rounds, warmup=0)
     d2l = _merge(before, after)
@@ -109,21 +111,21 @@ def doc_to_lora_vs_distillation(args, model, shipped: saved.SavedHypernetwork) -
 def text_to_lora_vs_task_lora(args, model) -> dict:
   cfg, params, tok = model.config, model.params, model.tokenizer
   hyper = text_to_lora.t2l_small(cfg)
-  hyper_params = text_to_lora.init(hyper, jax.random.key(0))
+  hyper_variables = text_to_lora.init(hyper, jax.random.key(0))
   encoder = task_encoders.BaseModelEncoder(params, cfg, tok)
   task = tasks.get_task(args.task)
   description = task.descriptions[0]
-  contenders = {"t2l": lambda: text_to_lora.generate_adapter(hyper_params, description, config=hyper,
+  contenders = {"t2l": lambda: text_to_lora.generate_adapter(hyper_variables, description, config=hyper,
                                                              encoder=encoder)}
   before = common.interleaved(contenders, args.rounds * 2)
 
   source = tasks.TaskExamples([task], num_examples_per_task=args.task_examples)
   # The tightest fixed shapes for these examples (no wasted padding in the baseline's steps).
   records = [source[i] for i in range(len(source))]
-  answers = [len(tok.encode(tasks.format_answer(r["output"]), add_bos=False)) for r in records]
-  prompts = [1 + len(tok.encode(tasks.format_prompt(r["input"]), add_bos=False)) for r in records]
+  answers = [len(tok.encode(task_answer(r["output"]), add_bos=False)) for r in records]
+  prompts = [1 + len(tok.encode(task_prompt(r["input"]), add_bos=False)) for r in records]
   shapes = pipeline.TaskExampleShapes(seq_len=max(p + a for p, a in zip(prompts, answers)), answer_len=max(answers))
-  examples = [pipeline.sft_example(r, tok, cfg.bos_id, cfg.eos_id, cfg.pad_id, shapes, tasks.format_prompt)
+  examples = [pipeline.sft_example(r, tok, cfg.bos_id, cfg.eos_id, cfg.pad_id, shapes, task_prompt)
               for r in records]
   stack = lambda k: np.stack([e[k] for e in examples])
   batch = {"tokens": stack("student_tokens"), "mask": stack("student_mask"), "logits_at": stack("student_logits_at"),
@@ -172,7 +174,7 @@ def main() -> None:
                        "random init (untrained: latency only); and the shipped Doc-to-LoRA",
       "shipped_hypernetwork": {**shipped.describe(), "context_encoder": shipped.config.context_encoder,
                                "chunk_len": shipped.config.chunk_len, "rank": shipped.config.rank,
-                               "generated_factors": shipped.config.generated_factors},
+                               "generated_factors": shipped.config.experimental.generated_factors},
       "doc_to_lora_vs_context_distillation": doc, "text_to_lora_vs_task_lora": task,
       "goal": "internalize >= 200x faster than context distillation at equal document length",
       "min_speedup_batched": min(r["speedup_batched"] for r in doc),

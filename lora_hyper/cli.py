@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -83,41 +82,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
   except (ValueError, KeyError, IOError) as e:  # unknown or misspelt bindings stop before any compute
     _log(f"error in gin configuration: {e}")
     return EXIT_USAGE
-  base = None
-  if args.out:  # load the base here: the saved hypernetwork records its identity
-    base = _load_base(_train_setting("base_model"), _train_setting("base_dtype"))
-  result = trainer.train(loaded_base=base)
+  result = trainer.train()
   loss = f"; final loss {result.metrics['loss']:.4f}" if "loss" in result.metrics else "; no step run"
   _log(f"stopped at step {result.step}" + (" (preempted; rerun the same command to resume)" if result.preempted
                                            else "") + loss)
   if args.out and result.preempted:
     _log(f"the hypernetwork is saved to {args.out} when training ends")
   elif args.out:
-    from lora_hyper.adapters import io
     from lora_hyper.hypernetworks import saved
 
-    hyper = trainer.HYPERNETWORKS[_train_setting("hypernetwork")](base.config,
-                                                                   **(_train_setting("hyper_overrides") or {}))
-    folder = saved.save_hypernetwork(args.out, hyper, result.params, base=io.base_identity(base),
-                                     gin_config=gin.operative_config_str(), params_dtype=args.save_dtype,
-                                     task_encoder=_train_setting("task_encoder"))
+    folder = saved.save_hypernetwork(args.out, result.config, result.variables, base=result.base,
+                                     gin_config=gin.operative_config_str(), dtype=args.save_dtype,
+                                     task_encoder=result.task_encoder)
     _log(f"saved the trained hypernetwork to {folder} (use it with --hypernetwork {folder})")
     print(folder)
   return EXIT_OK
-
-
-def _train_setting(name: str):
-  """A `lora_hyper.train` argument as the parsed gin config sets it, else its default."""
-  import inspect
-
-  import gin
-
-  from lora_hyper.training import trainer
-
-  try:
-    return gin.query_parameter(f"lora_hyper.train.{name}")
-  except ValueError:  # not bound: the function's own default
-    return inspect.signature(trainer.train).parameters[name].default
 
 
 # ----------------------------------------------------------------------------- adapter workflow
@@ -146,15 +125,15 @@ def _load_base(source: str | None, dtype: str):
   return model
 
 
-def _load_hypernetwork(folder: str, kind: str, base):
-  """The hypernetwork in `folder`, checked against `kind` and `base`."""
+def _load_hypernetwork(folder: str, kind: str | None, base):
+  """The hypernetwork in `folder`, checked against `kind` (None: either) and `base`."""
   from lora_hyper.hypernetworks import saved
 
   start = time.perf_counter()
   hyper = saved.load_hypernetwork(folder, base)
-  if hyper.kind != kind:
+  if kind is not None and hyper.kind != kind:
     raise ValueError(f"{folder} holds a {hyper.kind} hypernetwork; this command needs a {kind} one")
-  _log(f"loaded {kind} hypernetwork {folder} in {time.perf_counter() - start:.1f}s")
+  _log(f"loaded {hyper.kind} hypernetwork {folder} in {time.perf_counter() - start:.1f}s")
   return hyper
 
 
@@ -162,7 +141,7 @@ def _hypernetwork_dir(arg: str | None, kind: str) -> str:
   """--hypernetwork, else the shipped one; checked before the (slow) base model loads."""
   from lora_hyper.hypernetworks import saved
 
-  return arg if arg is not None else str(saved.shipped(kind))
+  return arg or str(saved.shipped(kind))
 
 
 def _cmd_internalize(args: argparse.Namespace) -> int:
@@ -177,16 +156,13 @@ def _cmd_internalize(args: argparse.Namespace) -> int:
   hyper = _load_hypernetwork(hyper_dir, "doc_to_lora", base)
   # Several documents become one adapter of their concatenation: ask about all of them at once.
   text = "\n\n".join(t for _, t in named)
-  tokens = len(base.tokenizer.encode(text, add_bos=False))
-  chunks = math.ceil(tokens / (hyper.config.chunk_len - 1))
-  _log(f"internalizing {len(named)} document(s): {tokens:,} tokens in {chunks} chunk(s) of "
-       f"{hyper.config.chunk_len} (rank {chunks * hyper.config.rank + hyper.config.rank})")
   start = time.perf_counter()
-  adapter = doc_to_lora.internalize(hyper.params, base.params, text, config=hyper.config, tokenizer=base.tokenizer,
+  adapter = doc_to_lora.internalize(hyper.variables, base.params, text, config=hyper.config, tokenizer=base.tokenizer,
                                     iterative=args.iterative)
   source = io.from_documents([t for _, t in named], [n for n, _ in named], hyper.describe())
   path = io.save_adapter(args.out, adapter, base=io.base_identity(base), source=source)
-  _log(f"internalized in {time.perf_counter() - start:.1f}s; wrote {path}")
+  _log(f"internalized {len(named)} document(s) in {adapter.rank // hyper.config.rank - 1} chunk(s) of "
+       f"{hyper.config.chunk_len} tokens (rank {adapter.rank}) in {time.perf_counter() - start:.1f}s; wrote {path}")
   print(args.out)
   return EXIT_OK
 
@@ -202,7 +178,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
   base = _load_base(args.model, args.dtype)
   hyper = _load_hypernetwork(hyper_dir, "text_to_lora", base)
   start = time.perf_counter()
-  adapter = text_to_lora.generate_adapter(hyper.params, description.strip(), config=hyper.config,
+  adapter = text_to_lora.generate_adapter(hyper.variables, description.strip(), config=hyper.config,
                                           encoder=hyper.task_encoder(base))
   path = io.save_adapter(args.out, adapter, base=io.base_identity(base),
                          source=io.from_task(description.strip(), hyper.describe()))
@@ -213,9 +189,9 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
 
 def _prompt(question: str, task_format: bool, context: str | None) -> str:
   """The QA prompt of the data pipeline, or the task format for Text-to-LoRA adapters."""
-  from lora_hyper.data import pipeline, tasks
+  from lora_hyper.hypernetworks import kinds
 
-  prompt = tasks.format_prompt(question) if task_format else pipeline.query_prompt(question)
+  prompt = (kinds.TEXT_TO_LORA if task_format else kinds.DOC_TO_LORA).prompt(question)
   return prompt if context is None else f"{context}\n\n{prompt}"
 
 
@@ -284,106 +260,25 @@ def _cmd_export_peft(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- eval
 
 
-def _eval_records(data: str, kind: str, limit: int) -> list[dict]:
-  """`limit` records: held-out built-in data, or the lines of a JSONL file."""
-  fields = {"doc_to_lora": ("document", "query", "answer"), "text_to_lora": ("description", "input", "output")}[kind]
-  if data == "builtin":
-    from lora_hyper.data import fictional, tasks
-
-    if kind == "doc_to_lora":
-      source = fictional.FictionalQA(num_docs=math.ceil(limit / fictional.FACTS_PER_DOC), split="test")
-      return [source[i] for i in range(limit)]
-    held_out = tasks.held_out_tasks()
-    per_task = math.ceil(limit / len(held_out))
-    source = tasks.TaskExamples(held_out, num_examples_per_task=per_task, descriptions="test")
-    # Task-major indices; take them example-major so a small limit still covers many tasks.
-    return [source[t * per_task + j] for j in range(per_task) for t in range(len(held_out))][:limit]
-  path = Path(data)
-  if not path.is_file():
-    raise FileNotFoundError(f"data file {data!r} does not exist (or pass --data builtin)")
-  records = []
-  for number, line in enumerate(path.read_text().splitlines(), start=1):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{data}:{number}: not a JSON object: {e}") from e
-    if not isinstance(record, dict) or any(not isinstance(record.get(f), str) for f in fields):
-      raise ValueError(f"{data}:{number}: a {kind} record needs string fields {', '.join(fields)}")
-    records.append(record)
-  if not records:
-    raise ValueError(f"{data} holds no records")
-  return records[:limit]
-
-
 def _cmd_eval(args: argparse.Namespace) -> int:
-  import jax
-  import jax.numpy as jnp
-  from tqdm import tqdm
-
-  from lora_hyper import files, qa
-  from lora_hyper.adapters import lora
-  from lora_hyper.data import pipeline, tasks
-  from lora_hyper.hypernetworks import doc_to_lora, saved, text_to_lora
+  from lora_hyper import evaluation, files
   from lora_hyper.model import decoding
 
   if args.limit < 1 or args.batch_size < 1:
     raise UsageError("--limit and --batch-size must be at least 1")
-  hyper_dir = args.hypernetwork or str(saved.shipped("doc_to_lora"))
+  hyper_dir = _hypernetwork_dir(args.hypernetwork, "doc_to_lora")
   base = _load_base(args.model, args.dtype)
-  hyper = saved.load_hypernetwork(hyper_dir, base)
-  records = _eval_records(args.data, hyper.kind, args.limit)
-  documents = hyper.kind == "doc_to_lora"
-  source_key, input_key, ref_key = ("document", "query", "answer") if documents else ("description", "input", "output")
-  encoder = None if documents else hyper.task_encoder(base)
-  sampling = decoding.SamplingConfig(max_new_tokens=args.max_new_tokens)
-  by_source: dict[str, list[dict]] = {}
-  for record in records:
-    by_source.setdefault(record[source_key], []).append(record)
-  sources = list(by_source)
-  conditions = ("adapter", "base", "context") if documents else ("adapter", "base")
-  scores = {c: {"rouge_l": [], "contains": []} for c in conditions}
-  answers = []  # per record: its inputs, the reference and each condition's answer and scores
-  _log(f"evaluating {len(records)} record(s) from {len(sources)} {source_key}(s) with {hyper_dir}")
-  with tqdm(total=len(records), unit="record", file=sys.stderr, disable=None) as progress:
-    for start in range(0, len(sources), args.batch_size):
-      batch = sources[start:start + args.batch_size]
-      if documents:
-        adapters = doc_to_lora.internalize(hyper.params, base.params, batch, config=hyper.config,
-                                           tokenizer=base.tokenizer)
-      else:
-        adapters = text_to_lora.generate_adapter(hyper.params, batch, config=hyper.config, encoder=encoder)
-      rows = [(i, r) for i, s in enumerate(batch) for r in by_source[s]]
-      owner = jnp.asarray([i for i, _ in rows])
-      per_prompt = lora.LoraAdapter(jax.tree.map(lambda w: w[owner], dict(adapters.weights)), adapters.scaling)
-      prompts = [pipeline.query_prompt(r[input_key]) if documents else tasks.format_prompt(r[input_key])
-                 for _, r in rows]
-      predictions = {"adapter": qa.complete(base, prompts, adapter=per_prompt, sampling=sampling),
-                     "base": qa.complete(base, prompts, sampling=sampling)}
-      if documents:
-        predictions["context"] = qa.complete(
-            base, [pipeline.context_prompt(r["document"], r["query"]) for _, r in rows], sampling=sampling)
-      for j, (_, r) in enumerate(rows):
-        answer = {source_key: r[source_key], input_key: r[input_key], "reference": r[ref_key]}
-        for condition, texts in predictions.items():
-          row = {"answer": texts[j], "rouge_l": qa.rouge_l(texts[j], r[ref_key]),
-                 "contains": float(qa.contains(texts[j], r[ref_key]))}
-          for metric in ("rouge_l", "contains"):
-            scores[condition][metric].append(row[metric])
-          answer[condition] = row
-        answers.append(answer)
-      progress.update(len(rows))
-  means = {c: {m: sum(v) / len(v) for m, v in s.items()} for c, s in scores.items()}
-  report = {"hypernetwork": hyper.describe(), "base_model": base.name, "data": args.data, "records": len(records),
-            "scores": means}
-  if documents and means["context"]["rouge_l"] > 0:
-    report["relative_rouge_l"] = means["adapter"]["rouge_l"] / means["context"]["rouge_l"]
-  _log("  ".join(f"{c}: ROUGE-L {m['rouge_l']:.3f}, contains {m['contains']:.3f}" for c, m in means.items()))
+  hyper = _load_hypernetwork(hyper_dir, None, base)
+  records = evaluation.read_records(args.data, hyper.kind, args.limit)
+  _log(f"evaluating {len(records)} record(s) with {hyper_dir}")
+  result = evaluation.evaluate(hyper, base, records, batch_size=args.batch_size,
+                               sampling=decoding.SamplingConfig(max_new_tokens=args.max_new_tokens))
+  _log("  ".join(f"{c}: ROUGE-L {m['rouge_l']:.3f}, contains {m['contains']:.3f}"
+                 for c, m in result.report["scores"].items()))
   if args.answers:
-    files.write_json_lines(args.answers, answers)
-    _log(f"wrote {len(answers)} answers to {args.answers}")
-  print(json.dumps(report, indent=1))
+    files.write_json_lines(args.answers, result.answers)
+    _log(f"wrote {len(result.answers)} answers to {args.answers}")
+  print(json.dumps({**result.report, "data": args.data}, indent=1))
   return EXIT_OK
 
 

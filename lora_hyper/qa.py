@@ -1,7 +1,7 @@
 """Asking the base model questions (with an adapter, bare, or with the document in its prompt)
 and scoring the answers. Shared by the CLI (`ask`, `eval`) and the notebook.
 
-Prompts use `data.pipeline`'s format, the one the hypernetworks are trained on:
+Prompts use `lora_hyper.prompts`' format, the one the hypernetworks are trained on:
   "Question: {question}\\nAnswer:", after "{document}\\n\\n" when the document is in context.
 Answers end at EOS or at the end of their first line.
 """
@@ -18,10 +18,11 @@ import jax
 import jax.numpy as jnp
 
 from lora_hyper.adapters import lora
-from lora_hyper.data import fictional, jsonl_source, pipeline
+from lora_hyper.data import fictional, jsonl_source
 from lora_hyper.model import decoding, transformer
 from lora_hyper.model.base_model import BaseModel
 from lora_hyper.model.config import GemmaConfig
+from lora_hyper.prompts import context_prompt, query_prompt
 
 ANSWER_SAMPLING = decoding.SamplingConfig(max_new_tokens=48)
 
@@ -44,8 +45,7 @@ def answer(model: BaseModel, questions: Sequence[str], *, adapter: lora.LoraAdap
   """Answers to `questions`; `context` puts a document in every prompt (the in-context reference)."""
   if isinstance(questions, str):
     raise TypeError("answer takes a list of questions, got one str")
-  prompts = [pipeline.query_prompt(q) if context is None else pipeline.context_prompt(context, q)
-             for q in questions]
+  prompts = [query_prompt(q) if context is None else context_prompt(context, q) for q in questions]
   return complete(model, prompts, adapter=adapter, sampling=sampling, seed=seed)
 
 

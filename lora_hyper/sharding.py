@@ -45,13 +45,10 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("hyper_mlp", "tensor"),
     ("hyper_in", None),  # a hypernetwork's input features (base d_model, text-embedding width)
     ("hyper_kv_heads", None),
-    ("token_offset", None),  # Doc-to-LoRA's lookahead: one map per token ahead,
-    ("hyper_in_ahead", None),  # from the input features of the token ahead
     ("hyper_head_dim", None),
     ("lora_features", None),  # max(d_in, d_out): T2L-M/S heads emit A and B rows padded to it
     ("lora_modules", None),
     ("segment", None),  # BERT's token-type rows (the sentence-embedding task encoder)
-    ("statistic", None),  # a running statistic's bookkeeping (the weight of a debiased mean)
 )
 
 

@@ -59,7 +59,7 @@ def test_internalize_ask_export_workflow(tiny, run, tmp_path):
              stdin=DOC_B)
   assert done.returncode == 0, done.stderr
   assert done.stdout == "notes\n"
-  assert "internalizing 2 document(s)" in done.stderr and "wrote notes/adapter.safetensors" in done.stderr
+  assert "internalized 2 document(s)" in done.stderr and "wrote notes/adapter.safetensors" in done.stderr
   adapter, info = io.load_adapter(tmp_path / "notes")
   assert info.source["method"] == "doc_to_lora" and info.source["hypernetwork"]["path"] == str(tiny["d2l"])
   assert [d["name"] for d in info.source["documents"]] == ["a.txt", "<stdin>"]

@@ -45,6 +45,9 @@ from lora_hyper.training import losses, objectives
 SHAPES = pipeline.DocExampleShapes(num_chunks=1, student_len=32, teacher_len=None, answer_len=6)
 LENGTHS = (16, 48)
 CHUNK_LEN = 64
+# Every variant reads RMS-normed features and centres its codes (momentum 0.9): the experimental options
+# that were DocToLoraConfig's defaults when these runs were made.
+FEATURES_CENTRED = {"normalize_features": True, "center_momentum": 0.9}
 
 
 def examples(base, config, sources, indices) -> dict[str, jax.Array]:
@@ -72,26 +75,26 @@ def digit_positions(hits: jax.Array, targets: np.ndarray, ids: list[int]) -> lis
 
 
 class Method(NamedTuple):
-  """What a variant trains: params, loss(params, batch) -> (loss, running stats), how the stats
-  enter the params after a step, and the adapters it gives a batch (codes centred on the running
-  mean as generation does, or on the batch as meta-training does)."""
+  """What a variant trains: its Flax variables ({"params": ...} and any running statistics),
+  loss(variables, batch) -> (loss, the statistics after this batch, {} if none), and the adapters
+  it gives a batch (codes centred on the running mean as generation does, or on the batch as
+  meta-training does). Only the params are trained; the statistics replace the old ones after a step."""
 
-  params: Any
+  variables: Any
   loss: Callable
-  absorb: Callable
   adapters: Callable
 
 
 def hypernetwork(base, config) -> Method:
   objective = objectives.DocDistillation(config, loss="ce", l1_penalty=0.0)
 
-  def loss(params, batch):
-    value, metrics = objective(params, base.params, batch, jax.random.key(0))
-    return value, metrics[objectives.RUNNING_STATS]
+  def loss(variables, batch):
+    value, (_, stats) = objective(variables, base.params, batch, jax.random.key(0))
+    return value, stats
 
-  adapters = lambda params, batch, on_batch=False: doc_to_lora.document_adapters(
-      params, base.params, batch["chunk_tokens"], batch["chunk_mask"], config=config, center_on_batch=on_batch).adapter
-  return Method(objective.init(jax.random.key(0)), loss, objective.absorb_running_stats, adapters)
+  adapters = lambda variables, batch, on_batch=False: doc_to_lora.document_adapters(
+      variables, base.params, batch["chunk_tokens"], batch["chunk_mask"], config=config, train=on_batch).adapter
+  return Method(doc_to_lora.init(config, jax.random.key(0)), loss, adapters)
 
 
 def digit_table(base, config) -> Method:
@@ -103,22 +106,22 @@ def digit_table(base, config) -> Method:
   table = {"a": jax.random.normal(jax.random.key(0), (*shape, d_in)) * (2.0 / np.sqrt(d_in * config.rank)),
            "b": jnp.zeros((*shape, d_out))}
 
-  def adapters(params, batch, on_batch=False):
+  def adapters(variables, batch, on_batch=False):
     del on_batch  # nothing to centre
     values = jnp.argmax(batch["targets"][:, 1:5, None] == ids, axis=-1)  # [N, 4]: after the leading space
-    factors = {k: sum(v[p, values[:, p]] for p in range(4)) for k, v in params.items()}
+    factors = {k: sum(v[p, values[:, p]] for p in range(4)) for k, v in variables["params"].items()}
     return lora.LoraAdapter({"down": factors}, config.scaling)
 
-  def loss(params, batch):
+  def loss(variables, batch):
     logits = transformer.forward(base.params, batch["student_tokens"], config=base.config,
-                                 mask=batch["student_mask"], adapter=adapters(params, batch),
+                                 mask=batch["student_mask"], adapter=adapters(variables, batch),
                                  logits_at=batch["student_logits_at"]).logits
-    return losses.cross_entropy(logits, batch["targets"], batch["loss_mask"]), None
+    return losses.cross_entropy(logits, batch["targets"], batch["loss_mask"]), {}
 
-  return Method(table, loss, lambda params, _: params, adapters)
+  return Method({"params": table}, loss, adapters)
 
 
-LINEAR = {"generated_factors": "b", "zero_b_init": "head"}
+LINEAR = {"experimental": {"generated_factors": "b", "zero_b_init": "head"}}
 
 
 class Variant(NamedTuple):
@@ -142,8 +145,9 @@ VARIANTS = {
     "needle alone, no filler": Variant(hypernetwork, {}, 1e-4, lengths=(1, 1)),
     "needle alone, lr 3e-4": Variant(hypernetwork, {}, 3e-4, lengths=(1, 1)),
     "needle alone, lr 1e-3": Variant(hypernetwork, {}, 1e-3, lengths=(1, 1)),
-    "needle alone, B head zero": Variant(hypernetwork, {"zero_b_init": "head"}, 1e-4, lengths=(1, 1)),
-    "B head zero, scale_b 1": Variant(hypernetwork, {"zero_b_init": "head"}, 1e-4),
+    "needle alone, B head zero": Variant(hypernetwork, {"experimental": {"zero_b_init": "head"}}, 1e-4,
+                                         lengths=(1, 1)),
+    "B head zero, scale_b 1": Variant(hypernetwork, {"experimental": {"zero_b_init": "head"}}, 1e-4),
     "needle alone for 200 steps, then haystacks": Variant(hypernetwork, {}, 1e-4, warmup_lengths=(1, 1),
                                                           warmup_steps=200),
     "a quarter of the examples the needle alone": Variant(hypernetwork, {}, 1e-4, alone_share=0.25),
@@ -160,7 +164,8 @@ def layer_probe(base, source: niah.NiahSource, num_haystacks: int, lam: float = 
   Perceiver's near-uniform attention reads): the share of that mean's variance across haystacks
   explained by the digit's value (chance about 9 / (haystacks - 1))."""
   ids = digit_ids(base.tokenizer)
-  every_layer = doc_to_lora.d2l_compact(base.config, context_encoder="per_layer_activations")
+  every_layer = doc_to_lora.d2l_compact(base.config, context_encoder="per_layer_activations",
+                                        experimental={"normalize_features": True})
   features, pooled, position, value = [], [], [], []
   for i in range(num_haystacks):
     record = source[i]
@@ -200,27 +205,29 @@ def run_variant(base, method: Method, lr: float, data, held_out, eval_every: int
   tx = optax.adam(lr)
 
   @jax.jit
-  def step(params, opt, batch):
-    (loss, stats), grads = jax.value_and_grad(method.loss, has_aux=True)(params, batch)
+  def step(variables, opt, batch):
+    params = variables["params"]
+    loss_of = lambda p: method.loss({**variables, "params": p}, batch)
+    (loss, stats), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
     updates, opt = tx.update(grads, opt, params)
-    return method.absorb(optax.apply_updates(params, updates), stats), opt, loss
+    return {**variables, "params": optax.apply_updates(params, updates), **stats}, opt, loss
 
   @functools.partial(jax.jit, static_argnames="on_batch")
-  def hits(params, batch, on_batch):
+  def hits(variables, batch, on_batch):
     logits = transformer.forward(base.params, batch["student_tokens"], config=base.config,
-                                 mask=batch["student_mask"], adapter=method.adapters(params, batch, on_batch),
+                                 mask=batch["student_mask"], adapter=method.adapters(variables, batch, on_batch),
                                  logits_at=batch["student_logits_at"]).logits
     return jnp.argmax(logits, -1) == batch["targets"]
 
   ids, targets = digit_ids(base.tokenizer), np.asarray(held_out["targets"])
-  params, curve, evals = method.params, [], []
-  opt = tx.init(params)
+  variables, curve, evals = method.variables, [], []
+  opt = tx.init(variables["params"])
   start = time.perf_counter()
   for i, batch in enumerate(data, 1):
-    params, opt, loss = step(params, opt, batch)
+    variables, opt, loss = step(variables, opt, batch)
     curve.append(float(loss))
     if i % eval_every == 0 or i == len(data):
-      running, on_batch = hits(params, held_out, False), hits(params, held_out, True)
+      running, on_batch = hits(variables, held_out, False), hits(variables, held_out, True)
       digits, exact = digit_scores(running, targets, ids)
       batch_digits, _ = digit_scores(on_batch, targets, ids)
       by_position = digit_positions(on_batch, targets, ids)
@@ -255,7 +262,7 @@ def main() -> None:
   for name in args.variants:
     variant = VARIANTS[name]
     config = doc_to_lora.d2l_compact(base.config, context_encoder="early_exit", chunk_len=CHUNK_LEN,
-                                     max_chunks=1, **variant.overrides)
+                                     max_chunks=1, experimental=FEATURES_CENTRED).replace(**variant.overrides)
     print(f"[ablation] {name}", flush=True)
     source = lambda length, seed=0, n=10**6: niah.NiahSource(num_records=n, length=length, seed=seed,
                                                              count_tokens=count, digits=(4, 4))

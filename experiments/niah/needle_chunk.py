@@ -29,7 +29,7 @@ def evaluate(base, hyper, records, chunk_len: int) -> dict:
   config = run.chunked_config(base, hyper, records, chunk_len)
   chunks = doc_to_lora.chunk_documents([base.tokenizer.encode(r["document"], add_bos=False) for r in records],
                                        config=config)
-  adapter = doc_to_lora.adapter_from_chunks(hyper.params, base.params, jnp.asarray(chunks.tokens),
+  adapter = doc_to_lora.adapter_from_chunks(hyper.variables, base.params, jnp.asarray(chunks.tokens),
                                             jnp.asarray(chunks.mask), config=config)
   holds = run.needle_chunks(base, chunks)
   r, k = config.rank, chunks.tokens.shape[1]

@@ -8,7 +8,8 @@ clipping); the loss is the mean over the 3 answer tokens, chance (uniform digit)
     the output side is;
   published: the hypernetwork as published (raw activations, no centring);
   feature_norm: + activations read through the layer's pre-attention RMSNorm;
-  feature_norm_centred: + chunk codes centred on the batch mean (this library's default).
+  feature_norm_centred: + chunk codes centred on the batch mean (with feature_norm, the experimental
+    options the NIAH recipes switch on).
 A cosine column measures what the heads see at initialisation: the mean pairwise cosine similarity
 between documents' pre-head codes (centred ones for the last method).
 
@@ -34,10 +35,10 @@ from lora_hyper.training import losses, objectives
 
 RANK = 8
 SHAPES = pipeline.DocExampleShapes(num_chunks=1, student_len=32, teacher_len=None, answer_len=4)
-HYPERNETWORKS = {
-    "published": dict(normalize_features=False, center_momentum=None),
-    "feature_norm": dict(normalize_features=True, center_momentum=None),
-    "feature_norm_centred": dict(normalize_features=True),
+HYPERNETWORKS = {  # DocToLoraConfig.experimental options; all off is the published design
+    "published": {},
+    "feature_norm": {"normalize_features": True},
+    "feature_norm_centred": {"normalize_features": True, "center_momentum": 0.9},
 }
 
 
@@ -79,14 +80,14 @@ def free_adapters_loss(base):
   return loss_fn
 
 
-def code_similarity(params, base, config) -> float:
+def code_similarity(variables, base, config) -> float:
   """Mean pairwise cosine between the nine documents' (centred, if so configured) pre-head codes."""
   chunks = doc_to_lora.chunk_documents([base.tokenizer.encode(niah.needle(str(d)), add_bos=False)
                                         for d in range(1, 10)], config=config)
   tokens, mask = jnp.asarray(chunks.tokens[:, 0]), jnp.asarray(chunks.mask[:, 0])
   features = doc_to_lora.encode_context(base.params, tokens, mask, config=config)
-  codes = doc_to_lora.chunk_codes(params, features, mask, config=config)
-  if config.center_momentum is not None:
+  codes = doc_to_lora.chunk_codes(variables, features, mask, config=config)
+  if config.experimental.center_momentum is not None:
     codes = codes - codes.mean(axis=0)
   flat = np.asarray(codes, np.float64).reshape(9, -1, codes.shape[-1])
   flat /= np.linalg.norm(flat, axis=-1, keepdims=True)
@@ -104,8 +105,8 @@ def main() -> None:
   base = base_model.load_base_model()
   rows, curves = [], {}
   for name in ("free_adapters", *HYPERNETWORKS):
-    overrides = HYPERNETWORKS.get(name, {})
-    config = doc_to_lora.d2l_compact(base.config, context_encoder="early_exit", chunk_len=16, **overrides)
+    config = doc_to_lora.d2l_compact(base.config, context_encoder="early_exit", chunk_len=16,
+                                     experimental=HYPERNETWORKS.get(name, {}))
     data = batches(base, config, args.steps, batch=8, seed=args.seed)
     start = time.perf_counter()
     if name == "free_adapters":
@@ -116,9 +117,11 @@ def main() -> None:
       similarity = None
     else:
       objective = objectives.DocDistillation(config, loss="ce", l1_penalty=0.0)
-      params = objective.init(jax.random.key(args.seed))
-      similarity = code_similarity(params, base, config)
-      curve = train(lambda p, _, batch: objective(p, base.params, batch, jax.random.key(0))[0], params, data, args.lr)
+      variables = doc_to_lora.init(config, jax.random.key(args.seed))
+      similarity = code_similarity(variables, base, config)
+      # Codes are centred on each batch's mean; the running mean is never read here, so not kept.
+      loss_fn = lambda p, _, batch: objective({**variables, "params": p}, base.params, batch, jax.random.key(0))[0]
+      curve = train(loss_fn, variables["params"], data, args.lr)
     curves[name] = curve
     at = lambda s: float(np.mean(curve[max(0, s - 5):s]))  # mean of the 5 steps up to s
     rows.append({"method": name, "code_cosine_at_init": similarity, "loss_at_10": at(10),

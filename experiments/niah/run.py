@@ -84,11 +84,11 @@ def doc_to_lora_answers(base, hyper, records, chunk_len: int, batch: int) -> tup
   answers = []
   for start in range(0, len(records), batch):
     group = records[start:start + batch]
-    adapters = doc_to_lora.internalize(hyper.params, base.params, [r["document"] for r in group],
+    adapters = doc_to_lora.internalize(hyper.variables, base.params, [r["document"] for r in group],
                                        config=config, tokenizer=base.tokenizer)
     answers += qa.answer(base, [r["query"] for r in group], adapter=adapters, sampling=SAMPLING)
   one = lambda record: jax.block_until_ready(doc_to_lora.internalize(
-      hyper.params, base.params, record["document"], config=config, tokenizer=base.tokenizer))
+      hyper.variables, base.params, record["document"], config=config, tokenizer=base.tokenizer))
   one(records[0])  # compiles for a single document
   times = []
   for record in records[:3]:  # time single documents, as a user would
@@ -114,8 +114,8 @@ def gate_summary(base, hyper, records, chunk_len: int, batch: int) -> dict[str, 
   for start in range(0, len(records), batch):
     ids = [base.tokenizer.encode(r["document"], add_bos=False) for r in records[start:start + batch]]
     chunks = doc_to_lora.chunk_documents(ids, config=config)
-    gates = doc_to_lora.chunk_gates(hyper.params, base.params, jnp.asarray(chunks.tokens), jnp.asarray(chunks.mask),
-                                    config=config)
+    gates = doc_to_lora.chunk_gates(hyper.variables, base.params, jnp.asarray(chunks.tokens),
+                                    jnp.asarray(chunks.mask), config=config)
     gates = [jax.device_get(g) for g in gates.values()]  # each [N, K, L]
     per_chunk = sum(g.mean(axis=-1) for g in gates) / len(gates)  # [N, K]
     kept = sum((g > 0).mean(axis=-1) for g in gates) / len(gates)
@@ -140,10 +140,10 @@ def recentred(base, hyper, num_haystacks: int, count_tokens):
                            digits=(4, 4))
   chunks = doc_to_lora.chunk_documents([base.tokenizer.encode(source[i]["document"], add_bos=False)
                                         for i in range(num_haystacks)], config=hyper.config)
-  params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), hyper.params)
-  params = doc_to_lora.recompute_center(params, base.params, jnp.asarray(chunks.tokens), jnp.asarray(chunks.mask),
-                                        config=hyper.config)
-  return dataclasses.replace(hyper, params=params)
+  variables = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), hyper.variables)
+  variables = doc_to_lora.recompute_center(variables, base.params, jnp.asarray(chunks.tokens),
+                                           jnp.asarray(chunks.mask), config=hyper.config)
+  return dataclasses.replace(hyper, variables=variables)
 
 
 def main() -> None:
@@ -163,7 +163,8 @@ def main() -> None:
   parser.add_argument("--no-base", action="store_true",
                       help="Doc-to-LoRA only (e.g. a chunk-length sweep): skip the base model with and without the haystack")
   parser.add_argument("--chunk-gate-cut", choices=("on", "off"), default=None,
-                      help="evaluate with DocToLoraConfig.chunk_gate_cut switched on or off (default: as saved)")
+                      help="evaluate with DocToLoraConfig.experimental.chunk_gate_cut switched on or off "
+                           "(default: as saved)")
   args = parser.parse_args()
   if args.training_log:
     common.training_curve(args.training_log, f"{args.name}_training")
@@ -171,7 +172,8 @@ def main() -> None:
   base = base_model.load_base_model()
   hyper = saved.load_hypernetwork(args.hypernetwork or saved.shipped("doc_to_lora"), base)
   if args.chunk_gate_cut:
-    hyper = dataclasses.replace(hyper, config=hyper.config.replace(chunk_gate_cut=args.chunk_gate_cut == "on"))
+    cut = {"chunk_gate_cut": args.chunk_gate_cut == "on"}
+    hyper = dataclasses.replace(hyper, config=hyper.config.replace(experimental=cut))
   count_tokens = lambda text: len(base.tokenizer.encode(text, add_bos=False))
   if args.recenter:
     hyper = recentred(base, hyper, args.recenter, count_tokens)
@@ -190,7 +192,7 @@ def main() -> None:
       score(row, f"d2l_chunk{chunk_len}", answers, records)
       row["internalize_s"][f"d2l_chunk{chunk_len}"] = seconds
       row["examples"][f"d2l_chunk{chunk_len}"] = answers[:3]
-      if hyper.config.chunk_gate:
+      if hyper.config.experimental.chunk_gate:
         row.setdefault("gates", {})[f"d2l_chunk{chunk_len}"] = gate_summary(base, hyper, records, chunk_len,
                                                                             batch=max(1, 4096 // length))
     if not args.no_base:
@@ -205,7 +207,7 @@ def main() -> None:
     print(f"[niah] {length:5d} tokens: " + "  ".join(f"{m}={row['exact_match'][m]:.2f}" for m in methods),
           flush=True)
 
-  result = {"hypernetwork": hyper.describe(), "chunk_gate_cut": hyper.config.chunk_gate_cut,
+  result = {"hypernetwork": hyper.describe(), "chunk_gate_cut": hyper.config.experimental.chunk_gate_cut,
             "recentred_on": args.recenter, "per_length": args.per_length, "seed": args.seed,
             "digits": args.digits,
             "train_max_tokens": TRAIN_MAX_TOKENS, "methods": methods, "rows": rows}
@@ -220,7 +222,7 @@ def main() -> None:
       ["haystack tokens", *methods],
       [[r["length"], *(common.slashed(r["digit_by_position"][m]) for m in methods)] for r in rows])
   gates = ""
-  if hyper.config.chunk_gate:
+  if hyper.config.experimental.chunk_gate:
     gated = [m for m in methods if m.startswith("d2l")]
     gates = "\n\nChunk gates (mean over layers; 1 at init): the needle's chunk / the other chunks' mean / their " \
             "largest / the share of the other chunks' layer blocks kept (below 1 only with chunk_gate_cut):\n\n" \

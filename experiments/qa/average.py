@@ -21,7 +21,8 @@ from lora_hyper.hypernetworks import saved
 
 
 def average(hypernetworks: Sequence[saved.SavedHypernetwork]) -> Any:
-  """The leafwise mean of the hypernetworks' params; they must share kind, config and base model."""
+  """The leafwise mean of the hypernetworks' variables (params and any running statistics); they must
+  share kind, config and base model."""
   if not hypernetworks:
     raise ValueError("nothing to average: give at least one hypernetwork")
   first = hypernetworks[0]
@@ -30,7 +31,7 @@ def average(hypernetworks: Sequence[saved.SavedHypernetwork]) -> Any:
       if getattr(other, what) != getattr(first, what):
         raise ValueError(f"{str(other.path)!r} has another {what} than {str(first.path)!r}: only one run's "
                          "hypernetworks can be averaged")
-  return jax.tree.map(lambda *leaves: sum(leaves) / len(leaves), *(h.params for h in hypernetworks))
+  return jax.tree.map(lambda *leaves: sum(leaves) / len(leaves), *(h.variables for h in hypernetworks))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -88,7 +88,7 @@ def main() -> None:
   base = base_model.load_base_model()
   hyper = saved.load_hypernetwork(args.hypernetwork, base)
   per_doc, documents, records, owner = run.qa_documents(args.docs, args.split, args.first_doc, args.facts_per_doc)
-  adapters = doc_to_lora.internalize(hyper.params, base.params, documents, config=hyper.config,
+  adapters = doc_to_lora.internalize(hyper.variables, base.params, documents, config=hyper.config,
                                      tokenizer=base.tokenizer)
   answers = {"base_in_context": run.in_context_answers(base, documents, per_doc),
              "d2l": run.answer_with(base, records, adapters, owner)}

@@ -102,7 +102,7 @@ def hypernetwork_views(hyper, base, records: list[dict]) -> dict[str, np.ndarray
   """{'encoder latents', 'decoder output', 'pre-head MLP output', 'code', 'B'}: one row per record
   (each document one chunk), in batches."""
   config = hyper.config
-  apply = functools.partial(doc_to_lora.DocToLora(config).apply, {"params": hyper.params})
+  apply = functools.partial(doc_to_lora.DocToLora(config).apply, hyper.variables)
 
   @jax.jit
   def batch_views(tokens, mask):
@@ -111,9 +111,10 @@ def hypernetwork_views(hyper, base, records: list[dict]) -> dict[str, np.ndarray
                               capture_intermediates=lambda module, _: module.name == "encoder",
                               mutable=["intermediates"])
     latents = captured["intermediates"]["perceiver"]["encoder"]["__call__"][0]
-    codes = doc_to_lora.chunk_codes(hyper.params, features, mask, config=config)
-    heads = apply(codes, apply(method=doc_to_lora.DocToLora.running_center), method=doc_to_lora.DocToLora.head_inputs)
-    adapter = doc_to_lora.adapter_from_chunks(hyper.params, base.params, tokens[:, None], mask[:, None],
+    codes = doc_to_lora.chunk_codes(hyper.variables, features, mask, config=config)
+    chunk_valid = mask.any(axis=-1)[:, None]  # [N, K = 1]: every document is one chunk
+    heads = apply(codes, chunk_valid, False, method=doc_to_lora.DocToLora.head_inputs)  # running-mean centred
+    adapter = doc_to_lora.adapter_from_chunks(hyper.variables, base.params, tokens[:, None], mask[:, None],
                                               config=config)
     chunk_b = jnp.concatenate([w["b"][:, :, :config.rank] for w in adapter.weights.values()], axis=-1)
     return {"encoder latents": latents, "decoder output": decoded, "pre-head MLP output": codes, "code": heads,
@@ -129,7 +130,7 @@ def hypernetwork_views(hyper, base, records: list[dict]) -> dict[str, np.ndarray
 
 def base_views(base, records: list[dict], config, layers: Sequence[int]) -> dict[str, np.ndarray]:
   """What the Perceiver could read: the input of each of `layers` (through that layer's
-  pre-attention RMSNorm, as `normalize_features` reads it) at the word's first and last tokens and
+  pre-attention RMSNorm, as `experimental.normalize_features` reads it) at the word's first and last tokens and
   averaged over the word's tokens. One row per record."""
   views = {f"layer {k}, word {where}": [] for k in layers for where in ("first token", "last token", "mean")}
   scales = base.params["layers"]["pre_attention_norm"]["scale"][jnp.asarray(layers)]

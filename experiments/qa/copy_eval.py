@@ -92,7 +92,7 @@ def main() -> None:
   losses = {}
   for label, folder in runs.items():
     hyper = saved.load_hypernetwork(folder, base)
-    adapters = doc_to_lora.internalize(hyper.params, base.params, documents, config=hyper.config,
+    adapters = doc_to_lora.internalize(hyper.variables, base.params, documents, config=hyper.config,
                                        tokenizer=base.tokenizer)
     answers[label] = run.answer_with(base, records, adapters, list(range(len(records))))
     losses[label] = token_losses(base, hyper.config, records, adapters)

@@ -115,7 +115,7 @@ def main() -> None:
   examples = [pipeline.doc_example(r, base.tokenizer, hyper.config, copy_eval.SHAPES) for r in records]
   batch = {k: jnp.asarray(np.stack([e[k] for e in examples])) for k in examples[0] if not k.startswith("teacher")}
   lengths = np.asarray([len(copy_eval.word_tokens(r["answer"], base.tokenizer)) for r in records])
-  generated = doc_to_lora.internalize(hyper.params, base.params, [r["document"] for r in records],
+  generated = doc_to_lora.internalize(hyper.variables, base.params, [r["document"] for r in records],
                                       config=hyper.config, tokenizer=base.tokenizer)
   if generated.rank != 2 * hyper.config.rank:
     raise ValueError(f"expected one chunk per document (rank {2 * hyper.config.rank}), got rank {generated.rank}")

@@ -24,7 +24,7 @@ cd "$(dirname "$0")/../.."
 root=${1:-/tmp/qa_lookahead}
 python=${PYTHON:-.venv/bin/python}
 
-source experiments/qa/stages.sh   # stage, jsonl, validate, with_lookahead, held_out, needs, six_fact
+source experiments/qa/stages.sh   # stage, jsonl, validate, held_out, needs, six_fact
 needs numbers numbers_stage.sh
 
 "$python" -m experiments.qa.subset --out "$root/six_fact_no_names.jsonl" --docs 20000 --facts-per-doc 6 \

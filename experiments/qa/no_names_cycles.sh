@@ -16,7 +16,7 @@ cd "$(dirname "$0")/../.."
 root=${1:-/tmp/qa_lookahead}
 python=${PYTHON:-.venv/bin/python}
 
-source experiments/qa/stages.sh   # stage, jsonl, validate, with_lookahead, held_out, needs, six_fact
+source experiments/qa/stages.sh   # stage, jsonl, validate, held_out, needs, six_fact
 needs six_numbers_no_names_2 no_names.sh
 mapfile -t no_names < <(jsonl "$root/six_fact_no_names.jsonl")
 mapfile -t six_numbers < <(jsonl "$root/six_fact_numbers.jsonl")

@@ -16,13 +16,13 @@ cd "$(dirname "$0")/../.."
 root=${1:-/tmp/qa_lookahead}
 python=${PYTHON:-.venv/bin/python}
 
-source experiments/qa/stages.sh   # stage, jsonl, validate, only, with_lookahead, held_out, needs, six_fact
+source experiments/qa/stages.sh   # stage, jsonl, validate, only, held_out, needs, six_fact
 needs six_shuffled per_document.sh
 
 numbers_file=$(only number)   # a command substitution's failure stops the script (set -e)
 mapfile -t numbers < <(jsonl "$numbers_file")
 stage numbers 200 "$root/six_shuffled/hypernetwork" experiments/qa/single_fact.gin "${numbers[@]}" \
-  "lora_hyper.train.seed = 1" "$(with_lookahead 0)"
+  "lora_hyper.train.seed = 1"
 validate numbers qa_numbers_stage_numbers 1 48
 six_fact numbers_six 400 numbers 1
 validate numbers_six qa_numbers_stage_numbers_six 6 10

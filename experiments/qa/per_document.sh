@@ -6,7 +6,7 @@
 # fact a question asks for? FictionalQA's records are document-major, so batches of 12 read in the
 # source's own order (lora_hyper.train.shuffle = False) hold whole documents: 2 six-fact documents
 # x 6 questions. The control reads the same source shuffled (12 documents a step, one question
-# each); both see 4,800 records. From lookahead_qa.sh's runs (same ROOT), batches of 12, seed 1:
+# each); both see 4,800 records. From lookahead_qa.sh's qc_two (same ROOT), batches of 12, seed 1:
 #   six_grouped     qc_two + 400 six-fact steps (from_niah_fresh_documents.gin, 5e-5), whole documents
 #   six_shuffled    the same, records shuffled (the control; lookahead_qa.sh's qc_six at batch 12)
 # Each scored on the 10 six-fact validation documents beyond the 20,000 training ones and held out.
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/../.."
 root=${1:-/tmp/qa_lookahead}
 python=${PYTHON:-.venv/bin/python}
 
-source experiments/qa/stages.sh   # stage, validate, with_lookahead, held_out, needs, six_fact
+source experiments/qa/stages.sh   # stage, validate, held_out, needs, six_fact
 needs qc_two lookahead_qa.sh
 
 six_fact six_grouped 400 qc_two 1 "lora_hyper.train.shuffle = False"

@@ -41,9 +41,10 @@ from experiments import common
 from lora_hyper import qa
 from lora_hyper.adapters import lora
 from lora_hyper.baselines import context_distillation as cd
-from lora_hyper.data import fictional, pipeline
+from lora_hyper.data import fictional
 from lora_hyper.hypernetworks import doc_to_lora, saved
 from lora_hyper.model import base_model, decoding, transformer
+from lora_hyper.prompts import query_prompt
 
 SAMPLING = decoding.SamplingConfig(max_new_tokens=24)
 BATCH = 48  # prompts per generation call
@@ -80,7 +81,7 @@ def d2l_update(base, hyper, documents: list[str], *, iterative: bool, config=Non
   """Median seconds of one document's `internalize` (compiled first) and its XLA update memory."""
   config = config or hyper.config
   run = lambda doc: jax.block_until_ready(doc_to_lora.internalize(
-      hyper.params, base.params, doc, config=config, tokenizer=base.tokenizer, iterative=iterative))
+      hyper.variables, base.params, doc, config=config, tokenizer=base.tokenizer, iterative=iterative))
   run(documents[0])
   times = []
   for doc in documents[:5]:
@@ -88,9 +89,9 @@ def d2l_update(base, hyper, documents: list[str], *, iterative: bool, config=Non
     run(doc)
     times.append(time.perf_counter() - start)
   chunks = doc_to_lora.chunk_documents([base.tokenizer.encode(documents[0], add_bos=False)], config=config)
-  memory = xla_memory(doc_to_lora.adapter_from_chunks, hyper.params, base.params, jnp.asarray(chunks.tokens),
+  memory = xla_memory(doc_to_lora.adapter_from_chunks, hyper.variables, base.params, jnp.asarray(chunks.tokens),
                       jnp.asarray(chunks.mask), config=config, iterative=iterative,
-                      resident=(base.params, hyper.params))
+                      resident=(base.params, hyper.variables))
   return {"update_s": statistics.median(times), "update_mb": memory["peak_extra_mb"]}
 
 
@@ -126,7 +127,7 @@ def context_distillation(base, documents, per_doc, settings: cd.DistillConfig, n
   """Answers, median update seconds and update memory of both distillation baselines."""
   tok = base.tokenizer
   stop_ids = (*tok.stop_ids, *tok.encode("\n", add_bos=False))  # the teacher answers in one line
-  prompt_ids = lambda q: tok.encode(pipeline.query_prompt(q), add_bos=False)
+  prompt_ids = lambda q: tok.encode(query_prompt(q), add_bos=False)
   out = {m: {"answers": [], "times": [], "kl": []} for m in ("cd_oracle", "cd_generated")}
   for d, (doc, records) in enumerate(zip(documents, per_doc)):
     context = tok.encode(doc + "\n\n", add_bos=False)
@@ -195,7 +196,7 @@ def main() -> None:
 
   answers = {"base_in_context": in_context_answers(base, documents, per_doc),
              "base_no_context": answer_with(base, records, None)}
-  adapters = doc_to_lora.internalize(hyper.params, base.params, documents, config=hyper.config,
+  adapters = doc_to_lora.internalize(hyper.variables, base.params, documents, config=hyper.config,
                                      tokenizer=base.tokenizer)
   answers["d2l"] = answer_with(base, records, adapters, owner)
   updates = {f"d2l_{mode}": d2l_update(base, hyper, documents, iterative=mode == "iterative")
@@ -209,7 +210,7 @@ def main() -> None:
                  **scores(answers["d2l"], records)}]
   for chunk_len in args.chunk_lens:
     config = chunked(hyper.config, chunk_len, longest)
-    many = doc_to_lora.internalize(hyper.params, base.params, documents, config=config, tokenizer=base.tokenizer)
+    many = doc_to_lora.internalize(hyper.variables, base.params, documents, config=config, tokenizer=base.tokenizer)
     chunk_rows.append({"chunk_len": chunk_len, "chunks": math.ceil(longest / (chunk_len - 1)),
                        **scores(answer_with(base, records, many, owner), records)})
     print(f"[qa] {chunk_rows[-1]}", flush=True)

@@ -1,14 +1,13 @@
-"""Training runs side by side from their logs: loss, gradient norm, and the lookahead maps' size.
+"""Training runs side by side from their logs: loss and gradient norm.
 
 A run that differs from another in one setting is read here from what the trainer logged
-(`WORKDIR/logs/metrics.jsonl`) and what it saved (`WORKDIR/hypernetwork`): the loss per 100 steps,
-the gradient norm (before clipping) over the last steps, and, for a hypernetwork with `lookahead`,
-each lookahead map's spectral norm (the features pass through an identity, so a map of norm near 1
-or more outweighs the token's own features).
+(`WORKDIR/logs/metrics.jsonl`): the loss per 100 steps and the gradient norm (before clipping) over
+the last steps. (Until the hypernetwork refactor it also read each lookahead map's spectral norm from
+the saved hypernetwork; the lookahead option and those runs are gone, experiments/qa/README.md.)
 
-Run (seconds; experiments/qa/lookahead_control.sh runs it after training):
-  .venv/bin/python -m experiments.qa.run_logs --name qa_copy_lookahead_control_training \
-    --run 'k=/tmp/qa_lookahead/k' --run 'kl=/tmp/qa_lookahead/kl'
+Run (seconds):
+  .venv/bin/python -m experiments.qa.run_logs --name NAME --run 'kc=/tmp/qa_lookahead/kc' \
+    --run 'kc2=/tmp/qa_lookahead/kc2'
 Writes experiments/results/NAME.{json,md,png}.
 """
 
@@ -21,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from experiments import common
-from lora_hyper.hypernetworks import saved
 from lora_hyper.training import metrics
 
 LAST_STEPS = 200  # the gradient norm's median is over the logged steps in the run's last LAST_STEPS
@@ -33,47 +31,34 @@ def read_log(workdir: str) -> dict[str, list[float]]:
   return {key: [r[key] for r in rows] for key in ("step", "loss", "grad_norm")}
 
 
-def summarize(log: dict[str, list[float]], lookahead_norms: list[float]) -> dict:
-  """Mean loss per 100 steps, the median gradient norm of the last LAST_STEPS steps, map norms."""
+def summarize(log: dict[str, list[float]]) -> dict:
+  """Mean loss per 100 steps and the median gradient norm of the last LAST_STEPS steps."""
   steps, last = np.asarray(log["step"]), max(log["step"])
   per_hundred = {start: statistics.fmean(np.asarray(log["loss"])[(steps > start) & (steps <= start + 100)])
                  for start in range(0, last, 100)}
   late = np.asarray(log["grad_norm"])[steps > last - LAST_STEPS]
-  return {"loss_per_100_steps": per_hundred, "grad_norm_median_late": float(np.median(late)),
-          "lookahead_spectral_norms": lookahead_norms}
-
-
-def lookahead_norms(hypernetwork: str) -> list[float]:
-  """Spectral norm of each lookahead map (token offset 1, 2, ...); none without lookahead."""
-  params = saved.load_hypernetwork(hypernetwork).params
-  if "lookahead" not in params:
-    return []
-  kernel = np.asarray(params["lookahead"]["kernel"], np.float32)
-  return [float(np.linalg.norm(k, 2)) for k in kernel]
+  return {"loss_per_100_steps": per_hundred, "grad_norm_median_late": float(np.median(late))}
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--run", action="append", required=True, metavar="LABEL=WORKDIR",
-                      help="a training workdir (its logs/ and hypernetwork/) and its label (repeat)")
+                      help="a training workdir (its logs/) and its label (repeat)")
   parser.add_argument("--name", required=True)
   args = parser.parse_args()
   runs = common.labelled(parser, args.run, "--run", metavar="LABEL=WORKDIR")
 
   logs = {label: read_log(workdir) for label, workdir in runs.items()}
-  summaries = {label: summarize(logs[label], lookahead_norms(str(Path(workdir) / "hypernetwork")))
-               for label, workdir in runs.items()}
+  summaries = {label: summarize(log) for label, log in logs.items()}
   common.write_json(args.name, {"runs": runs, "summaries": summaries, "logs": logs})
 
   starts = sorted({s for summary in summaries.values() for s in summary["loss_per_100_steps"]})
-  header = ["run", *(f"loss, steps {s + 1}-{s + 100}" for s in starts), f"grad norm, median of last {LAST_STEPS} steps",
-            "lookahead maps' spectral norms"]
-  rows = [[label, *(s["loss_per_100_steps"].get(start, "-") for start in starts), s["grad_norm_median_late"],
-           common.slashed(s["lookahead_spectral_norms"]) if s["lookahead_spectral_norms"] else "-"]
+  header = ["run", *(f"loss, steps {s + 1}-{s + 100}" for s in starts), f"grad norm, median of last {LAST_STEPS} steps"]
+  rows = [[label, *(s["loss_per_100_steps"].get(start, "-") for start in starts), s["grad_norm_median_late"]]
           for label, s in summaries.items()]
   common.write_markdown(args.name, "Training runs side by side",
-                        f"Mean logged training loss per 100 steps, the gradient norm (before clipping), and "
-                        f"each lookahead map's spectral norm at the end.\n\n{common.markdown_table(header, rows)}")
+                        f"Mean logged training loss per 100 steps and the gradient norm (before clipping)."
+                        f"\n\n{common.markdown_table(header, rows)}")
   plot(logs, args.name)
 
 

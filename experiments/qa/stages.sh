@@ -1,11 +1,10 @@
-# Shell helpers of the QA stage scripts (curriculum.sh, copy_drill.sh, lookahead_*.sh, mixed.sh,
-# kind_batches.sh, words_path.sh, facts_ramp.sh, per_document.sh, numbers_stage.sh,
+# Shell helpers of the QA stage scripts (curriculum.sh, copy_drill.sh, lookahead_late.sh, lookahead_qa.sh,
+# mixed.sh, kind_batches.sh, words_path.sh, facts_ramp.sh, per_document.sh, numbers_stage.sh,
 # no_names.sh, no_names_cycles.sh), sourced by them.
 # They read the caller's $root (a workdir per stage under it) and $python.
-
-# from_niah.gin's hyper_overrides without its closing brace and generated_factors, for a stage to
-# finish: "lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b'}".
-overrides="{'context_encoder': 'early_exit', 'chunk_len': 128, 'max_chunks': 64, 'zero_b_init': 'head', 'chunk_gate': True"
+# Every stage's gin file includes experiments/qa/from_niah.gin, whose hyper_overrides every hypernetwork
+# these scripts save was trained with, so a stage builds the config its init_from was saved with (from
+# the shipped needle hypernetwork: its config but for chunk_gate_cut, which from_niah.gin leaves off).
 
 stage() {  # stage NAME STEPS FROM GIN_FILE [gin bindings...]: train NAME from FROM's hypernetwork
   local name=$1 steps=$2 start=$3 gin_file=$4
@@ -53,22 +52,19 @@ code_words() {  # code_words: write $root/code_words.jsonl (20,000 words, seed 0
   mapfile -t words < <(jsonl "$root/code_words.jsonl")
 }
 
-with_lookahead() {  # with_lookahead N: from_niah.gin's hyper_overrides with lookahead N, as one binding
-  echo "lora_hyper.train.hyper_overrides = $overrides, 'generated_factors': 'b', 'lookahead': $1}"
-}
-
-code_word_run() {  # code_word_run NAME STEPS FROM SEED LOOKAHEAD [gin bindings...]: train NAME on the
-  # code words (after code_words) at 3e-4, the lookahead runs' rate, with from_niah.gin's shapes
-  local name=$1 steps=$2 start=$3 seed=$4 lookahead=$5
-  shift 5
+code_word_run() {  # code_word_run NAME STEPS FROM SEED [gin bindings...]: train NAME on the code words
+  # (after code_words) at 3e-4, the rate of the lookahead runs these were the controls of, with
+  # from_niah.gin's shapes and hyper_overrides
+  local name=$1 steps=$2 start=$3 seed=$4
+  shift 4
   stage "$name" "$steps" "$start" experiments/qa/single_fact.gin "${words[@]}" \
-    "$(with_lookahead "$lookahead")" "lora_hyper.OptimizerConfig.learning_rate = 3e-4" "lora_hyper.train.seed = $seed" "$@"
+    "lora_hyper.OptimizerConfig.learning_rate = 3e-4" "lora_hyper.train.seed = $seed" "$@"
 }
 
 six_fact() {  # six_fact NAME STEPS FROM SEED [gin bindings...]: train NAME from stage FROM on six-fact documents
-  # (from_niah_fresh_documents.gin) in batches of 12, no lookahead; the bindings may name other data
+  # (from_niah_fresh_documents.gin) in batches of 12; the bindings may name other data
   local name=$1 steps=$2 start=$3 seed=$4
   shift 4
   stage "$name" "$steps" "$root/$start/hypernetwork" experiments/qa/from_niah_fresh_documents.gin "$@" \
-    "lora_hyper.train.seed = $seed" "$(with_lookahead 0)" "lora_hyper.train.global_batch_size = 12"
+    "lora_hyper.train.seed = $seed" "lora_hyper.train.global_batch_size = 12"
 }

@@ -24,6 +24,7 @@ from lora_hyper.baselines import task_loras
 from lora_hyper.data import pipeline, tasks
 from lora_hyper.hypernetworks import text_to_lora
 from lora_hyper.model import base_model
+from lora_hyper.prompts import task_prompt
 
 SHAPES = pipeline.TaskExampleShapes(seq_len=52, answer_len=16)  # as experiments/t2l/sft.gin
 
@@ -55,7 +56,7 @@ def main(argv=None) -> None:
 
   def to_example(record):
     return pipeline.sft_example(record, base.tokenizer, cfg.bos_id, cfg.eos_id, cfg.pad_id, SHAPES,
-                                tasks.format_prompt)
+                                task_prompt)
 
   identity = io.base_identity(base)
   results = {"tasks": [t.task_id for t in train_tasks], "shapes": vars(SHAPES)}

@@ -39,6 +39,7 @@ from lora_hyper.baselines import task_loras
 from lora_hyper.data import pipeline, tasks
 from lora_hyper.hypernetworks import saved, text_to_lora
 from lora_hyper.model import base_model
+from lora_hyper.prompts import task_answer, task_prompt
 
 EVAL_SHAPES = pipeline.TaskExampleShapes(seq_len=64, answer_len=32)  # no answer in the library is cut
 ICL_SHAPES = pipeline.TaskExampleShapes(seq_len=288, answer_len=32)  # 3 demonstrations (or a description) fit
@@ -58,7 +59,7 @@ class Evaluator:
     cfg = base.config
     examples = []
     for r in records:
-      fmt = (lambda inp, r=r: prompt(r) + tasks.format_prompt(inp)) if prompt else tasks.format_prompt
+      fmt = (lambda inp, r=r: prompt(r) + task_prompt(inp)) if prompt else task_prompt
       examples.append(pipeline.sft_example(r, base.tokenizer, cfg.bos_id, cfg.eos_id, cfg.pad_id, shapes, fmt))
     self.examples = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
     self.line_ends = (cfg.eos_id, *{t for text in ("\n", "\n\n") for t in base.tokenizer.encode(text, add_bos=False)})
@@ -96,7 +97,7 @@ def _random_description(rng: np.random.Generator) -> str:
 
 
 def _generated(hyper: saved.SavedHypernetwork, encoder, describe: Callable[[dict], str]):
-  return lambda rows: text_to_lora.generate_adapter(hyper.params, [describe(r) for r in rows], config=hyper.config,
+  return lambda rows: text_to_lora.generate_adapter(hyper.variables, [describe(r) for r in rows], config=hyper.config,
                                                     encoder=encoder)
 
 
@@ -208,7 +209,7 @@ def _recon_rows(base, encoder, recon: dict[int, saved.SavedHypernetwork], held: 
       ceiling = f"oracle LoRAs in their top-{width} subspace (an L head of width {width} at best)"
       fidelity[ceiling] = _summary(train_eval.score(_stacked(_top_subspace(oracles, width), index)))
       _log(f"training tasks {ceiling}: {fidelity[ceiling]}")
-    generated = text_to_lora.generate_adapter(recon[full].params,
+    generated = text_to_lora.generate_adapter(recon[full].variables,
                                               [t.split_descriptions("train")[0] for t in tasks.train_tasks()],
                                               config=recon[full].config, encoder=encoder)
     cosines = [_delta_cosine(lora.take(generated, i), lora.take(oracles, i)) for i in range(len(index))]
@@ -364,7 +365,7 @@ def main(argv=None) -> None:
     zero_shot[name] = _summary(evaluator.score(adapters_for), records)
     _log(f"held-out {name}: {zero_shot[name]} ({time.perf_counter() - start:.0f}s)")
   demos = tasks.TaskExamples(tasks.held_out_tasks(), seed=2, num_examples_per_task=args.icl_shots)
-  shots = {t: "".join(f"{tasks.format_prompt(d['input'])}{tasks.format_answer(d['output'])}\n\n"
+  shots = {t: "".join(f"{task_prompt(d['input'])}{task_answer(d['output'])}\n\n"
                       for d in (demos[i * args.icl_shots + j] for j in range(args.icl_shots)))
            for i, t in enumerate(held_ids)}
   prompted = {"base model, description in prompt": lambda r: r["description"] + "\n",

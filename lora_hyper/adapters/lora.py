@@ -174,5 +174,6 @@ def merged_params(params, adapter: LoraAdapter):
 
 
 def take(adapter: LoraAdapter, index) -> LoraAdapter:
-  """The adapter of example `index` of a batched adapter."""
+  """The adapter of example `index` of a batched adapter; an array of indices gives one adapter per
+  entry (e.g. each question its document's adapter)."""
   return LoraAdapter(jax.tree.map(lambda w: w[index], dict(adapter.weights)), adapter.scaling)

@@ -1,8 +1,8 @@
 """Records (dicts of strings) -> fixed-shape numpy training examples -> sharded grain pipelines.
 
-Prompt formats live here, once, so training, evaluation and the CLI ask questions alike:
-  student (adapter, no document):  "Question: {query}\nAnswer:" + " {answer}"
-  teacher (document in context):   "{document}\n\n" + the student's text
+Doc-to-LoRA sequences use the prompt formats of `lora_hyper.prompts`:
+  student (adapter, no document):  query_prompt(query) + " {answer}"
+  teacher (document in context):   context_prompt(document, query) + " {answer}"
 Every sequence starts with BOS and is right-padded; the answer ends with EOS, so a trained
 adapter stops after it; `*_logits_at` are the positions whose next-token logits predict the
 answer tokens.
@@ -20,17 +20,10 @@ import numpy as np
 
 from lora_hyper.hypernetworks import doc_to_lora
 from lora_hyper.hypernetworks.doc_to_lora import DocToLoraConfig
+from lora_hyper.prompts import query_prompt
 
 Record = Mapping[str, Any]
 Example = dict[str, np.ndarray]
-
-
-def query_prompt(query: str) -> str:
-  return f"Question: {query}\nAnswer:"
-
-
-def context_prompt(document: str, query: str) -> str:
-  return f"{document}\n\n{query_prompt(query)}"
 
 
 def _right_pad(ids: Sequence[int], length: int, pad_id: int, what: str) -> tuple[np.ndarray, np.ndarray]:

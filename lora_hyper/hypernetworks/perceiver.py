@@ -31,7 +31,7 @@ class PerceiverConfig:
 
   latent_dim: int = 512
   num_latents: int = 8  # learned encoder queries
-  num_blocks: int = 8  # encoder cross-attention blocks
+  num_blocks: int = 9  # encoder cross-attention blocks (the published gemma-2-2b recipe; the code's default is 8)
   decoder_blocks: int = 1
   num_heads: int = 16
   num_kv_heads: int = 4

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from lora_hyper.adapters import lora
-from lora_hyper.hypernetworks import _layers
+from lora_hyper.hypernetworks import _common, _layers
 from lora_hyper.hypernetworks.task_encoders import TaskEncoder
 from lora_hyper.model.config import MODULES, GemmaConfig
 
@@ -67,33 +67,33 @@ class TextToLoraConfig:
     return tuple(m for m in MODULES if m in self.target_modules)
 
   def replace(self, **changes: Any) -> "TextToLoraConfig":
-    return dataclasses.replace(self, **changes)
+    return _common.override(self, changes)
 
 
 def t2l_l(base: GemmaConfig, **overrides: Any) -> TextToLoraConfig:
   """Published T2L-L (about 55M params on Mistral-7B): rank 8 on q/v, latent 128, head input 512."""
-  return TextToLoraConfig(base=base, **{"head": "L", **overrides})
+  return TextToLoraConfig(base=base, head="L").replace(**overrides)
 
 
 def t2l_m(base: GemmaConfig, **overrides: Any) -> TextToLoraConfig:
   """Published T2L-M (about 34M on Mistral-7B)."""
-  return TextToLoraConfig(base=base, **{"head": "M", **overrides})
+  return TextToLoraConfig(base=base, head="M").replace(**overrides)
 
 
 def t2l_s(base: GemmaConfig, **overrides: Any) -> TextToLoraConfig:
   """Published T2L-S (about 5M on Mistral-7B)."""
-  return TextToLoraConfig(base=base, **{"head": "S", **overrides})
+  return TextToLoraConfig(base=base, head="S").replace(**overrides)
 
 
 def t2l_small(base: GemmaConfig, head: str = "L", **overrides: Any) -> TextToLoraConfig:
   """For gemma3_270m with the base model itself as the description encoder (emb_dim = d_model)."""
-  return TextToLoraConfig(base=base, **{"head": head, "emb_dim": base.embed_dim, **overrides})
+  return TextToLoraConfig(base=base, head=head, emb_dim=base.embed_dim).replace(**overrides)
 
 
 def t2l_tiny(base: GemmaConfig, head: str = "L", **overrides: Any) -> TextToLoraConfig:
   """A small hypernetwork for tests."""
-  kw = dict(head=head, rank=2, emb_dim=base.embed_dim, latent_dim=16, head_in_dim=32)
-  return TextToLoraConfig(base=base, **{**kw, **overrides})
+  config = TextToLoraConfig(base=base, head=head, rank=2, emb_dim=base.embed_dim, latent_dim=16, head_in_dim=32)
+  return config.replace(**overrides)
 
 
 # ----------------------------------------------------------------------------- body
@@ -276,6 +276,7 @@ class _RankEmbedding(nn.Module):
 
 
 HEADS: dict[str, type[nn.Module]] = {"L": LHead, "M": MHead, "S": SHead}
+PRESETS = {"t2l_l": t2l_l, "t2l_m": t2l_m, "t2l_s": t2l_s, "t2l_small": t2l_small, "t2l_tiny": t2l_tiny}
 
 
 # ----------------------------------------------------------------------------- model
@@ -310,51 +311,33 @@ class TextToLora(nn.Module):
     return {mod: {"a": a, "b": bb} for mod, (a, bb) in factors.items()}
 
 
-# ----------------------------------------------------------------------------- params
+# ----------------------------------------------------------------------------- variables
 
 
-def _boxed_params(config: TextToLoraConfig, key: Array) -> PyTree:
-  return TextToLora(config).init(key, jnp.zeros((1, config.emb_dim), jnp.float32))["params"]
+def boxed_variables(config: TextToLoraConfig, key: Array) -> PyTree:
+  """Random variables {"params": ...}, boxed with their logical axes; the first adapter is zero."""
+  return dict(TextToLora(config).init(key, jnp.zeros((1, config.emb_dim), jnp.float32)))
 
 
-@functools.partial(jax.jit, static_argnames="config")  # one compiled init, not hundreds of eager ops
-def init(config: TextToLoraConfig, key: Array) -> PyTree:
-  """Random hypernetwork params as a plain pytree; the first adapter they generate is zero."""
-  return nn.unbox(_boxed_params(config, key))
-
-
-def abstract_params(config: TextToLoraConfig) -> PyTree:
-  """ShapeDtypeStructs of the params, still boxed with their logical axes (nothing allocated)."""
-  return jax.eval_shape(functools.partial(_boxed_params, config), jax.random.key(0))
-
-
-def param_shapes(config: TextToLoraConfig) -> PyTree:
-  return nn.unbox(abstract_params(config))
-
-
-def param_specs(config: TextToLoraConfig) -> PyTree:
-  """Logical PartitionSpecs of the params (map to a mesh with `sharding.logical_sharding`)."""
-  return nn.get_partition_spec(abstract_params(config))
-
-
-def num_params(config: TextToLoraConfig) -> int:
-  return _layers.count_params(param_shapes(config))
+init, abstract_variables, variable_shapes, param_shapes, param_specs, num_params = (
+    _common.variable_functions(boxed_variables))
 
 
 # ----------------------------------------------------------------------------- generation
 
 
 @functools.partial(jax.jit, static_argnames=("config", "deterministic"))
-def generate(params: PyTree, task_emb: Array, *, config: TextToLoraConfig, deterministic: bool = True,
+def generate(variables: PyTree, task_emb: Array, *, config: TextToLoraConfig, deterministic: bool = True,
              dropout_rng: Array | None = None) -> lora.LoraAdapter:
-  """Task embeddings [B, E] -> adapters [B, L, r, d]; dropout only with deterministic=False."""
+  """Task embeddings [B, E] -> adapters [B, L, r, d]; dropout only with deterministic=False.
+  `variables`: {"params": ...}, as `init` and `load_hypernetwork(...).variables` give."""
   chex.assert_shape(task_emb, (None, config.emb_dim))
   rngs = None if deterministic else {"dropout": dropout_rng}
-  weights = TextToLora(config).apply({"params": params}, task_emb, deterministic, rngs=rngs)
+  weights = TextToLora(config).apply(variables, task_emb, deterministic, rngs=rngs)
   return lora.LoraAdapter(weights, config.scaling)
 
 
-def generate_adapter(params: PyTree, descriptions: str | Sequence[str], *, config: TextToLoraConfig,
+def generate_adapter(variables: PyTree, descriptions: str | Sequence[str], *, config: TextToLoraConfig,
                      encoder: TaskEncoder) -> lora.LoraAdapter:
   """Description(s) -> adapter. One string gives an unbatched adapter, a list one per description."""
   single = isinstance(descriptions, str)
@@ -368,5 +351,5 @@ def generate_adapter(params: PyTree, descriptions: str | Sequence[str], *, confi
   if emb.shape != (len(texts), config.emb_dim):
     raise ValueError(f"the task encoder gave embeddings of shape {emb.shape}; this hypernetwork needs "
                      f"({len(texts)}, emb_dim={config.emb_dim})")
-  adapter = generate(params, emb, config=config)
+  adapter = generate(variables, emb, config=config)
   return lora.take(adapter, 0) if single else adapter

@@ -1,9 +1,9 @@
 """What a meta-training step minimises: one frozen dataclass per objective, called as
-`objective(hyper_params, base_params, batch, rng) -> (loss, metrics)`.
+`objective(variables, base_params, batch, rng) -> (loss, (metrics, stats))`.
 
-Batches are dicts of arrays with a leading batch axis (see `lora_hyper.data.pipeline`). An
-objective whose model keeps running statistics returns them as `metrics[RUNNING_STATS]` and
-folds them into the params with `absorb_running_stats` after the optimizer update. Logits
+`variables` are the hypernetwork's Flax variables ({"params": ...} and any statistics); `stats` are
+its non-param collections after this batch (running statistics; {} for hypernetworks without any).
+Batches are dicts of arrays with a leading batch axis (see `lora_hyper.data.pipeline`). Logits
 are computed only at the positions a loss reads (`*_logits_at`): the 262K-vocabulary output
 head is most of the 270M base model's FLOPs.
 """
@@ -26,8 +26,6 @@ from lora_hyper.training import losses
 Array = jax.Array
 PyTree = Any
 Batch = dict[str, Array]
-
-RUNNING_STATS = "running_stats"  # a metrics entry that is not logged: see the module docstring
 
 
 def _student_logits(base_params: PyTree, batch: Batch, adapter: lora.LoraAdapter | None, base_config) -> Array:
@@ -53,18 +51,12 @@ class DocDistillation:
     if self.loss not in ("kl", "topk", "ce"):
       raise ValueError(f"DocDistillation.loss must be kl, topk or ce, got {self.loss!r}")
 
-  def init(self, key: Array) -> PyTree:
-    return doc_to_lora.init(self.hyper, key)
-
-  def abstract_params(self) -> PyTree:
-    return doc_to_lora.abstract_params(self.hyper)
-
-  def __call__(self, params: PyTree, base_params: PyTree, batch: Batch, rng: Array) -> tuple[Array, dict]:
+  def __call__(self, variables: PyTree, base_params: PyTree, batch: Batch, rng: Array) -> tuple[Array, tuple]:
     del rng  # deterministic
     base = self.hyper.base
-    adapter, code_mean, gates = doc_to_lora.document_adapters(params, base_params, batch["chunk_tokens"],
-                                                              batch["chunk_mask"], config=self.hyper,
-                                                              iterative=self.iterative, center_on_batch=True)
+    adapter, stats, gates = doc_to_lora.document_adapters(variables, base_params, batch["chunk_tokens"],
+                                                          batch["chunk_mask"], config=self.hyper,
+                                                          iterative=self.iterative, train=True)
     student = _student_logits(base_params, batch, adapter, base)
     mask = batch["loss_mask"]
     if self.loss == "ce":
@@ -88,12 +80,7 @@ class DocDistillation:
       chunks = jnp.maximum(jnp.sum(batch["chunk_mask"].any(axis=-1)), 1)
       metrics["mean_gate"] = sum(jnp.sum(g) for g in gates.values()) / (chunks * self.hyper.base.num_layers
                                                                          * len(gates))
-    if code_mean is not None:
-      metrics[RUNNING_STATS] = code_mean
-    return loss, metrics
-
-  def absorb_running_stats(self, params: PyTree, code_mean: Array) -> PyTree:
-    return doc_to_lora.update_center(params, code_mean, config=self.hyper)
+    return loss, (metrics, stats)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,19 +92,13 @@ class TaskSFT:
   label_smoothing: float = 0.1
   l2_penalty: float = 1e-3
 
-  def init(self, key: Array) -> PyTree:
-    return text_to_lora.init(self.hyper, key)
-
-  def abstract_params(self) -> PyTree:
-    return text_to_lora.abstract_params(self.hyper)
-
-  def __call__(self, params: PyTree, base_params: PyTree, batch: Batch, rng: Array) -> tuple[Array, dict]:
-    adapter = text_to_lora.generate(params, batch["task_emb"], config=self.hyper, deterministic=False,
+  def __call__(self, variables: PyTree, base_params: PyTree, batch: Batch, rng: Array) -> tuple[Array, tuple]:
+    adapter = text_to_lora.generate(variables, batch["task_emb"], config=self.hyper, deterministic=False,
                                     dropout_rng=rng)
     logits = _student_logits(base_params, batch, adapter, self.hyper.base)
     task_loss = losses.cross_entropy(logits, batch["targets"], batch["loss_mask"], self.label_smoothing)
     penalty = losses.factor_penalty(adapter, "l2")
-    return task_loss + self.l2_penalty * penalty, {"task_loss": task_loss, "l2_penalty": penalty}
+    return task_loss + self.l2_penalty * penalty, ({"task_loss": task_loss, "l2_penalty": penalty}, {})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,15 +109,9 @@ class TaskReconstruction:
 
   hyper: TextToLoraConfig
 
-  def init(self, key: Array) -> PyTree:
-    return text_to_lora.init(self.hyper, key)
-
-  def abstract_params(self) -> PyTree:
-    return text_to_lora.abstract_params(self.hyper)
-
-  def __call__(self, params: PyTree, base_params: PyTree, batch: Batch, rng: Array) -> tuple[Array, dict]:
+  def __call__(self, variables: PyTree, base_params: PyTree, batch: Batch, rng: Array) -> tuple[Array, tuple]:
     del base_params
-    generated = text_to_lora.generate(params, batch["task_emb"], config=self.hyper, deterministic=False,
+    generated = text_to_lora.generate(variables, batch["task_emb"], config=self.hyper, deterministic=False,
                                       dropout_rng=rng)
     modules = generated.modules
     target = lora.LoraAdapter({m: {"a": batch[f"target_a_{m}"], "b": batch[f"target_b_{m}"]} for m in modules},
@@ -146,4 +121,4 @@ class TaskReconstruction:
       stats = {m: {n: (batch[f"target_mean_{n}_{m}"][0], batch[f"target_std_{n}_{m}"][0]) for n in ("a", "b")}
                for m in modules}
     loss = losses.reconstruction_l1(generated, target, stats)
-    return loss, {"task_loss": loss}
+    return loss, ({"task_loss": loss}, {})

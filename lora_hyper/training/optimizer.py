@@ -9,11 +9,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lora_hyper.hypernetworks.doc_to_lora import CENTER_EMA, CENTER_WEIGHT
-
-# Running statistics live in the params but are set by the step, not learned: no weight decay.
-_NOT_DECAYED = (CENTER_EMA, CENTER_WEIGHT)
-
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
@@ -33,7 +28,7 @@ class OptimizerConfig:
   # (module name, learning-rate multiplier, warm-up updates): the params under a module of that name
   # train at multiplier x the schedule, ramped linearly from 0 over the warm-up. A new part of a
   # trained network can start slowly this way while the rest trains at full rate, e.g.
-  # (("lookahead", 1.0, 600),) for Doc-to-LoRA's lookahead maps (experiments/qa/README.md).
+  # (("gates_down", 1.0, 600),) for Doc-to-LoRA's chunk gates switched on in a second stage.
   param_groups: tuple[tuple[str, float, int], ...] = ()
 
   def __post_init__(self):
@@ -71,11 +66,6 @@ def _path_names(path) -> set[str]:
   return {getattr(k, "key", None) for k in path}
 
 
-def _decayed(params):
-  """True for the params weight decay applies to: all but running statistics."""
-  return jax.tree_util.tree_map_with_path(lambda path, _: _path_names(path).isdisjoint(_NOT_DECAYED), params)
-
-
 def _group_labels(groups: tuple[tuple[str, float, int], ...]):
   """params -> the name of the first group whose module is on each leaf's path, else "rest"."""
   names = [group[0] for group in groups]
@@ -109,7 +99,7 @@ def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
   if cfg.grad_clip_norm is not None:
     chain.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
   chain.append(optax.adamw(learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                           weight_decay=cfg.weight_decay, mask=_decayed))
+                           weight_decay=cfg.weight_decay))
   if cfg.param_groups:
     chain.append(_group_scales(cfg.param_groups))
   tx = optax.chain(*chain)

@@ -1,8 +1,9 @@
 """The meta-training step: one jitted function, sharded over a mesh by logical-axis rules.
 
-Only the hypernetwork is trained: the frozen base params enter as an argument (sharded too) and
-never reach the optimizer. The step's random key is folded from (seed, step), so a resumed run
-draws exactly the keys an uninterrupted one would.
+Only the hypernetwork's params are trained: the frozen base params enter as an argument (sharded too)
+and never reach the optimizer, and its other variable collections (`stats`, e.g. running means)
+are what the objective returns for them. The step's random key is folded from (seed, step), so a
+resumed run draws exactly the keys an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lora_hyper import sharding
-from lora_hyper.training import objectives
 
 Array = jax.Array
 PyTree = Any
-Objective = Callable[[PyTree, PyTree, dict, Array], tuple[Array, dict]]
+# (variables, base_params, batch, rng) -> (loss, (metrics, stats)): see `lora_hyper.training.objectives`.
+Objective = Callable[[PyTree, PyTree, dict, Array], tuple[Array, tuple[dict, PyTree]]]
 
 
 @flax.struct.dataclass
@@ -29,10 +30,14 @@ class TrainState:
   step: Array
   params: PyTree
   opt_state: PyTree
+  stats: PyTree  # the variables' other collections: not trained, set by the objective ({} if none)
 
 
-def create_state(params: PyTree, tx: optax.GradientTransformation) -> TrainState:
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+def create_state(variables: PyTree, tx: optax.GradientTransformation) -> TrainState:
+  """The state of Flax `variables` {"params": ..., other collections}: only the params get an optimizer."""
+  params = variables["params"]
+  stats = {name: value for name, value in variables.items() if name != "params"}
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), stats=stats)
 
 
 def make_train_step(objective: Objective, tx: optax.GradientTransformation, schedule: optax.Schedule,
@@ -42,15 +47,16 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation, sche
   def train_step(state: TrainState, base_params: PyTree, batch: dict) -> tuple[TrainState, dict]:
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
     base_params = jax.lax.stop_gradient(base_params)
-    (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(state.params, base_params, batch, rng)
+
+    def loss_fn(params):
+      return objective({"params": params, **state.stats}, base_params, batch, rng)
+
+    (loss, (metrics, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    running_stats = metrics.pop(objectives.RUNNING_STATS, None)
-    if running_stats is not None:
-      params = objective.absorb_running_stats(params, running_stats)
     metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads),
                "learning_rate": schedule(_optimizer_step(opt_state, state.step))}
-    return TrainState(state.step + 1, params, opt_state), metrics
+    return TrainState(state.step + 1, params, opt_state, {**state.stats, **stats}), metrics
 
   return train_step
 
@@ -63,10 +69,11 @@ def _optimizer_step(opt_state: PyTree, step: Array) -> Array:
 # ----------------------------------------------------------------------------- sharding
 
 
-def state_shardings(abstract_params: PyTree, tx: optax.GradientTransformation, mesh: Mesh) -> TrainState:
-  """NamedShardings of the whole TrainState from params boxed with their logical axes: params by
-  those axes, Adam moments like their params (optax maps over the boxes), counters replicated."""
-  abstract = jax.eval_shape(lambda p: create_state(p, tx), abstract_params)
+def state_shardings(abstract_variables: PyTree, tx: optax.GradientTransformation, mesh: Mesh) -> TrainState:
+  """NamedShardings of the whole TrainState from variables boxed with their logical axes: params and
+  statistics by those axes, Adam moments like their params (optax maps over the boxes), counters
+  replicated."""
+  abstract = jax.eval_shape(lambda v: create_state(v, tx), abstract_variables)
   return sharding.logical_sharding(nn.get_partition_spec(abstract), mesh)
 
 

@@ -17,9 +17,10 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from lora_hyper import sharding
-from lora_hyper.data import lora_library, pipeline, tasks
-from lora_hyper.hypernetworks import doc_to_lora, saved, text_to_lora
+from lora_hyper import prompts, sharding
+from lora_hyper.adapters import io
+from lora_hyper.data import lora_library, pipeline
+from lora_hyper.hypernetworks import kinds, saved, text_to_lora
 from lora_hyper.hypernetworks.task_encoders import TaskEncoder, make_task_encoder
 from lora_hyper.model import base_model as base_model_lib
 from lora_hyper.model import transformer
@@ -29,12 +30,6 @@ from lora_hyper.training.optimizer import OptimizerConfig, learning_rate_schedul
 
 PyTree = Any
 
-HYPERNETWORKS = {
-    "d2l_paper": doc_to_lora.d2l_paper, "d2l_small": doc_to_lora.d2l_small,
-    "d2l_compact": doc_to_lora.d2l_compact, "d2l_tiny": doc_to_lora.d2l_tiny,
-    "t2l_l": text_to_lora.t2l_l, "t2l_m": text_to_lora.t2l_m, "t2l_s": text_to_lora.t2l_s,
-    "t2l_small": text_to_lora.t2l_small, "t2l_tiny": text_to_lora.t2l_tiny,
-}
 OBJECTIVES = {"d2l_kl": (objectives.DocDistillation, {"loss": "kl"}),
               "d2l_topk": (objectives.DocDistillation, {"loss": "topk"}),
               "d2l_ce": (objectives.DocDistillation, {"loss": "ce"}),
@@ -44,7 +39,13 @@ OBJECTIVES = {"d2l_kl": (objectives.DocDistillation, {"loss": "kl"}),
 
 @dataclasses.dataclass
 class TrainResult:
-  params: PyTree
+  """What a run trained: a hypernetwork ready for `saved.save_hypernetwork(dir, config, variables,
+  base=base, task_encoder=task_encoder)`."""
+
+  config: Any  # the hypernetwork's config, for the base model as loaded
+  variables: PyTree  # {"params": ..., and any statistics}, on the host
+  base: io.BaseIdentity
+  task_encoder: str  # how its descriptions are embedded (Text-to-LoRA)
   step: int
   metrics: dict[str, float]
   preempted: bool
@@ -151,9 +152,7 @@ def train(
   base_params = jax.device_put(base.params, base_shardings)
 
   # ---- hypernetwork, objective, optimizer
-  if hypernetwork not in HYPERNETWORKS:
-    raise ValueError(f"unknown hypernetwork {hypernetwork!r}; expected one of {sorted(HYPERNETWORKS)}")
-  hyper = HYPERNETWORKS[hypernetwork](base_config, **(hyper_overrides or {}))
+  kind, hyper = kinds.from_preset(hypernetwork, base_config, hyper_overrides)
   objective_fn = _make_objective(objective, hyper, objective_overrides or {})
   tx = make_optimizer(optimizer)
   schedule = learning_rate_schedule(optimizer)
@@ -176,19 +175,19 @@ def train(
       to_example = functools.partial(pipeline.task_example, tokenizer=base.tokenizer, embeddings=embeddings,
                                      bos_id=base_config.bos_id, eos_id=base_config.eos_id,
                                      pad_id=base_config.pad_id, shapes=task_shapes,
-                                     format_prompt=tasks.format_prompt)
+                                     format_prompt=prompts.task_prompt)
   data_iter = iter(pipeline.batches(data, to_example, global_batch_size=global_batch_size, seed=seed,
                                     shuffle=shuffle))
   data_sharding = step_lib.batch_sharding(mesh)
 
   # ---- init (created already sharded), or restore
-  state_sharding = step_lib.state_shardings(objective_fn.abstract_params(), tx, mesh)
+  state_sharding = step_lib.state_shardings(kind.abstract_variables(hyper), tx, mesh)
   if init_from is None:
-    init_state = jax.jit(lambda key: step_lib.create_state(objective_fn.init(key), tx), out_shardings=state_sharding)
+    init_state = jax.jit(lambda key: step_lib.create_state(kind.init(hyper, key), tx), out_shardings=state_sharding)
     state = init_state(jax.random.key(seed))
   else:
-    params = _saved_params(init_from, base, hyper, objective_fn, seed)
-    state = jax.jit(lambda p: step_lib.create_state(p, tx), out_shardings=state_sharding)(params)
+    variables = _saved_variables(init_from, base, kind, hyper, seed)
+    state = jax.jit(lambda v: step_lib.create_state(v, tx), out_shardings=state_sharding)(variables)
   ckpt = checkpointing.manager(Path(workdir) / "checkpoints", save_every=save_every, keep=keep_checkpoints)
   restored = checkpointing.restore(ckpt, checkpointing.abstract_like(state), data_iter)
   if restored is not None:
@@ -222,27 +221,29 @@ def train(
       if preempted:
         break
   ckpt.close()
-  return TrainResult(jax.device_get(state.params), int(state.step), metrics, preempted)
+  variables = jax.device_get({"params": state.params, **state.stats})
+  return TrainResult(hyper.replace(base=base.config), variables, io.base_identity(base), task_encoder,
+                     int(state.step), metrics, preempted)
 
 
-def _saved_params(folder: str, base: base_model_lib.BaseModel, hyper: Any, objective_fn: Any, seed: int) -> Any:
-  """`init_from`'s params, float32, after checking they fit this run's hypernetwork; params it lacks
-  come from this run's init (computed on the host CPU, the same on every process)."""
+def _saved_variables(folder: str, base: base_model_lib.BaseModel, kind: kinds.Kind, hyper: Any, seed: int) -> Any:
+  """`init_from`'s variables, float32, after checking they fit this run's hypernetwork; variables it
+  lacks come from this run's init (computed on the host CPU, the same on every process)."""
   loaded = saved.load_hypernetwork(folder, base)  # checks the base model, the digest and its own shapes
-  got = traverse_util.flatten_dict(loaded.params)
-  want = traverse_util.flatten_dict(nn.unbox(objective_fn.abstract_params()))
+  got = traverse_util.flatten_dict(loaded.variables)
+  want = traverse_util.flatten_dict(nn.unbox(kind.abstract_variables(hyper)))
   added = sorted(set(want) - set(got))
   mismatch = saved.shape_mismatch({"/".join(k): v for k, v in got.items()},
                                   {"/".join(k): v for k, v in want.items() if k in got})
   if type(loaded.config) is not type(hyper) or mismatch:
-    raise ValueError(f"init_from={folder!r} holds a {type(loaded.config).__name__} whose params do not fit this "
-                     f"run's {type(hyper).__name__} ({mismatch or 'another kind'}); use the same hypernetwork "
+    raise ValueError(f"init_from={folder!r} holds a {type(loaded.config).__name__} whose variables do not fit "
+                     f"this run's {type(hyper).__name__} ({mismatch or 'another kind'}); use the same hypernetwork "
                      "and hyper_overrides as the run that saved it")
   if added:
-    print(f"init_from: {len(added)} params not in {folder} start from their init: "
+    print(f"init_from: {len(added)} variables not in {folder} start from their init: "
           f"{', '.join('/'.join(k) for k in added)}", flush=True)
     with jax.default_device(jax.local_devices(backend="cpu")[0]):
-      fresh = traverse_util.flatten_dict(jax.device_get(jax.jit(objective_fn.init)(jax.random.key(seed))))
+      fresh = traverse_util.flatten_dict(jax.device_get(kind.init(hyper, jax.random.key(seed))))
     got = {**got, **{k: fresh[k] for k in added}}
   return jax.tree.map(lambda x: np.asarray(x, np.float32), traverse_util.unflatten_dict(got))
 

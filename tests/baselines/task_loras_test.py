@@ -10,6 +10,7 @@ from lora_hyper.baselines import task_loras
 from lora_hyper.data import lora_library, pipeline, tasks
 from lora_hyper.model import config as config_lib
 from lora_hyper.model import transformer
+from lora_hyper.prompts import task_prompt
 from lora_hyper.training import losses
 
 TASK_IDS = ("string/uppercase", "string/reverse", "arithmetic/add_3")
@@ -25,7 +26,7 @@ def tiny():
 def _to_example(record):
   encode = lambda text: [3 + ord(c) % 120 for c in text]  # a character tokenizer for the tiny vocab
   tokenizer = type("CharTokenizer", (), {"encode": lambda self, text, add_bos=False: encode(text)})()
-  return pipeline.sft_example(record, tokenizer, 2, 1, 0, SHAPES, tasks.format_prompt)
+  return pipeline.sft_example(record, tokenizer, 2, 1, 0, SHAPES, task_prompt)
 
 
 def _source(task_ids=TASK_IDS):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from lora_hyper.data import tasks
+from lora_hyper.prompts import task_answer, task_prompt
 
 EXPECTED_HELD_OUT = {
     "string/rot_7", "string/last_4", "string/replace_o", "list/add_5", "format/brackets_curly", "format/tag_em",
@@ -107,5 +108,5 @@ def test_examples_draw_descriptions_from_the_requested_split():
 
 
 def test_prompt_format():
-  assert tasks.format_prompt("cat") == "Input: cat\nOutput:"
-  assert tasks.format_prompt("cat") + tasks.format_answer("tac") == "Input: cat\nOutput: tac"
+  assert task_prompt("cat") == "Input: cat\nOutput:"
+  assert task_prompt("cat") + task_answer("tac") == "Input: cat\nOutput: tac"

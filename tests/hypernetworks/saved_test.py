@@ -1,6 +1,7 @@
 """Saved hypernetwork folders: one call loads (kind, config, params) that generate the very same
 adapters; the base model identity is checked; damaged folders fail with clear errors."""
 
+import dataclasses
 import json
 
 import jax
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from lora_hyper.adapters import io
-from lora_hyper.hypernetworks import doc_to_lora, saved, text_to_lora
+from lora_hyper.hypernetworks import doc_to_lora, kinds, saved, text_to_lora
 from lora_hyper.hypernetworks.task_encoders import BaseModelEncoder
 from lora_hyper.model.base_model import BaseModel
 
@@ -31,11 +32,11 @@ def test_doc_to_lora_round_trip_generates_identical_adapters(base, tmp_path):
   saved.save_hypernetwork(tmp_path, config, params, base=io.base_identity(base), gin_config="# the run's gin\n")
   loaded = saved.load_hypernetwork(tmp_path, base)
   assert loaded.kind == "doc_to_lora" and loaded.config == config and loaded.gin_config == "# the run's gin\n"
-  assert loaded.base == io.base_identity(base) and loaded.describe()["digest"] == loaded.params_digest[:16]
-  jax.tree.map(np.testing.assert_array_equal, loaded.params, params)
+  assert loaded.base == io.base_identity(base) and loaded.describe()["digest"] == loaded.digest[:16]
+  jax.tree.map(np.testing.assert_array_equal, loaded.variables, params)
   text = "Ava has three cats and a dog named Bo."
   make = lambda p: doc_to_lora.internalize(p, base.params, text, config=config, tokenizer=base.tokenizer)
-  ours, theirs = make(loaded.params), make(params)
+  ours, theirs = make(loaded.variables), make(params)
   assert np.any(np.asarray(ours.weights["down"]["b"]))
   jax.tree.map(np.testing.assert_array_equal, dict(ours.weights), dict(theirs.weights))
 
@@ -44,15 +45,15 @@ def test_bfloat16_files_are_half_the_size_and_load_as_rounded_float32(base, tmp_
   config = doc_to_lora.d2l_tiny(base.config)
   params = _perturbed(doc_to_lora.init(config, jax.random.key(0)), 0)
   saved.save_hypernetwork(tmp_path / "f32", config, params, base=io.base_identity(base))
-  saved.save_hypernetwork(tmp_path / "bf16", config, params, base=io.base_identity(base), params_dtype="bfloat16")
-  size = lambda d: (tmp_path / d / saved.PARAMS).stat().st_size
+  saved.save_hypernetwork(tmp_path / "bf16", config, params, base=io.base_identity(base), dtype="bfloat16")
+  size = lambda d: (tmp_path / d / saved.VARIABLES).stat().st_size
   assert size("bf16") < 0.6 * size("f32")
   loaded = saved.load_hypernetwork(tmp_path / "bf16", base)
   rounded = jax.tree.map(lambda w: np.asarray(jnp.asarray(w, jnp.bfloat16), np.float32), params)
-  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(loaded.params))
-  jax.tree.map(np.testing.assert_array_equal, loaded.params, rounded)
-  with pytest.raises(ValueError, match="params dtype must be one of"):
-    saved.save_hypernetwork(tmp_path / "f16", config, params, base=io.base_identity(base), params_dtype="float16")
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(loaded.variables))
+  jax.tree.map(np.testing.assert_array_equal, loaded.variables, rounded)
+  with pytest.raises(ValueError, match="variables dtype must be one of"):
+    saved.save_hypernetwork(tmp_path / "f16", config, params, base=io.base_identity(base), dtype="float16")
 
 
 def test_text_to_lora_round_trip_and_its_task_encoder(base, tmp_path):
@@ -64,7 +65,7 @@ def test_text_to_lora_round_trip_and_its_task_encoder(base, tmp_path):
   encoder = loaded.task_encoder(base)
   assert isinstance(encoder, BaseModelEncoder) and encoder.pooling == "mean"
   make = lambda p: text_to_lora.generate_adapter(p, "Reverse the word.", config=config, encoder=encoder)
-  jax.tree.map(np.testing.assert_array_equal, dict(make(loaded.params).weights), dict(make(params).weights))
+  jax.tree.map(np.testing.assert_array_equal, dict(make(loaded.variables).weights), dict(make(params).weights))
 
 
 def test_loading_takes_the_base_models_config_and_checks_its_identity(base, tmp_path):
@@ -84,28 +85,86 @@ def test_damaged_folders_fail_clearly(base, tmp_path):
   config = doc_to_lora.d2l_tiny(base.config)
   params = doc_to_lora.init(config, jax.random.key(0))
   saved.save_hypernetwork(tmp_path, config, params, base=io.base_identity(base))
-  manifest_file, params_file = tmp_path / saved.MANIFEST, tmp_path / saved.PARAMS
+  manifest_file, params_file = tmp_path / saved.MANIFEST, tmp_path / saved.VARIABLES
   manifest = json.loads(manifest_file.read_text())
 
   manifest_file.write_text(json.dumps({**manifest, "config": {**manifest["config"], "heads": 3}}))
   with pytest.raises(ValueError, match="the stored doc_to_lora config does not fit this lora-hyper"):
     saved.load_hypernetwork(tmp_path)
   manifest_file.write_text(json.dumps({**manifest, "config": {**manifest["config"], "rank": 3}}))
-  with pytest.raises(ValueError, match=r"params.safetensors' does not match its config: .*wrong shapes"):
+  with pytest.raises(ValueError, match=r"does not match its config: .*wrong shapes"):
     saved.load_hypernetwork(tmp_path)
   manifest_file.write_text(json.dumps({**manifest, "kind": "text_to_lora_v9"}))
-  with pytest.raises(ValueError, match="this lora-hyper reads format 1"):
+  with pytest.raises(ValueError, match="this lora-hyper reads formats 1 and 2"):
     saved.load_hypernetwork(tmp_path)
   manifest_file.write_text(json.dumps(manifest))
   params_file.write_bytes(params_file.read_bytes()[:-8])
   with pytest.raises(ValueError, match="does not match the digest in hypernetwork.json: truncated"):
     saved.load_hypernetwork(tmp_path)
   params_file.unlink()
-  with pytest.raises(FileNotFoundError, match="has no params.safetensors"):
+  with pytest.raises(FileNotFoundError, match="has no variables.safetensors"):
     saved.load_hypernetwork(tmp_path)
 
 
 def test_no_shipped_hypernetwork_says_how_to_train_one(monkeypatch, tmp_path):
-  monkeypatch.setattr(saved, "SHIPPED_DIR", tmp_path)
+  monkeypatch.setattr(kinds, "SHIPPED_DIR", tmp_path)
   with pytest.raises(FileNotFoundError, match=r"no trained doc_to_lora hypernetwork is shipped .* --out DIR"):
     saved.shipped("doc_to_lora")
+
+
+EVERY_OPTION = {"normalize_features": True, "center_momentum": 0.9, "zero_b_init": "head", "generated_factors": "b",
+                "chunk_gate": True, "chunk_gate_cut": True}
+
+
+def _format_1_folder(folder, config, variables, base, **config_changes):
+  """A folder as lora-hyper wrote it before format 2: flat experimental fields, the code centre among
+  the params, the chunk gates inside the heads."""
+  import safetensors.numpy
+
+  from lora_hyper import files
+  from lora_hyper.hypernetworks import _common
+
+  flat_config = {k: v for k, v in _common.config_to_dict(config).items() if k != "experimental"}
+  flat_config.update({**dataclasses.asdict(config.experimental), "lookahead": 0, **config_changes})
+  params = {**variables["params"]}
+  gates = params.pop("gates_down")
+  params["heads_down"] = {**params["heads_down"], "gate_w": gates["w"], "gate_b": gates["c"]}
+  params["center_ema"] = variables["code_stats"]["centre"]["ema"]
+  params["center_weight"] = variables["code_stats"]["centre"]["weight"].reshape(1)
+  flat = {"/".join(k.key for k in path): np.asarray(v) for path, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+  folder.mkdir()
+  safetensors.numpy.save_file(flat, str(folder / "params.safetensors"))
+  manifest = {"format": 1, "kind": "doc_to_lora", "config": flat_config, "base": io.base_identity(base).to_dict(),
+              "base_config": config.base.to_dict(), "params_dtype": "float32",
+              "params_digest": files.file_digest(folder / "params.safetensors")}
+  (folder / saved.MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_statistics_round_trip_and_format_1_folders_load_as_format_2(base, tmp_path):
+  """Variables beyond the params (the code centre) are saved and loaded with them; a folder of format 1
+  (the layout the shipped hypernetworks had) loads to the same config and variables; one that uses a
+  removed option stops with an error naming it."""
+  config = doc_to_lora.d2l_tiny(base.config, experimental=EVERY_OPTION)
+  variables = _perturbed(doc_to_lora.init(config, jax.random.key(0)), 0)
+  assert set(variables) == {"params", "code_stats"}
+  saved.save_hypernetwork(tmp_path / "new", config, variables, base=io.base_identity(base))
+  loaded = saved.load_hypernetwork(tmp_path / "new", base)
+  assert loaded.config == config
+  jax.tree.map(np.testing.assert_array_equal, loaded.variables, variables)
+
+  _format_1_folder(tmp_path / "old", config, variables, base)
+  old = saved.load_hypernetwork(tmp_path / "old", base)
+  assert old.config == config
+  jax.tree.map(np.testing.assert_array_equal, old.variables, variables)
+  text = "Ava has three cats and a dog named Bo."
+  make = lambda v: doc_to_lora.internalize(v, base.params, text, config=config, tokenizer=base.tokenizer).weights
+  jax.tree.map(np.testing.assert_array_equal, dict(make(old.variables)), dict(make(variables)))
+
+  _format_1_folder(tmp_path / "lookahead", config, variables, base, lookahead=2)
+  with pytest.raises(ValueError, match="uses lookahead=2, an experimental option that lora-hyper no longer has"):
+    saved.load_hypernetwork(tmp_path / "lookahead", base)
+  _format_1_folder(tmp_path / "b_plus_a", config, variables, base, generated_factors="b+a")
+  with pytest.raises(ValueError, match="uses generated_factors='b\\+a'"):
+    saved.load_hypernetwork(tmp_path / "b_plus_a", base)
+  with pytest.raises(ValueError, match="does not match its config"):  # the centre without its statistics
+    saved.save_hypernetwork(tmp_path / "x", config, {"params": variables["params"]}, base=io.base_identity(base))

@@ -89,7 +89,7 @@ def test_saved_text_to_lora_restores_its_minilm_encoder(base, minilm, tmp_path):
   encoder = loaded.task_encoder(base)
   assert loaded.task_encoder_type == "minilm" and isinstance(encoder, sentence_encoder.SentenceEncoder)
   make = lambda p, enc: text_to_lora.generate_adapter(p, "Reverse the word.", config=config, encoder=enc)
-  ours, theirs = make(loaded.params, encoder), make(params, minilm)
+  ours, theirs = make(loaded.variables, encoder), make(params, minilm)
   assert np.any(np.asarray(ours.weights["q"]["b"]))
   jax.tree.map(np.testing.assert_array_equal, dict(ours.weights), dict(theirs.weights))
   with pytest.raises(ValueError, match="task_encoder must be one of"):

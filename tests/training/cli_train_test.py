@@ -26,11 +26,13 @@ def test_missing_required_binding_and_file():
 
 
 def test_every_shipped_config_parses():
-  """gin_configs/ and the experiments' configs: known names, a known objective and hypernetwork, and a
-  schedule that spans the run."""
+  """gin_configs/ and the experiments' configs: known names, a known objective, a hypernetwork preset whose
+  overrides fit its config, and a schedule that spans the run."""
   import gin
 
   from lora_hyper import configurables  # noqa: F401
+  from lora_hyper.hypernetworks import kinds
+  from lora_hyper.model import config as config_lib
   from lora_hyper.training import trainer
 
   paths = sorted([*(ROOT / "gin_configs").glob("*.gin"), *(ROOT / "experiments").glob("**/*.gin")])
@@ -44,7 +46,11 @@ def test_every_shipped_config_parses():
                                                         "lora_hyper.task_lora_library.folder = '/tmp/x'",
                                                         "lora_hyper.train.init_from = '/tmp/stage1'"])
       assert gin.query_parameter("lora_hyper.train.objective") in trainer.OBJECTIVES, path
-      assert gin.query_parameter("lora_hyper.train.hypernetwork") in trainer.HYPERNETWORKS, path
+      try:
+        overrides = gin.query_parameter("lora_hyper.train.hyper_overrides")
+      except ValueError:  # not bound
+        overrides = None
+      kinds.from_preset(gin.query_parameter("lora_hyper.train.hypernetwork"), config_lib.gemma3_270m(), overrides)
       assert gin.query_parameter("lora_hyper.OptimizerConfig.total_steps") == \
           gin.query_parameter("lora_hyper.train.steps"), path
   finally:

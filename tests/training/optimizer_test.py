@@ -45,14 +45,19 @@ def test_clipping_bounds_the_update():
   assert make_optimizer(cfg) is not None
 
 
-def test_running_statistics_are_not_weight_decayed():
-  params = {"w": jnp.ones(3), "center_ema": jnp.ones(3), "center_weight": jnp.ones(1)}
+def test_every_param_is_decayed_and_statistics_never_reach_the_optimizer():
+  """Weight decay applies to every param; a hypernetwork's running statistics are their own variable
+  collection, which the train state keeps beside the params and the optimizer never sees."""
+  from lora_hyper.training import step as step_lib
+
+  params = {"w": jnp.ones(3)}
   tx = make_optimizer(OptimizerConfig(learning_rate=1.0, total_steps=10, weight_decay=0.5))
   updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
-  new = optax.apply_updates(params, updates)
-  np.testing.assert_allclose(new["w"], 0.5)  # decayed
-  np.testing.assert_array_equal(new["center_ema"], 1.0)
-  np.testing.assert_array_equal(new["center_weight"], 1.0)
+  np.testing.assert_allclose(optax.apply_updates(params, updates)["w"], 0.5)  # decayed
+  stats = {"code_stats": {"centre": {"ema": jnp.ones(3), "weight": jnp.ones(())}}}
+  state = step_lib.create_state({"params": params, **stats}, tx)
+  assert state.stats == stats and state.params == params
+  assert jax.tree.structure(state.opt_state) == jax.tree.structure(tx.init(params))
 
 
 def test_bad_settings_are_named():
@@ -64,24 +69,24 @@ def test_bad_settings_are_named():
 
 def test_param_groups_scale_and_warm_up_their_modules_only():
   """A group's update is multiplier x min(1, step / warm-up) times the rest's, for the same gradient."""
-  params = {"encoder": {"kernel": jnp.ones(2)}, "lookahead": {"kernel": jnp.ones(2)}}
+  params = {"encoder": {"kernel": jnp.ones(2)}, "gates_down": {"kernel": jnp.ones(2)}}
   cfg = OptimizerConfig(learning_rate=0.1, schedule="constant", weight_decay=0.0, b1=0.0, b2=0.0, eps=0.0,
-                        grad_clip_norm=None, param_groups=(("lookahead", 0.5, 4),))
+                        grad_clip_norm=None, param_groups=(("gates_down", 0.5, 4),))
   tx = make_optimizer(cfg)
   state = tx.init(params)
   grads = jax.tree.map(lambda p: jnp.array([1.0, -2.0]), params)
   for step, expected_ratio in enumerate([0.0, 0.125, 0.25, 0.375, 0.5, 0.5]):
     updates, state = tx.update(grads, state, params)
     np.testing.assert_allclose(updates["encoder"]["kernel"], [-0.1, 0.1], rtol=1e-6)
-    np.testing.assert_allclose(updates["lookahead"]["kernel"], [-0.1 * expected_ratio, 0.1 * expected_ratio],
+    np.testing.assert_allclose(updates["gates_down"]["kernel"], [-0.1 * expected_ratio, 0.1 * expected_ratio],
                                rtol=1e-6, err_msg=f"step {step}")
 
 
 def test_param_groups_name_their_mistakes():
   with pytest.raises(ValueError, match="param_groups"):
-    OptimizerConfig(param_groups=(("lookahead", -1.0, 10),))
+    OptimizerConfig(param_groups=(("gates_down", -1.0, 10),))
   with pytest.raises(ValueError, match="twice"):
-    OptimizerConfig(param_groups=(("lookahead", 1.0, 10), ("lookahead", 0.5, 0)))
+    OptimizerConfig(param_groups=(("gates_down", 1.0, 10), ("gates_down", 0.5, 0)))
   tx = make_optimizer(OptimizerConfig(param_groups=(("lookahed", 1.0, 10),)))
   with pytest.raises(ValueError, match="lookahed"):
-    tx.init({"lookahead": {"kernel": jnp.ones(2)}})
+    tx.init({"gates_down": {"kernel": jnp.ones(2)}})

@@ -18,7 +18,7 @@ import pytest
 
 from lora_hyper import sharding
 from lora_hyper.data import pipeline
-from lora_hyper.hypernetworks import doc_to_lora, text_to_lora
+from lora_hyper.hypernetworks import doc_to_lora, kinds, text_to_lora
 from lora_hyper.hypernetworks.doc_to_lora import d2l_tiny
 from lora_hyper.model import transformer
 from lora_hyper.training import objectives, step as step_lib, trainer
@@ -29,13 +29,16 @@ from fakes import qa_records, tiny_base
 
 SHAPES = pipeline.DocExampleShapes(num_chunks=2, student_len=48, teacher_len=72, answer_len=4)
 OPT = OptimizerConfig(learning_rate=3e-3, warmup_steps=1, total_steps=6)
+# Centred codes: a running mean in the `code_stats` collection goes through the step and the checkpoints.
+CENTRED = {"normalize_features": True, "center_momentum": 0.9}
+OVERRIDES = {"chunk_len": 16, "max_chunks": 2, "experimental": CENTRED}
 
 
 def _train(workdir, **kw):
   # Two data-parallel devices, not eight: still a sharded save and restore, but orbax's per-replica
   # slices of every array (the bulk of a save here) are a quarter as many.
   args = dict(workdir=str(workdir), data=qa_records(64), objective="d2l_kl", hypernetwork="d2l_tiny",
-              hyper_overrides={"chunk_len": 16, "max_chunks": 2}, global_batch_size=8, steps=4,
+              hyper_overrides=OVERRIDES, global_batch_size=8, steps=4,
               optimizer=OPT,
               doc_shapes=SHAPES, save_every=2, log_every=1, loaded_base=tiny_base(), mesh_shape=(2, 1, 1))
   return trainer.train(**{**args, **kw})
@@ -55,26 +58,28 @@ def _on_mesh(mesh_shape, base, objective, batches):
   opt = dataclasses.replace(OPT, eps=1e-4)
   tx = make_optimizer(opt)
   base_sharding = sharding.logical_sharding(transformer.param_logical_axes(base.config), mesh)
-  state_sharding = step_lib.state_shardings(objective.abstract_params(), tx, mesh)
-  state = jax.jit(lambda k: step_lib.create_state(objective.init(k), tx), out_shardings=state_sharding)(
+  kind = kinds.of_config(objective.hyper)
+  state_sharding = step_lib.state_shardings(kind.abstract_variables(objective.hyper), tx, mesh)
+  state = jax.jit(lambda k: step_lib.create_state(kind.init(objective.hyper, k), tx), out_shardings=state_sharding)(
       jax.random.key(0))
   base_params = jax.device_put(base.params, base_sharding)
   data = [jax.device_put(b, step_lib.batch_sharding(mesh)) for b in batches]
   with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.LOGICAL_AXIS_RULES):
-    grads = jax.jit(jax.grad(lambda p: objective(p, base_params, data[0], jax.random.key(0))[0]))(state.params)
+    loss = lambda p: objective({"params": p, **state.stats}, base_params, data[0], jax.random.key(0))[0]
+    grads = jax.jit(jax.grad(loss))(state.params)
   run = step_lib.jit_train_step(step_lib.make_train_step(objective, tx, learning_rate_schedule(opt)), mesh,
                                 state_sharding, base_sharding, batches[0])
   metrics = []
   for batch in data:
     state, m = run(state, base_params, batch)
     metrics.append(m)
-  return jax.device_get(grads), jax.device_get(state.params), jax.device_get(metrics)
+  return jax.device_get(grads), jax.device_get((state.params, state.stats)), jax.device_get(metrics)
 
 
 def test_sharded_step_equals_unsharded():
   assert len(jax.devices()) == 8
   base = tiny_base()
-  hyper = d2l_tiny(base.config, chunk_len=16, max_chunks=2)
+  hyper = d2l_tiny(base.config, **OVERRIDES)
   objective = objectives.DocDistillation(hyper)
   to_example = functools.partial(pipeline.doc_example, tokenizer=base.tokenizer, hyper=hyper, shapes=SHAPES)
   it = iter(pipeline.batches(qa_records(64), to_example, global_batch_size=8, seed=0))
@@ -95,10 +100,10 @@ def test_resume_continues_exactly(tmp_path):
   assert first.step == 2
   second = _train(tmp_path / "resumed")
   assert second.step == 4
-  _assert_same(straight.params, second.params)
+  _assert_same(straight.variables, second.variables)
   assert straight.metrics["loss"] == second.metrics["loss"]
   # The running mean of chunk codes is carried through the checkpoint too: 4 debiased updates.
-  np.testing.assert_allclose(second.params["center_weight"], 1 - 0.9 ** 4, rtol=1e-6)
+  np.testing.assert_allclose(second.variables["code_stats"]["centre"]["weight"], 1 - 0.9 ** 4, rtol=1e-6)
 
 
 def _run_tiny(workdir, steps, *extra, env=None, wait=True):
@@ -177,7 +182,7 @@ def test_text_to_lora_objectives_train_through_the_step():
   for objective in (objectives.TaskSFT(hyper), objectives.TaskReconstruction(hyper)):
     tx = make_optimizer(opt)
     step = jax.jit(step_lib.make_train_step(objective, tx, learning_rate_schedule(opt)))
-    state = step_lib.create_state(objective.init(jax.random.key(0)), tx)
+    state = step_lib.create_state(text_to_lora.init(hyper, jax.random.key(0)), tx)
     losses = []
     for _ in range(12):
       state, metrics = step(state, base.params, batch)
@@ -195,36 +200,38 @@ def test_cross_entropy_examples_need_no_teacher_and_distillation_says_so():
   for key, value in without.items():
     np.testing.assert_array_equal(value, with_teacher[key])
   batch = jax.tree.map(lambda x: x[None], without)
-  params = objectives.DocDistillation(hyper, loss="ce").init(jax.random.key(0))
-  loss, _ = objectives.DocDistillation(hyper, loss="ce")(params, base.params, batch, jax.random.key(0))
+  variables = doc_to_lora.init(hyper, jax.random.key(0))
+  loss, _ = objectives.DocDistillation(hyper, loss="ce")(variables, base.params, batch, jax.random.key(0))
   assert np.isfinite(loss)
   with pytest.raises(ValueError, match="loss='kl' needs teacher sequences: set DocExampleShapes.teacher_len"):
-    objectives.DocDistillation(hyper, loss="kl")(params, base.params, batch, jax.random.key(0))
+    objectives.DocDistillation(hyper, loss="kl")(variables, base.params, batch, jax.random.key(0))
 
 
 def test_the_mean_gate_is_logged_over_the_real_chunks():
   base = tiny_base()
-  hyper = d2l_tiny(base.config, chunk_len=16, max_chunks=2, generated_factors="b", chunk_gate=True)
+  hyper = d2l_tiny(base.config, **OVERRIDES).replace(experimental={"generated_factors": "b", "chunk_gate": True})
   shapes = dataclasses.replace(SHAPES, teacher_len=None)
   records = [qa_records(1)[0], {"document": "Short.", "query": "Which?", "answer": "X"}]  # 2 chunks, then 1
   examples = [pipeline.doc_example(r, base.tokenizer, hyper, shapes) for r in records]
   batch = jax.tree.map(lambda *x: np.stack(x), *examples)
   assert batch["chunk_mask"].any(-1).tolist() == [[True, True], [True, False]]
   objective = objectives.DocDistillation(hyper, loss="ce")
-  params = objective.init(jax.random.key(0))
-  _, metrics = objective(params, base.params, batch, jax.random.key(0))
+  variables = doc_to_lora.init(hyper, jax.random.key(0))
+  _, (metrics, _) = objective(variables, base.params, batch, jax.random.key(0))
   assert float(metrics["mean_gate"]) == 1.0  # every gate starts at exactly 1
-  heads = params["heads_down"]
-  params = {**params, "heads_down": {**heads, "gate_w": jax.random.normal(jax.random.key(1), heads["gate_w"].shape)}}
-  _, metrics = objective(params, base.params, batch, jax.random.key(0))
+  gates = variables["params"]["gates_down"]
+  variables = {**variables, "params": {**variables["params"], "gates_down": {
+      **gates, "w": jax.random.normal(jax.random.key(1), gates["w"].shape)}}}
+  _, (metrics, _) = objective(variables, base.params, batch, jax.random.key(0))
   # Centred on this batch, as training is; the empty chunk slot is left out.
-  gates = doc_to_lora.document_adapters(params, base.params, batch["chunk_tokens"], batch["chunk_mask"],
-                                        config=hyper, center_on_batch=True).gates["down"]  # [2, 2, layers]
+  gates = doc_to_lora.document_adapters(variables, base.params, batch["chunk_tokens"], batch["chunk_mask"],
+                                        config=hyper, train=True).gates["down"]  # [2, 2, layers]
   np.testing.assert_allclose(float(metrics["mean_gate"]), np.mean(np.asarray(gates)[[0, 0, 1], [0, 1, 0]]),
                              rtol=1e-6)
   assert abs(float(metrics["mean_gate"]) - 1) > 1e-3
-  ungated = objectives.DocDistillation(hyper.replace(chunk_gate=False), loss="ce")
-  assert "mean_gate" not in ungated(ungated.init(jax.random.key(0)), base.params, batch, jax.random.key(0))[1]
+  ungated = objectives.DocDistillation(hyper.replace(experimental={"chunk_gate": False}), loss="ce")
+  ungated_variables = doc_to_lora.init(ungated.hyper, jax.random.key(0))
+  assert "mean_gate" not in ungated(ungated_variables, base.params, batch, jax.random.key(0))[1][0]
 
 
 def test_reconstruction_trains_from_a_library_of_task_loras(tmp_path):
@@ -263,20 +270,20 @@ def test_a_second_stage_starts_from_a_saved_hypernetwork_and_still_resumes(tmp_p
 
   base = tiny_base()
   first = _train(tmp_path / "one", steps=1, save_every=1)
-  hyper = d2l_tiny(base.config, chunk_len=16, max_chunks=2)
-  folder = str(saved.save_hypernetwork(tmp_path / "stage1", hyper, first.params, base=io.base_identity(base)))
+  assert first.config == d2l_tiny(base.config, **OVERRIDES)  # the config it trained, for the base as loaded
+  folder = str(saved.save_hypernetwork(tmp_path / "stage1", first.config, first.variables, base=first.base))
   start = _train(tmp_path / "two", init_from=folder, steps=0)
   assert start.step == 0
-  _assert_same(start.params, first.params)  # before a step: exactly the saved params (step and Adam are fresh)
+  _assert_same(start.variables, first.variables)  # before a step: exactly the saved ones (step and Adam are fresh)
   _train(tmp_path / "three", init_from=folder, steps=2, save_every=1, stop_after=1)
   _train(tmp_path / "three", init_from=folder, steps=2, save_every=1)
   assert json.loads((tmp_path / "three" / "run.json").read_text())["started_at_step"] == 1  # its checkpoint won
   with pytest.raises(ValueError, match="do not fit this run's DocToLoraConfig"):
-    _train(tmp_path / "bad", init_from=folder, hyper_overrides={"chunk_len": 16, "max_chunks": 2, "rank": 4})
+    _train(tmp_path / "bad", init_from=folder, hyper_overrides={**OVERRIDES, "rank": 4})
   # A component switched on for the new stage starts from its init (a gate of exactly 1), the rest as saved.
   gated = _train(tmp_path / "gated", init_from=folder, steps=0,
-                 hyper_overrides={"chunk_len": 16, "max_chunks": 2, "chunk_gate": True})
-  heads = dict(gated.params["heads_down"])
-  assert not np.any(heads.pop("gate_w")) and not np.any(heads.pop("gate_b"))
-  _assert_same({**gated.params, "heads_down": heads}, first.params)
-  assert "2 params not in" in capsys.readouterr().out
+                 hyper_overrides={**OVERRIDES, "experimental": {**CENTRED, "chunk_gate": True}})
+  params = dict(gated.variables["params"])
+  assert not any(np.any(w) for w in jax.tree.leaves(params.pop("gates_down")))
+  _assert_same({**gated.variables, "params": params}, first.variables)
+  assert "2 variables not in" in capsys.readouterr().out

@@ -1,79 +1,70 @@
-"""A generated Text-to-LoRA task library: small deterministic tasks a 270M base model does not
-do out of the box, each with many natural-language descriptions.
-
-Every `Task` has a stable id ("category/member"), a category (string, list, format, arithmetic,
-classify, extract, compose), a family (the parameterised template it instantiates, e.g. "rot_k"),
-a function input -> output, a seeded input generator and 24 descriptions: 4 core phrasings of
-the task, each in 6 framings ("Please ...", "Task: ...", ...), core-major.
-
-Held-out splits, both fixed:
-  tasks         `HELD_OUT_TASK_IDS`: one member of a seen family with an unseen parameter
-                (rot-7 while rot-1..6 and 8..13 train, add 7, mod 7, the <em> tag, ...) and one
-                unseen combination of seen string operations.
-  descriptions  the first 3/4 of each task's descriptions train, the last 1/4 are held out;
-                being core-major, the held-out quarter is the 4th core phrasing, never seen in
-                training for that task.
-
-Prompt format, used everywhere: the base model reads `format_prompt(input)`
-("Input: {input}\\nOutput:") and completes `format_answer(output)` (" {output}", a leading space).
-"""
+"""The task catalogue: `Task`, the per-category builders with each task's descriptions, and the
+fixed held-out split (`all_tasks`, `train_tasks`, `held_out_tasks`, `get_task`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import re
-import string
-import zlib
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
-import numpy as np
+from lora_hyper.data.tasks._functions import (
+    add,
+    add_to_each,
+    capitalise_words,
+    category_of,
+    compose,
+    count_items,
+    count_words,
+    double_letters,
+    extract_numbers,
+    first_chars,
+    is_in_category,
+    item_at,
+    join_words,
+    key_value,
+    last_chars,
+    longest_word,
+    lowercase,
+    max_number,
+    min_number,
+    modulo,
+    multiply,
+    remove_vowels,
+    replace_char,
+    reverse,
+    reverse_items,
+    rot,
+    sentiment,
+    shortest_word,
+    sort_items,
+    sort_letters,
+    sort_numbers,
+    sum_numbers,
+    unique_items,
+    uppercase,
+    word_after,
+    word_at,
+    wrap,
+)
+from lora_hyper.data.tasks._inputs import (
+    CATEGORIES,
+    VOWELS,
+    Rng,
+    any_category_word,
+    category_word,
+    integer_input,
+    key_value_input,
+    number_list,
+    phrase,
+    phrase_with_marker,
+    phrase_with_unique_extreme,
+    review,
+    shouty_word,
+    text_with_numbers,
+    word_input,
+    word_list,
+)
 
-Rng = np.random.Generator
-
-
-def format_prompt(task_input: str) -> str:
-  return f"Input: {task_input}\nOutput:"
-
-
-def format_answer(output: str) -> str:
-  return f" {output}"
-
-
-# ---- vocabularies -------------------------------------------------------------------------------
-CATEGORIES = {
-    "animal": ("cat", "dog", "horse", "tiger", "rabbit", "eagle", "shark", "mouse", "zebra", "camel", "otter",
-               "wolf", "sheep", "whale", "frog"),
-    "colour": ("red", "blue", "green", "yellow", "purple", "pink", "brown", "black", "white", "grey", "violet",
-               "scarlet"),
-    "fruit": ("apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "pear", "plum", "melon", "kiwi",
-              "apricot"),
-    "vegetable": ("carrot", "potato", "onion", "cabbage", "pepper", "spinach", "lettuce", "celery", "turnip",
-                  "garlic", "radish", "leek"),
-    "vehicle": ("car", "bus", "truck", "bicycle", "train", "boat", "tram", "scooter", "van", "taxi", "ship",
-                "tractor"),
-    "tool": ("hammer", "saw", "wrench", "drill", "shovel", "chisel", "pliers", "rake", "axe", "screwdriver",
-             "ladder", "spanner"),
-    "body part": ("hand", "knee", "elbow", "nose", "ear", "shoulder", "ankle", "finger", "chin", "wrist", "lung",
-                  "thumb"),
-}
-GENERAL_WORDS = ("garden", "window", "silver", "planet", "river", "candle", "market", "pencil", "forest", "bottle",
-            "castle", "winter", "summer", "island", "basket", "button", "marble", "rocket", "shadow", "thunder",
-            "bridge", "jacket", "kitten", "lantern", "meadow", "needle", "ocean", "pillow", "puzzle", "saddle",
-            "tunnel", "valley", "wagon", "anchor", "butter", "copper", "dragon", "engine", "feather", "giant",
-            "honey", "insect", "jungle", "kettle", "mirror", "noodle", "orbit", "sugar", "table", "umbrella",
-            "velvet", "wallet", "zipper", "music", "paper", "stone", "cloud", "light", "dream", "smile", "story",
-            "water", "guitar", "desert", "harbor", "letter", "morning", "pocket", "sister", "ticket")
-WORDS = tuple(dict.fromkeys(GENERAL_WORDS + sum(CATEGORIES.values(), ())))
-POSITIVE = ("wonderful", "great", "excellent", "delightful", "lovely", "fantastic", "superb", "pleasant", "amazing",
-            "brilliant")
-NEGATIVE = ("terrible", "awful", "horrible", "dreadful", "boring", "disappointing", "poor", "nasty", "unpleasant",
-            "dull")
-_REVIEW_NOUNS = ("movie", "meal", "concert", "hotel", "book", "trip", "game", "service", "show", "lecture")
-_REVIEW_TEMPLATES = ("The {n} was {a}.", "I thought the {n} was {a}.", "Honestly, the {n} felt {a}.",
-                     "Everyone said the {n} was {a}.")
-_KEYS = ("name", "color", "size", "city", "animal", "fruit", "mood", "shape")
-VOWELS = "aeiou"
 
 # ---- descriptions -------------------------------------------------------------------------------
 FRAMINGS = ("{C}.", "{C}. Reply with only the result.", "Task: {c}.", "Your job is to {c}.", "Please {c}.",
@@ -94,242 +85,6 @@ def _letters(n: int) -> str:
 
 def _places(n: int) -> str:
   return "place" if n == 1 else "places"
-
-
-# ---- input generators ---------------------------------------------------------------------------
-def word_input(rng: Rng, min_len: int = 3, contains: str = "") -> str:
-  pool = [w for w in WORDS if len(w) >= min_len and contains in w]
-  return str(rng.choice(pool))
-
-
-def shouty_word(rng: Rng) -> str:
-  """A word with some (at least one) capital letters, the input of lowercasing."""
-  word = word_input(rng)
-  caps = rng.random(len(word)) < 0.6
-  caps[int(rng.integers(len(word)))] = True
-  return "".join(c.upper() if up else c for c, up in zip(word, caps))
-
-
-def phrase(rng: Rng, low: int = 2, high: int = 5) -> str:
-  return " ".join(rng.choice(GENERAL_WORDS, int(rng.integers(low, high + 1)), replace=False))
-
-
-def number_list(rng: Rng, with_duplicate: bool = False) -> str:
-  values = list(rng.integers(0, 100, int(rng.integers(3, 7))))
-  if with_duplicate:
-    values.insert(int(rng.integers(len(values) + 1)), values[int(rng.integers(len(values)))])
-  return ", ".join(str(int(v)) for v in values)
-
-
-def word_list(rng: Rng) -> str:
-  return ", ".join(rng.choice(GENERAL_WORDS, int(rng.integers(3, 7)), replace=False))
-
-
-def integer_input(rng: Rng, high: int) -> str:
-  return str(int(rng.integers(0, high + 1)))
-
-
-def category_word(rng: Rng, category: str) -> str:
-  """Half the time a member of `category`, otherwise a member of another category."""
-  if rng.random() < 0.5:
-    return str(rng.choice(CATEGORIES[category]))
-  return str(rng.choice([w for c, ws in CATEGORIES.items() if c != category for w in ws]))
-
-
-def any_category_word(rng: Rng) -> str:
-  return str(rng.choice(CATEGORIES[str(rng.choice(list(CATEGORIES)))]))
-
-
-def review(rng: Rng) -> str:
-  adjective = str(rng.choice(POSITIVE if rng.random() < 0.5 else NEGATIVE))
-  return str(rng.choice(_REVIEW_TEMPLATES)).format(n=rng.choice(_REVIEW_NOUNS), a=adjective)
-
-
-def text_with_numbers(rng: Rng) -> str:
-  words = list(rng.choice(GENERAL_WORDS, int(rng.integers(3, 7)), replace=False))
-  for _ in range(int(rng.integers(1, 4))):
-    words.insert(int(rng.integers(len(words) + 1)), str(int(rng.integers(0, 1000))))
-  return " ".join(words)
-
-
-def phrase_with_unique_extreme(rng: Rng, longest: bool) -> str:
-  """A phrase whose longest (or shortest) word is unique, so the answer is unambiguous."""
-  while True:
-    words = list(rng.choice(WORDS, int(rng.integers(3, 7)), replace=False))
-    lengths = [len(w) for w in words]
-    if lengths.count(max(lengths) if longest else min(lengths)) == 1:
-      return " ".join(words)
-
-
-def phrase_with_marker(rng: Rng, marker: str) -> str:
-  """General words with `marker` inserted once, never last, so a word follows it."""
-  words = list(rng.choice(GENERAL_WORDS, int(rng.integers(3, 7)), replace=False))
-  words.insert(int(rng.integers(len(words))), marker)
-  return " ".join(words)
-
-
-def key_value_input(rng: Rng) -> str:
-  return f"{rng.choice(_KEYS)} {rng.choice(GENERAL_WORDS)}"
-
-
-# ---- task functions -----------------------------------------------------------------------------
-def reverse(s: str) -> str:
-  return s[::-1]
-
-
-def uppercase(s: str) -> str:
-  return s.upper()
-
-
-def lowercase(s: str) -> str:
-  return s.lower()
-
-
-def remove_vowels(s: str) -> str:
-  return "".join(c for c in s if c.lower() not in VOWELS)
-
-
-def double_letters(s: str) -> str:
-  return "".join(c * 2 for c in s)
-
-
-def sort_letters(s: str) -> str:
-  return "".join(sorted(s))
-
-
-def capitalise_words(s: str) -> str:
-  return " ".join(w.capitalize() for w in s.split())
-
-
-def first_chars(s: str, n: int) -> str:
-  return s[:n]
-
-
-def last_chars(s: str, n: int) -> str:
-  return s[-n:]
-
-
-def rot(s: str, k: int) -> str:
-  lower = string.ascii_lowercase
-  return s.translate(str.maketrans(lower, lower[k:] + lower[:k]))
-
-
-def replace_char(s: str, old: str, new: str) -> str:
-  return s.replace(old, new)
-
-
-def compose(s: str, first: Callable[[str], str], then: Callable[[str], str]) -> str:
-  return then(first(s))
-
-
-def _items(s: str) -> list[str]:
-  return s.split(", ")
-
-
-def _numbers(s: str) -> list[int]:
-  return [int(x) for x in _items(s)]
-
-
-def sort_numbers(s: str, descending: bool) -> str:
-  return ", ".join(str(v) for v in sorted(_numbers(s), reverse=descending))
-
-
-def sort_items(s: str) -> str:
-  return ", ".join(sorted(_items(s)))
-
-
-def reverse_items(s: str) -> str:
-  return ", ".join(reversed(_items(s)))
-
-
-def item_at(s: str, position: int) -> str:
-  return _items(s)[position]
-
-
-def max_number(s: str) -> str:
-  return str(max(_numbers(s)))
-
-
-def min_number(s: str) -> str:
-  return str(min(_numbers(s)))
-
-
-def sum_numbers(s: str) -> str:
-  return str(sum(_numbers(s)))
-
-
-def count_items(s: str) -> str:
-  return str(len(_items(s)))
-
-
-def unique_items(s: str) -> str:
-  return ", ".join(dict.fromkeys(_items(s)))
-
-
-def add_to_each(s: str, k: int) -> str:
-  return ", ".join(str(v + k) for v in _numbers(s))
-
-
-def wrap(s: str, left: str, right: str) -> str:
-  return f"{left}{s}{right}"
-
-
-def join_words(s: str, separator: str) -> str:
-  return separator.join(s.split())
-
-
-def key_value(s: str, separator: str) -> str:
-  key, value = s.split()
-  return f"{key}{separator}{value}"
-
-
-def add(s: str, k: int) -> str:
-  return str(int(s) + k)
-
-
-def multiply(s: str, k: int) -> str:
-  return str(int(s) * k)
-
-
-def modulo(s: str, k: int) -> str:
-  return str(int(s) % k)
-
-
-def is_in_category(s: str, category: str) -> str:
-  return "yes" if s in CATEGORIES[category] else "no"
-
-
-def category_of(s: str) -> str:
-  return next(c for c, words in CATEGORIES.items() if s in words)
-
-
-def sentiment(s: str, labels: tuple[str, str]) -> str:
-  return labels[0] if set(re.findall(r"[a-z]+", s.lower())) & set(POSITIVE) else labels[1]
-
-
-def extract_numbers(s: str) -> str:
-  return ", ".join(re.findall(r"\d+", s))
-
-
-def longest_word(s: str) -> str:
-  return max(s.split(), key=len)
-
-
-def shortest_word(s: str) -> str:
-  return min(s.split(), key=len)
-
-
-def count_words(s: str) -> str:
-  return str(len(s.split()))
-
-
-def word_at(s: str, position: int) -> str:
-  return s.split()[position]
-
-
-def word_after(s: str, marker: str) -> str:
-  words = s.split()
-  return words[words.index(marker) + 1]
 
 
 # ---- the library --------------------------------------------------------------------------------
@@ -602,35 +357,3 @@ def held_out_tasks() -> tuple[Task, ...]:
 
 def get_task(task_id: str) -> Task:
   return next(t for t in all_tasks() if t.task_id == task_id)
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskExamples:
-  """A grain random-access source of {'task_id', 'category', 'family', 'description', 'input', 'output'}.
-
-  Index i is example i % num_examples_per_task of task i // num_examples_per_task; it depends only
-  on (seed, task id, example number), so reordering or subsetting `tasks` keeps each task's examples.
-  """
-
-  tasks: tuple[Task, ...]
-  seed: int = 0
-  num_examples_per_task: int = 100
-  descriptions: str = "train"  # which description split to draw from: 'train' | 'test' | 'all'
-
-  def __post_init__(self):
-    if self.descriptions not in ("train", "test", "all"):
-      raise ValueError(f"descriptions must be 'train', 'test' or 'all', got {self.descriptions!r}")
-    object.__setattr__(self, "tasks", tuple(self.tasks))
-
-  def __len__(self) -> int:
-    return len(self.tasks) * self.num_examples_per_task
-
-  def __getitem__(self, index: int) -> dict[str, Any]:
-    if not 0 <= index < len(self):
-      raise IndexError(f"index {index} out of range for {len(self)} records")
-    task = self.tasks[index // self.num_examples_per_task]
-    rng = np.random.default_rng([self.seed, zlib.crc32(task.task_id.encode()), index % self.num_examples_per_task])
-    task_input, output = task.example(rng)
-    return {"task_id": task.task_id, "category": task.category, "family": task.family,
-            "description": str(rng.choice(task.split_descriptions(self.descriptions))), "input": task_input,
-            "output": output}

@@ -1,0 +1,46 @@
+"""Doc-to-LoRA: a document becomes a LoRA adapter of the base model in one forward pass.
+
+  variables = doc_to_lora.init(config, key)
+  adapter = doc_to_lora.internalize(variables, base_params, text, config=config, tokenizer=tokenizer)
+
+`config` (the published design, `Experimental` additions, presets), `modules` and `heads` (the Flax
+modules), `experimental` (the additions' modules), `chunking` (documents into chunks) and
+`generation` (activations -> adapters).
+"""
+
+from lora_hyper.hypernetworks import _common
+from lora_hyper.hypernetworks.doc_to_lora.chunking import Chunks, chunk_documents, pack_chunks
+from lora_hyper.hypernetworks.doc_to_lora.config import (
+    CONTEXT_ENCODERS,
+    PRESETS,
+    DocToLoraConfig,
+    Experimental,
+    d2l_compact,
+    d2l_paper,
+    d2l_small,
+    d2l_tiny,
+)
+from lora_hyper.hypernetworks.doc_to_lora.experimental import STATS
+from lora_hyper.hypernetworks.doc_to_lora.generation import (
+    GeneratedAdapters,
+    adapter_from_chunks,
+    chunk_codes,
+    chunk_gates,
+    combine,
+    document_adapters,
+    encode_context,
+    internalize,
+    recompute_center,
+)
+from lora_hyper.hypernetworks.doc_to_lora.modules import DocToLora, boxed_variables
+
+init, abstract_variables, variable_shapes, param_shapes, param_specs, num_params = (
+    _common.variable_functions(boxed_variables))
+
+__all__ = [
+    "CONTEXT_ENCODERS", "Chunks", "DocToLora", "DocToLoraConfig", "Experimental", "GeneratedAdapters", "PRESETS",
+    "STATS", "abstract_variables", "adapter_from_chunks", "chunk_codes", "chunk_documents", "chunk_gates", "combine",
+    "d2l_compact", "d2l_paper", "d2l_small", "d2l_tiny", "document_adapters", "encode_context", "init",
+    "internalize", "num_params", "pack_chunks", "param_shapes", "param_specs", "recompute_center",
+    "variable_shapes",
+]

@@ -1,0 +1,27 @@
+"""Prompt formats, kept in one place so training, evaluation, the CLI and the experiments ask alike.
+
+Doc-to-LoRA, a question about a document; the answer is completed as " {answer}":
+  query_prompt(query)              "Question: {query}\\nAnswer:", without the document (the student,
+                                   whose adapter carries the document)
+  context_prompt(document, query)  "{document}\\n\\n" + query_prompt(query), the document in the prompt
+                                   (the teacher, and the in-context baseline)
+Text-to-LoRA, a task from the generated task library:
+  task_prompt(task_input)          "Input: {input}\\nOutput:", which the base model completes with
+  task_answer(output)              " {output}" (a leading space)
+"""
+
+
+def query_prompt(query: str) -> str:
+  return f"Question: {query}\nAnswer:"
+
+
+def context_prompt(document: str, query: str) -> str:
+  return f"{document}\n\n{query_prompt(query)}"
+
+
+def task_prompt(task_input: str) -> str:
+  return f"Input: {task_input}\nOutput:"
+
+
+def task_answer(output: str) -> str:
+  return f" {output}"
