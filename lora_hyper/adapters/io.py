@@ -4,7 +4,11 @@
     tensors   "{module}.a" [layers, rank, d_in], "{module}.b" [layers, rank, d_out] (float32)
     metadata  "lora_hyper": JSON {format, base: {name, digest}, modules, rank, num_layers,
               scaling, source: how it was made (documents' sha256 or task description, and
-              the hypernetwork that made it)}
+              the hypernetwork that made it), content_digest (`content_digest`)}
+
+Loading verifies `content_digest` and that every tensor is finite, so a damaged file stops with
+a CorruptFileError instead of answering. Files written before the digest existed have none and
+get the finiteness check only.
 
 The base model's identity is its name plus a digest of its architecture and weights, so an
 adapter never silently lands on another model. A PEFT folder (adapter_config.json +
@@ -16,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import weakref
 from pathlib import Path
@@ -29,12 +34,17 @@ import safetensors.numpy
 
 from lora_hyper import files
 from lora_hyper.adapters import lora, peft
+from lora_hyper.errors import CorruptFileError
 from lora_hyper.model.base_model import BaseModel
 from lora_hyper.model.config import MODULES, GemmaConfig
 
 FORMAT = 1
 ADAPTER_FILE = "adapter.safetensors"
 _METADATA_KEY = "lora_hyper"
+_DIGEST_FIELD = "content_digest"
+_REMAKE = "make the adapter again (lora-hyper internalize or adapt)"
+# The metadata fields of files written before the digest existed: exactly these, nothing else.
+_LEGACY_FIELDS = frozenset({"format", "base", "modules", "rank", "num_layers", "scaling", "source"})
 # Config fields that change how a model runs, not what it is: an adapter fits either way.
 _RUNTIME_FIELDS = ("dtype", "param_dtype", "remat")
 
@@ -53,8 +63,26 @@ class BaseIdentity:
     return {"name": self.name, "digest": self.digest}
 
   @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "BaseIdentity":
-    return cls(name=str(d["name"]), digest=str(d["digest"]))
+  def from_dict(cls, d: Any, where: str = "field", fix: str = "") -> "BaseIdentity":
+    """`to_dict`'s inverse. When `d` is not {name, digest} strings: a CorruptFileError that reads
+    "{where} 'base...' must be ..., got ...; {fix}"."""
+    problem = None
+    if not isinstance(d, Mapping):
+      problem = f"'base' must be an object {{name, digest}}, got {json_type(d)}"
+    else:
+      for key in ("name", "digest"):
+        if not isinstance(d.get(key), str):
+          problem = f"'base.{key}' must be a string, got {'nothing' if key not in d else json_type(d[key])}"
+          break
+    if problem:
+      raise CorruptFileError(f"{where} {problem}" + (f"; {fix}" if fix else ""))
+    return cls(name=d["name"], digest=d["digest"])
+
+
+def json_type(value: Any) -> str:
+  """The JSON name of a parsed value's type, for error messages about wrongly-typed fields."""
+  names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+  return names.get(type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
 
 
 def weights_digest(config: GemmaConfig, params: Any) -> str:
@@ -125,6 +153,25 @@ class AdapterInfo:
   source: Mapping[str, Any]
 
 
+def content_digest(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> str:
+  """blake2b (32 hex digits) of the metadata (less this digest) and each tensor's name, dtype, shape
+  and bytes, in sorted name order.
+
+  It covers what the file means, not how the container lays it out: a file rewritten with the same
+  tensors and metadata (other order, other JSON spacing) keeps its digest. The metadata is covered
+  because its `scaling` changes the adapter as much as the tensors do.
+  """
+  h = hashlib.blake2b(digest_size=16)
+  fields = {k: v for k, v in meta.items() if k != _DIGEST_FIELD}
+  h.update(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode())
+  for name in sorted(tensors):
+    t = np.ascontiguousarray(tensors[name])
+    # The header fixes the byte count that follows, so consecutive tensors cannot run into each other.
+    h.update(json.dumps([name, t.dtype.str, list(t.shape)]).encode())
+    h.update(t.tobytes())
+  return h.hexdigest()
+
+
 def save_adapter(directory: str | os.PathLike, adapter: lora.LoraAdapter, *, base: BaseIdentity,
                  source: Mapping[str, Any]) -> Path:
   """Writes DIR/adapter.safetensors (atomically) and returns its path. One unbatched adapter."""
@@ -132,8 +179,15 @@ def save_adapter(directory: str | os.PathLike, adapter: lora.LoraAdapter, *, bas
   tensors = {f"{m}.{f}": np.ascontiguousarray(np.asarray(ab[f], np.float32))
              for m, ab in adapter.weights.items() for f in ("a", "b")}
   num_layers = next(iter(tensors.values())).shape[0]
+  for name, t in tensors.items():
+    if not np.isfinite(t).all():  # a file that can never load is better not written
+      raise ValueError(f"the adapter to save holds NaN or infinite values in {name!r} (the hypernetwork or "
+                       f"training that made it diverged); nothing was written to {str(directory)!r}")
   meta = {"format": FORMAT, "base": base.to_dict(), "modules": list(adapter.modules), "rank": rank,
           "num_layers": num_layers, "scaling": float(adapter.scaling), "source": dict(source)}
+  # Digest the metadata as it will read back (tuples become lists, keys strings), so loading agrees.
+  meta = json.loads(json.dumps(meta))
+  meta[_DIGEST_FIELD] = content_digest(tensors, meta)
   path = Path(directory) / ADAPTER_FILE
   files.atomic_write(path, lambda tmp: safetensors.numpy.save_file(
       tensors, tmp, metadata={_METADATA_KEY: json.dumps(meta)}))
@@ -155,11 +209,17 @@ def load_adapter(path: str | os.PathLike, base: BaseModel | None = None) -> tupl
                             "(made by internalize/adapt) or a PEFT folder with adapter_config.json")
   tensors, meta = _read(file)
   info = _info(meta, file)
-  adapter = lora.LoraAdapter(_weights(tensors, info, file), info.scaling)
+  weights = _weights(tensors, info, file)  # shapes first: their errors say more than a digest mismatch
+  _check_integrity(tensors, meta, file)
+  adapter = lora.LoraAdapter(weights, info.scaling)
   if base is not None:
     check_base(info.base, base, f"adapter {str(file)!r}")
     _validate(adapter, base.config, file)
   return adapter, info
+
+
+def _corrupt(file: Path, problem: str) -> CorruptFileError:
+  return CorruptFileError(f"adapter {str(file)!r} is damaged: {problem}; {_REMAKE}")
 
 
 def _read(file: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -168,20 +228,60 @@ def _read(file: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
       metadata = f.metadata() or {}
       tensors = {k: f.get_tensor(k) for k in f.keys()}
   except safetensors.SafetensorError as e:
-    raise ValueError(f"{str(file)!r} is not a readable safetensors file (truncated or corrupt?): {e}") from e
+    raise CorruptFileError(f"{str(file)!r} is not a readable safetensors file (truncated or corrupt?): {e}; "
+                           f"{_REMAKE}") from e
   if _METADATA_KEY not in metadata:
     raise ValueError(f"{str(file)!r} is not a lora-hyper adapter: its metadata has no {_METADATA_KEY!r} entry")
-  return tensors, json.loads(metadata[_METADATA_KEY])
+  try:
+    meta = json.loads(metadata[_METADATA_KEY])
+  except json.JSONDecodeError as e:
+    raise _corrupt(file, f"its {_METADATA_KEY!r} metadata is not valid JSON ({e})") from e
+  if not isinstance(meta, dict):
+    raise _corrupt(file, f"its {_METADATA_KEY!r} metadata must be a JSON object, got {json_type(meta)}")
+  return tensors, meta
+
+
+def _field(meta: Mapping[str, Any], key: str, want: str, ok: Any, file: Path, default: Any = ...) -> Any:
+  """meta[key] when `ok` accepts it (`default` when given and the key is missing); otherwise a
+  CorruptFileError naming the field and what it should be."""
+  if key not in meta and default is not ...:
+    return default
+  value = meta.get(key)
+  if key not in meta or not ok(value):
+    got = "nothing" if key not in meta else f"{json_type(value)} {json.dumps(value)[:60]}"
+    raise _corrupt(file, f"its metadata field {key!r} must be {want}, got {got}")
+  return value
+
+
+def _is_int(x: Any) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool)  # JSON true is not a layer count
+
+
+def _is_finite_number(x: Any) -> bool:
+  try:
+    return (_is_int(x) or isinstance(x, float)) and math.isfinite(x)
+  except OverflowError:  # an integer too large for a float
+    return False
 
 
 def _info(meta: Mapping[str, Any], file: Path) -> AdapterInfo:
   if meta.get("format") != FORMAT:
     raise ValueError(f"{str(file)!r} has adapter format {meta.get('format')!r}; this lora-hyper reads {FORMAT}")
-  modules = tuple(meta["modules"])
-  if not modules or any(m not in MODULES for m in modules):
-    raise ValueError(f"{str(file)!r} targets modules {list(modules)}; expected a subset of {MODULES}")
-  return AdapterInfo(BaseIdentity.from_dict(meta["base"]), modules, int(meta["rank"]), int(meta["num_layers"]),
-                     float(meta["scaling"]), meta.get("source", {}))
+  modules = _field(meta, "modules", "a non-empty array of module names", lambda v: isinstance(v, list) and v, file)
+  if any(m not in MODULES for m in modules) or len(set(modules)) != len(modules):
+    raise ValueError(f"{str(file)!r} targets modules {modules}; expected a subset of {MODULES}")
+  identity = BaseIdentity.from_dict(_field(meta, "base", "an object {name, digest}", lambda v: True, file),
+                                    f"adapter {str(file)!r} is damaged: its metadata field", _REMAKE)
+  rank = _field(meta, "rank", "a positive integer", lambda v: _is_int(v) and v > 0, file)
+  num_layers = _field(meta, "num_layers", "a positive integer", lambda v: _is_int(v) and v > 0, file)
+  scaling = _field(meta, "scaling", "a finite number", _is_finite_number, file)
+  source = _field(meta, "source", "an object", lambda v: isinstance(v, dict), file, default={})
+  if _field(meta, _DIGEST_FIELD, "a string", lambda v: isinstance(v, str), file, default=None) is None:
+    unknown = sorted(set(meta) - _LEGACY_FIELDS)
+    if unknown:  # e.g. a damaged "content_digest" key: without this the file would pass as unverifiable
+      raise _corrupt(file, f"its metadata has no {_DIGEST_FIELD!r} but unknown field(s) {unknown}, so its "
+                           "contents cannot be verified")
+  return AdapterInfo(identity, tuple(modules), rank, num_layers, float(scaling), source)
 
 
 def _weights(tensors: Mapping[str, np.ndarray], info: AdapterInfo, file: Path) -> dict[str, dict[str, jax.Array]]:
@@ -195,8 +295,28 @@ def _weights(tensors: Mapping[str, np.ndarray], info: AdapterInfo, file: Path) -
     if a.ndim != 3 or b.ndim != 3 or a.shape[:2] != lead or b.shape[:2] != lead:
       raise ValueError(f"{str(file)!r}: module {m!r} has a{a.shape} b{b.shape}, but its metadata says "
                        f"{info.num_layers} layers of rank {info.rank}")
+    if a.dtype != np.float32 or b.dtype != np.float32:
+      raise _corrupt(file, f"module {m!r} has tensors of dtype {a.dtype} and {b.dtype}; adapters are float32")
     weights[m] = {"a": jnp.asarray(a), "b": jnp.asarray(b)}
   return weights
+
+
+def _check_integrity(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any], file: Path) -> None:
+  """The recorded digest matches and every value is finite. Files from before the digest existed
+  have none: they get the finiteness check alone, which still catches NaN written into them."""
+  recorded = meta.get(_DIGEST_FIELD)
+  if recorded is not None and recorded != content_digest(tensors, meta):
+    raise _corrupt(file, f"its tensors or metadata do not match the {_DIGEST_FIELD} it was saved with "
+                         "(overwritten or edited since)")
+  _check_finite({f"tensor {name!r}": tensors[name] for name in sorted(tensors)}, file)
+
+
+def _check_finite(arrays: Mapping[str, Any], file: Path) -> None:
+  """A CorruptFileError naming the first of `arrays` (described by its key) that holds NaN or inf."""
+  for what, array in arrays.items():
+    bad = int(np.size(array) - np.count_nonzero(np.isfinite(np.asarray(array))))
+    if bad:
+      raise _corrupt(file, f"{what} holds {bad} NaN or infinite value(s)")
 
 
 def _validate(adapter: lora.LoraAdapter, config: GemmaConfig, file: Path) -> None:
@@ -210,6 +330,9 @@ def _load_peft(folder: Path, base: BaseModel | None) -> tuple[lora.LoraAdapter, 
   if base is None:
     raise ValueError(f"{str(folder)!r} is a PEFT adapter: loading it needs the base model (pass base=)")
   adapter = peft.import_peft(folder, base.config)
+  # PEFT files carry no digest of ours: finiteness is what can be checked.
+  _check_finite({f"lora_{f.upper()} of module {m!r}": ab[f]
+                 for m, ab in adapter.weights.items() for f in ("a", "b")}, folder / peft.WEIGHTS_FILE)
   info = AdapterInfo(None, adapter.modules, adapter.rank, base.config.num_layers, adapter.scaling,
                      {"method": "peft", "path": str(folder)})
   return adapter, info

@@ -67,7 +67,10 @@ def override(config: Any, overrides: Mapping[str, Any]) -> Any:
   changes = {}
   for name, value in overrides.items():
     current = getattr(config, name)
-    if isinstance(value, Mapping) and dataclasses.is_dataclass(current):
+    if dataclasses.is_dataclass(current) and not isinstance(value, type(current)):
+      if not isinstance(value, Mapping):
+        raise ValueError(f"{type(config).__name__}.{name} takes a dict of {type(current).__name__} fields, got "
+                         f"{value!r}")
       value = override(current, value)
     changes[name] = tuple(value) if isinstance(value, list) else value
   return dataclasses.replace(config, **changes)

@@ -31,12 +31,14 @@ import safetensors.numpy
 
 from lora_hyper import files
 from lora_hyper.adapters import io
+from lora_hyper.errors import CorruptFileError
 from lora_hyper.hypernetworks import _common, _format_1, kinds, task_encoders
 from lora_hyper.model import config as config_lib
 from lora_hyper.model.base_model import BaseModel
 
 FORMAT = 2
 MANIFEST, VARIABLES, GIN = "hypernetwork.json", "variables.safetensors", "config.gin"
+_RESAVE = "save the hypernetwork again"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -118,12 +120,43 @@ def _read_variables(file: Path, digest: str | None) -> dict[str, np.ndarray]:
   if not file.is_file():
     raise FileNotFoundError(f"hypernetwork {str(file.parent)!r} has no {file.name}")
   if files.file_digest(file) != digest:
-    raise ValueError(f"{str(file)!r} does not match the digest in {MANIFEST}: truncated, corrupt or "
-                     "replaced; save the hypernetwork again")
+    raise CorruptFileError(f"{str(file)!r} does not match the digest in {MANIFEST}: truncated, corrupt or "
+                           f"replaced; {_RESAVE}")
   try:
-    return safetensors.numpy.load_file(str(file))
+    flat = safetensors.numpy.load_file(str(file))
   except safetensors.SafetensorError as e:
-    raise ValueError(f"{str(file)!r} is not a readable safetensors file: {e}") from e
+    raise CorruptFileError(f"{str(file)!r} is not a readable safetensors file: {e}; {_RESAVE}") from e
+  # The digest only says the file is the one saved: a NaN saved (or written in with the digest
+  # recomputed) would otherwise generate NaN adapters, i.e. empty answers.
+  for name in sorted(flat):
+    bad = int(flat[name].size - np.count_nonzero(np.isfinite(np.asarray(flat[name], np.float32))))
+    if bad:
+      raise CorruptFileError(f"{str(file)!r}: variable {name!r} holds {bad} NaN or infinite value(s); "
+                             f"{_RESAVE} from a good checkpoint")
+  return flat
+
+
+def _check_manifest(manifest: Any, file: Path, base_given: bool) -> None:
+  """Every field loading reads is there with its JSON type, or a CorruptFileError naming it."""
+  if not isinstance(manifest, dict):
+    raise CorruptFileError(f"{str(file)!r} must hold a JSON object, got {io.json_type(manifest)}; {_RESAVE}")
+  digest = "params_digest" if manifest.get("format") == 1 else "variables_digest"
+  fields = {"format": (int, "a number"), "kind": (str, "a string"), "config": (dict, "an object"),
+            "base": (dict, "an object {name, digest}"), digest: (str, "a string")}
+  if not base_given:  # only read without a base model, whose config stands in for it otherwise
+    fields["base_config"] = (dict, "an object")
+  if "task_encoder" in manifest:
+    fields["task_encoder"] = (dict, "an object {type, pooling}")
+  for key, (kind, want) in fields.items():
+    if key not in manifest or not isinstance(manifest[key], kind) or isinstance(manifest[key], bool):
+      got = "nothing" if key not in manifest else io.json_type(manifest[key])
+      raise CorruptFileError(f"{str(file)!r}: field {key!r} must be {want}, got {got}; {_RESAVE}")
+  io.BaseIdentity.from_dict(manifest["base"], f"{str(file)!r}: field", _RESAVE)
+  encoder = manifest.get("task_encoder", {})
+  for key in ("type", "pooling"):
+    if encoder.get(key) is not None and not isinstance(encoder[key], str):
+      raise CorruptFileError(f"{str(file)!r}: field 'task_encoder.{key}' must be a string, got "
+                             f"{io.json_type(encoder[key])}; {_RESAVE}")
 
 
 def load_hypernetwork(directory: str | os.PathLike, base: BaseModel | None = None) -> SavedHypernetwork:
@@ -132,6 +165,7 @@ def load_hypernetwork(directory: str | os.PathLike, base: BaseModel | None = Non
   folder = Path(directory)
   manifest_file = folder / MANIFEST
   manifest = files.read_json_file(manifest_file, f"{str(folder)!r} is not a saved hypernetwork: no {MANIFEST} in it")
+  _check_manifest(manifest, manifest_file, base is not None)
   version = manifest.get("format")
   if version not in (1, FORMAT) or manifest.get("kind") not in kinds.KINDS:
     raise ValueError(f"{str(manifest_file)!r} has format {version!r} and kind {manifest.get('kind')!r}; this "
@@ -139,7 +173,11 @@ def load_hypernetwork(directory: str | os.PathLike, base: BaseModel | None = Non
   kind, identity = kinds.KINDS[manifest["kind"]], io.BaseIdentity.from_dict(manifest["base"])
   if base is not None:
     io.check_base(identity, base, f"hypernetwork {str(folder)!r}")
-  base_config = base.config if base is not None else config_lib.config_from_dict(manifest["base_config"])
+  try:
+    base_config = base.config if base is not None else config_lib.config_from_dict(manifest["base_config"])
+  except (KeyError, TypeError, ValueError) as e:  # a missing field, a family or value this version does not know
+    raise CorruptFileError(f"{str(manifest_file)!r}: field 'base_config' is not a base model config this "
+                           f"lora-hyper reads ({type(e).__name__}: {e}); {_RESAVE}") from e
   stored = manifest["config"]
   if version == 1:
     stored = _format_1.upgrade_config(kind.name, stored, str(manifest_file))

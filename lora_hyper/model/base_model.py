@@ -30,23 +30,27 @@ def load_base_model(source: str | os.PathLike | None = None, *, dtype: str = "fl
   """Loads `source`: None or "gemma3-270m" (the embedded default), a `.gguf` file, or a local
   Hugging Face folder (config.json + safetensors + tokenizer.json) of a Gemma 2/3 text model.
 
-  `dtype` ("float32" | "bfloat16") sets both the stored params and the compute dtype.
+  `dtype` ("float32" | "bfloat16") sets both the stored params and the compute dtype. `log` hears
+  about conversions and cache (re)builds. Damaged files raise `errors.CorruptFileError` naming them.
   """
   source = DEFAULT_MODEL if source is None else str(source)
   if source == DEFAULT_MODEL:
-    path, digest = weights.embedded_gguf_path()
+    path, digest = weights.embedded_gguf_path(log=log)
     config, params = weights.load_gguf(path, source_digest=digest, log=log)
-    tokenizer, name = Tokenizer.from_gguf(path, source_digest=digest), "google/gemma-3-270m (GGUF Q4_K_M)"
+    tokenizer = Tokenizer.from_gguf(path, source_digest=digest, log=log)
+    name = "google/gemma-3-270m (GGUF Q4_K_M)"
   elif source.endswith(".gguf"):
     config, params = weights.load_gguf(source, log=log)
-    tokenizer, name = Tokenizer.from_gguf(source), Path(source).stem
+    tokenizer, name = Tokenizer.from_gguf(source, log=log), Path(source).stem
   elif os.path.isdir(source):
     config, params = weights.load_hf_checkpoint(source)
     tokenizer, name = Tokenizer.from_hf_dir(source), Path(source).name
   else:
-    raise FileNotFoundError(
-        f"unknown base model {source!r}: expected {DEFAULT_MODEL!r}, a .gguf file or a Hugging Face "
-        "model folder with config.json and *.safetensors")
+    expected = (f"expected {DEFAULT_MODEL!r}, a .gguf file or a Hugging Face model folder with config.json "
+                "and *.safetensors")
+    if os.path.exists(source):
+      raise ValueError(f"base model {source!r} is a file without the .gguf suffix: {expected}")
+    raise FileNotFoundError(f"base model {source!r} does not exist: {expected}")
   if dtype != config.param_dtype:
     config = config.replace(dtype=dtype, param_dtype=dtype)
     params = jax.tree.map(lambda p: p.astype(jnp.dtype(dtype)), params)

@@ -18,6 +18,7 @@ import tokenizers
 from tokenizers import AddedToken, decoders, models, normalizers
 
 from lora_hyper import files
+from lora_hyper.errors import CorruptFileError
 
 START_OF_TURN = "<start_of_turn>"
 END_OF_TURN = "<end_of_turn>"
@@ -41,17 +42,21 @@ class Tokenizer:
   # ------------------------------------------------------------------------- loading and saving
 
   @classmethod
-  def from_gguf(cls, path: str | os.PathLike, *, source_digest: str | None = None) -> Tokenizer:
+  def from_gguf(cls, path: str | os.PathLike, *, source_digest: str | None = None,
+                log: Callable[[str], None] = lambda msg: None) -> Tokenizer:
     """The tokenizer in a Gemma GGUF; built once (~15 s), then read from the cache (~1.5 s).
 
     The cache folder is the one `weights.load_gguf` uses for the same file:
     `<cache>/models/<digest[:32]>/tokenizer{,_config}.json`. `source_digest` skips hashing the file.
+    `log` hears when the cache is built or rebuilt.
     """
     path = Path(path)
     if not path.is_file():
+      if path.is_dir():
+        raise IsADirectoryError(f"GGUF file {str(path)!r} is a folder, not a file")
       raise FileNotFoundError(f"GGUF file {str(path)!r} does not exist")
     cached = files.cache_dir() / "models" / (source_digest or files.file_digest(path))[:32]
-    return _load_or_build(cached, lambda: _from_gguf_metadata(path))
+    return _load_or_build(cached, lambda: _from_gguf_metadata(path), log, source=path.name)
 
   @classmethod
   def from_hf_dir(cls, path: str | os.PathLike) -> Tokenizer:
@@ -60,9 +65,14 @@ class Tokenizer:
     path = Path(path)
     file = path / "tokenizer.json"
     if not file.is_file():
+      if file.is_dir():
+        raise IsADirectoryError(f"{str(file)!r} is a folder, not a file")
       where = "folder" if path.is_dir() else "folder (it does not exist)"
       raise FileNotFoundError(f"no tokenizer.json in tokenizer {where} {str(path)!r}")
-    backend = tokenizers.Tokenizer.from_file(str(file))
+    try:
+      backend = tokenizers.Tokenizer.from_file(str(file))
+    except Exception as e:  # noqa: BLE001 - tokenizers raises a bare Exception on a damaged file.
+      raise CorruptFileError(f"{str(file)!r} is not a valid tokenizer.json (truncated or overwritten?): {e}") from e
     # Some tokenizer.json files carry training-time truncation/padding; ids must not depend on it.
     backend.no_truncation()
     backend.no_padding()
@@ -172,7 +182,16 @@ def _check_str(text: Any, caller: str) -> None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-  return json.loads(path.read_text()) if path.is_file() else {}
+  """A JSON object file's contents, {} when absent; CorruptFileError naming the file when damaged."""
+  if not path.is_file():
+    return {}
+  try:
+    value = json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise CorruptFileError(f"{str(path)!r} is not valid JSON (truncated or overwritten?): {e}") from e
+  if not isinstance(value, dict):
+    raise CorruptFileError(f"{str(path)!r} holds a JSON {type(value).__name__}, not an object")
+  return value
 
 
 def _token_id(backend: tokenizers.Tokenizer, token: str | dict | None, folder: Path) -> int | None:
@@ -190,21 +209,27 @@ def _token_id(backend: tokenizers.Tokenizer, token: str | dict | None, folder: P
 
 
 def _from_gguf_metadata(path: Path) -> Tokenizer:
-  import gguf  # reading the metadata takes ~10 s; only needed when the cache is cold
+  from lora_hyper.model import weights  # reading the metadata takes ~10 s; only needed when the cache is cold
 
-  reader = gguf.GGUFReader(str(path))
+  reader = weights.open_gguf(path)
 
   def field(key: str) -> Any:
     found = reader.get_field(key)
-    return None if found is None else found.contents()
+    try:
+      return None if found is None else found.contents()
+    except (ValueError, IndexError, TypeError) as e:  # e.g. strings that are not UTF-8 in a damaged file
+      raise CorruptFileError(f"{str(path)!r} is not a complete GGUF file: its {key} does not decode ({e})") from e
 
   architecture, model = field("general.architecture"), field("tokenizer.ggml.model")
   if model != "llama" or architecture not in _GEMMA_ARCHITECTURES:
     raise ValueError(f"{str(path)!r}: only Gemma sentencepiece vocabularies are supported "
                      f"(architecture {architecture!r}, tokenizer.ggml.model {model!r})")
-  tokens = field("tokenizer.ggml.tokens")
-  unk = tokens[field("tokenizer.ggml.unknown_token_id")]
-  backend = _gemma_backend(tokens, field("tokenizer.ggml.token_type"), unk)
+  tokens, types = field("tokenizer.ggml.tokens"), field("tokenizer.ggml.token_type")
+  unk_id = field("tokenizer.ggml.unknown_token_id")
+  if tokens is None or types is None or len(types) != len(tokens) or unk_id not in range(len(tokens)):
+    raise CorruptFileError(f"{str(path)!r} is not a complete GGUF file: its tokenizer.ggml tokens, token types "
+                           "and unknown token id are missing or do not match")
+  backend = _gemma_backend(tokens, types, tokens[unk_id])
   ids = [field(f"tokenizer.ggml.{key}_token_id") for key in ("bos", "eos", "padding")]
   add_bos = field("tokenizer.ggml.add_bos_token")
   # llama.cpp adds BOS to a sentencepiece vocabulary that does not say otherwise.
@@ -253,11 +278,16 @@ def _merges_by_position(tokens: list[str], vocab: dict[str, int]) -> list[tuple[
 # ----------------------------------------------------------------------------- cache
 
 
-def _load_or_build(folder: Path, build: Callable[[], Tokenizer]) -> Tokenizer:
-  """The tokenizer saved in `folder`, or `build()`'s, saved there first when that is absent or unreadable."""
-  try:
-    return Tokenizer.from_hf_dir(folder)
-  except Exception:  # noqa: BLE001 - tokenizers raises bare Exception on a corrupt file; rebuild.
-    pass
+def _load_or_build(folder: Path, build: Callable[[], Tokenizer], log: Callable[[str], None] = lambda msg: None,
+                   source: str = "its source") -> Tokenizer:
+  """The tokenizer saved in `folder`, or `build()`'s, saved there first when that is absent or unreadable;
+  `log` says which of the two it builds."""
+  if not (folder / "tokenizer.json").exists():
+    log(f"building the tokenizer of {source} (done once, then cached in {folder})")
+  else:
+    try:
+      return Tokenizer.from_hf_dir(folder)
+    except Exception as e:  # noqa: BLE001 - any failure means: rebuild from the source.
+      log(f"tokenizer cache in {folder} is unusable ({e}); rebuilding it from {source}")
   build().save(folder)
   return Tokenizer.from_hf_dir(folder)

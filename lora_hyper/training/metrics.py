@@ -2,13 +2,16 @@
 
 Only the main process writes anything, so every worker of a pod slice can call `log` alike.
 `<logdir>/metrics.jsonl` holds one object per `log` call (`step`, `elapsed_s`, the metrics and
-`tokens_per_s`) for plotting without TensorBoard. The console gets a tqdm bar when stderr is a
-terminal and a plain line every `log_every` steps otherwise (job logs, `nohup`).
+`tokens_per_s`) for plotting without TensorBoard; a NaN or infinite value is written as null, so
+every line is strict JSON (the console and TensorBoard still show nan or inf). The console gets
+a tqdm bar when stderr is a terminal and a plain line every `log_every` steps otherwise (job
+logs, `nohup`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 import sys
 import time
@@ -92,8 +95,10 @@ class MetricsLogger:
   def _write_files(self, step: int, scalars: Mapping[str, float], elapsed_s: float) -> None:
     for name, value in scalars.items():
       self._writer.add_scalar(name, value, step)
-    record = {"step": step, "elapsed_s": round(elapsed_s, 3), **scalars}
-    self._jsonl.write(json.dumps(record) + "\n")
+    # json.dumps would write bare NaN / Infinity, which strict parsers (and jq) reject.
+    finite = {name: value if math.isfinite(value) else None for name, value in scalars.items()}
+    record = {"step": step, "elapsed_s": round(elapsed_s, 3), **finite}
+    self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
     self._jsonl.flush()  # a crashed run keeps every line it logged
 
   def _show(self, step: int, scalars: Mapping[str, float]) -> None:

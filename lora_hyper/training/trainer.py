@@ -3,6 +3,7 @@ checkpoint, loop. Configured by gin at the edge (`gin_configs/`, `lora-hyper tra
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -20,6 +21,7 @@ from jax.experimental import multihost_utils
 from lora_hyper import prompts, sharding
 from lora_hyper.adapters import io
 from lora_hyper.data import lora_library, pipeline
+from lora_hyper.errors import NonFiniteLossError
 from lora_hyper.hypernetworks import kinds, saved, text_to_lora
 from lora_hyper.hypernetworks.task_encoders import TaskEncoder, make_task_encoder
 from lora_hyper.model import base_model as base_model_lib
@@ -48,7 +50,7 @@ class TrainResult:
   task_encoder: str  # how its descriptions are embedded (Text-to-LoRA)
   step: int
   metrics: dict[str, float]
-  preempted: bool
+  preempted: bool  # stopped by SIGTERM/SIGINT before `steps`, after saving: rerun to continue
 
 
 def _make_objective(name: str, hyper, overrides: dict):
@@ -116,6 +118,7 @@ def train(
     shuffle: bool = True,
     init_from: str | None = None,
     stop_after: int | None = None,
+    resume_from_previous: bool = False,
     loaded_base: base_model_lib.BaseModel | None = None,
 ) -> TrainResult:
   """Meta-trains a hypernetwork; resumes from `workdir`'s latest checkpoint when there is one.
@@ -138,6 +141,13 @@ def train(
 
   `stop_after` ends this run after that many steps (a checkpoint is saved), as a preemption would.
   `loaded_base` lets callers (tests, notebooks) pass an already loaded base model.
+
+  A latest checkpoint that cannot be restored (damaged files, bytes that differ from the digest
+  saved with them, NaN or infinite values) raises CheckpointError and deletes nothing. With
+  `resume_from_previous` (`--resume-from-previous`) the run resumes from the newest earlier step
+  that restores instead; the unreadable steps stay on disk until this run saves the same step
+  number, which replaces them: asking for this flag is what allows that overwrite. A NaN or
+  infinite loss or gradient norm raises NonFiniteLossError before that step is saved.
   """
   # ---- mesh and base model
   distributed.maybe_initialize()
@@ -189,9 +199,16 @@ def train(
     variables = _saved_variables(init_from, base, kind, hyper, seed)
     state = jax.jit(lambda v: step_lib.create_state(v, tx), out_shardings=state_sharding)(variables)
   ckpt = checkpointing.manager(Path(workdir) / "checkpoints", save_every=save_every, keep=keep_checkpoints)
-  restored = checkpointing.restore(ckpt, checkpointing.abstract_like(state), data_iter)
+  try:
+    restored = checkpointing.restore(ckpt, checkpointing.abstract_like(state), data_iter,
+                                     resume_from_previous=resume_from_previous)
+  except BaseException:
+    ckpt.close()  # stops orbax's threads before the error leaves
+    raise
   if restored is not None:
     state = restored[1]
+    if jax.process_index() == 0:
+      print(f"[lora-hyper] resumed from step {restored[0]} of {workdir}", flush=True)
   start = int(state.step)
   _write_run_config(workdir, start)
 
@@ -205,7 +222,7 @@ def train(
   end = steps if stop_after is None else min(steps, start + stop_after)
   metrics: dict[str, float] = {}
   preempted = False
-  with checkpointing.PreemptionFlag() as flag, \
+  with contextlib.closing(ckpt), checkpointing.PreemptionFlag() as flag, \
       MetricsLogger(Path(workdir) / "logs", total_steps=steps, log_every=log_every, initial_step=start) as logger:
     for step in range(start, end):
       local = pending.pop() if pending else next(data_iter)
@@ -213,14 +230,19 @@ def train(
       metrics = {k: float(v) for k, v in step_metrics.items()}
       tokens = _tokens_in(local)
       logger.log(step + 1, metrics, tokens=None if tokens is None else tokens * jax.process_count())
-      if not np.isfinite(metrics["loss"]):
-        raise FloatingPointError(f"loss became {metrics['loss']} at step {step + 1}; last checkpoint kept")
-      preempted = _agree(flag.is_set)
+      diverged = {k: metrics[k] for k in ("loss", "grad_norm") if k in metrics and not np.isfinite(metrics[k])}
+      if diverged:
+        raise _diverged(", ".join(f"{k} became {v}" for k, v in diverged.items()) + f" at step {step + 1}; "
+                        f"it was not saved and {_kept(ckpt)}", optimizer, compute_dtype)
+      # A signal during the last step changes nothing: the run is complete, not preempted.
+      preempted = _agree(flag.is_set) and step + 1 < steps
       last = step + 1 == end
-      checkpointing.save(ckpt, step + 1, state, data_iter, force=last or preempted)
+      try:
+        checkpointing.save(ckpt, step + 1, state, data_iter, force=last or preempted)
+      except NonFiniteLossError as e:  # the params overflowed while loss and gradients stayed finite
+        raise _diverged(str(e), optimizer, compute_dtype) from None
       if preempted:
         break
-  ckpt.close()
   variables = jax.device_get({"params": state.params, **state.stats})
   return TrainResult(hyper.replace(base=base.config), variables, io.base_identity(base), task_encoder,
                      int(state.step), metrics, preempted)
@@ -246,6 +268,21 @@ def _saved_variables(folder: str, base: base_model_lib.BaseModel, kind: kinds.Ki
       fresh = traverse_util.flatten_dict(jax.device_get(kind.init(hyper, jax.random.key(seed))))
     got = {**got, **{k: fresh[k] for k in added}}
   return jax.tree.map(lambda x: np.asarray(x, np.float32), traverse_util.unflatten_dict(got))
+
+
+def _kept(ckpt: checkpointing.Manager) -> str:
+  step = ckpt.latest_step()
+  return (f"the last checkpoint, step {step} in {str(ckpt.directory)!r}, is kept" if step is not None
+          else "no checkpoint had been saved yet")
+
+
+def _diverged(what: str, optimizer: OptimizerConfig, compute_dtype: str) -> NonFiniteLossError:
+  """The error for a run whose numbers stopped being finite: what, where, and the likely causes."""
+  overflow = "" if compute_dtype == "float32" else f"; {compute_dtype} overflow (try compute_dtype='float32')"
+  return NonFiniteLossError(
+      f"training diverged: {what}. Likely causes: a learning rate too high (learning_rate="
+      f"{optimizer.learning_rate:g}: try it 3-10x lower, or more warmup_steps); bad data (a batch of empty or "
+      f"garbled examples){overflow}. Resuming repeats the same steps, so change one of these first")
 
 
 def _agree(flag: bool) -> bool:

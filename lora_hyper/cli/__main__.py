@@ -1,0 +1,7 @@
+"""`python -m lora_hyper.cli`."""
+
+import sys
+
+from lora_hyper.cli import main
+
+sys.exit(main())
