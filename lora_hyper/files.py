@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from lora_hyper.errors import CorruptFileError
+
 
 def cache_dir() -> Path:
   """Root of lora-hyper's caches: $LORA_HYPER_CACHE, else ~/.cache/lora_hyper."""
@@ -44,11 +46,14 @@ def write_json_lines(path: str | os.PathLike, records: list[dict[str, Any]]) -> 
 
 
 def read_json_file(path: Path, missing: str) -> dict[str, Any]:
-  """A JSON file's object; FileNotFoundError(`missing`) when it is absent, ValueError naming the
-  file when it is not valid JSON."""
+  """A JSON file's object; FileNotFoundError(`missing`) when it is absent, CorruptFileError naming the
+  file when it is not valid JSON or holds something else than an object."""
   if not path.is_file():
     raise FileNotFoundError(missing)
   try:
-    return json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{str(path)!r} is not valid JSON: {e}") from e
+    value = json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise CorruptFileError(f"{str(path)!r} is not valid JSON (truncated or overwritten?): {e}") from e
+  if not isinstance(value, dict):
+    raise CorruptFileError(f"{str(path)!r} holds a JSON {type(value).__name__}, not an object")
+  return value

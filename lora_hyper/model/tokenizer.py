@@ -183,15 +183,7 @@ def _check_str(text: Any, caller: str) -> None:
 
 def _read_json(path: Path) -> dict[str, Any]:
   """A JSON object file's contents, {} when absent; CorruptFileError naming the file when damaged."""
-  if not path.is_file():
-    return {}
-  try:
-    value = json.loads(path.read_text())
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise CorruptFileError(f"{str(path)!r} is not valid JSON (truncated or overwritten?): {e}") from e
-  if not isinstance(value, dict):
-    raise CorruptFileError(f"{str(path)!r} holds a JSON {type(value).__name__}, not an object")
-  return value
+  return files.read_json_file(path, "") if path.is_file() else {}
 
 
 def _token_id(backend: tokenizers.Tokenizer, token: str | dict | None, folder: Path) -> int | None:

@@ -160,17 +160,6 @@ def _check_finite(tensors: Mapping[str, np.ndarray], source: str | os.PathLike) 
       raise CorruptFileError(f"tensor {name!r} in {str(source)!r} holds NaN or infinite values: the file is damaged")
 
 
-def _read_json_object(path: Path) -> dict[str, Any]:
-  """A JSON file holding an object; CorruptFileError naming the file when it is not one."""
-  try:
-    value = json.loads(path.read_text())
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise CorruptFileError(f"{str(path)!r} is not valid JSON (truncated or overwritten?): {e}") from e
-  if not isinstance(value, dict):
-    raise CorruptFileError(f"{str(path)!r} holds a JSON {type(value).__name__}, not an object")
-  return value
-
-
 def _not_a_file(path: Path, what: str, note: str = "") -> OSError:
   """The error for a `what` file that is missing or is a folder: says which."""
   if path.is_dir():
@@ -184,18 +173,18 @@ def _not_a_file(path: Path, what: str, note: str = "") -> OSError:
 def _safetensors_files(model_dir: Path) -> list[Path]:
   index = model_dir / "model.safetensors.index.json"
   if index.is_file():
-    weight_map = _read_json_object(index).get("weight_map")
+    weight_map = files.read_json_file(index, f"{index} does not exist").get("weight_map")
     if not isinstance(weight_map, dict) or not all(isinstance(s, str) for s in weight_map.values()):
       raise CorruptFileError(f"{str(index)!r} has no weight_map of tensor names to shard files")
-    files = [model_dir / s for s in sorted(set(weight_map.values()))]
+    shards = [model_dir / s for s in sorted(set(weight_map.values()))]
   else:
-    files = sorted(Path(p) for p in glob.glob(str(model_dir / "*.safetensors")))
-  if not files:
+    shards = sorted(Path(p) for p in glob.glob(str(model_dir / "*.safetensors")))
+  if not shards:
     raise FileNotFoundError(f"{model_dir} has no *.safetensors weights")
-  for f in files:
+  for f in shards:
     if not f.is_file():
       raise _not_a_file(f, "weights file", f" (listed in {index.name})" if index.is_file() else "")
-  return files
+  return shards
 
 
 def load_hf_checkpoint(model_dir: str | os.PathLike, **overrides: Any) -> tuple[GemmaConfig, PyTree]:
@@ -225,7 +214,7 @@ def _hf_config(model_dir: Path, overrides: Mapping[str, Any]) -> GemmaConfig:
     hint = f"; it holds {ggufs[0]!r}: pass that file instead" if ggufs else ""
     raise FileNotFoundError(f"{str(model_dir)!r} is a folder with no config.json in it: not a Hugging Face "
                             f"model folder{hint}")
-  hf = _read_json_object(file)
+  hf = files.read_json_file(file, f"{file} does not exist")
   try:
     return config_lib.from_hf_config(hf, **overrides)
   except KeyError as e:

@@ -271,7 +271,7 @@ def test_hypernetwork_variables_overwritten_or_with_nan_fail(base, hypernetwork)
 
 
 MANIFEST_DAMAGE = {
-    "a JSON list": (lambda m: [m], r"must hold a JSON object, got an array"),
+    "a JSON list": (lambda m: [m], r"holds a JSON list, not an object"),
     "no kind": (lambda m: _without(m, "kind"), r"field 'kind' must be a string, got nothing"),
     "no config": (lambda m: _without(m, "config"), r"field 'config' must be an object, got nothing"),
     "config a list": (lambda m: {**m, "config": []}, r"field 'config' must be an object, got an array"),
@@ -291,7 +291,8 @@ def test_manifest_errors_name_the_file_and_the_field(base, hypernetwork, damage)
   folder, _ = hypernetwork
   manifest_file = folder / saved.MANIFEST
   manifest_file.write_text(json.dumps(change(json.loads(manifest_file.read_text()))))
-  with pytest.raises(CorruptFileError, match=rf"'{_escaped(manifest_file)}'.*{message}; save the hypernetwork again"):
+  remedy = "" if damage == "a JSON list" else "; save the hypernetwork again"  # the JSON reader's own message
+  with pytest.raises(CorruptFileError, match=rf"'{_escaped(manifest_file)}'.*{message}{remedy}"):
     saved.load_hypernetwork(folder, base)
 
 
