@@ -243,7 +243,7 @@ def train(
         raise _diverged(str(e), optimizer, compute_dtype) from None
       if preempted:
         break
-  variables = jax.device_get({"params": state.params, **state.stats})
+  variables = _on_host({"params": state.params, **state.stats})
   return TrainResult(hyper.replace(base=base.config), variables, io.base_identity(base), task_encoder,
                      int(state.step), metrics, preempted)
 
@@ -283,6 +283,14 @@ def _diverged(what: str, optimizer: OptimizerConfig, compute_dtype: str) -> NonF
       f"training diverged: {what}. Likely causes: a learning rate too high (learning_rate="
       f"{optimizer.learning_rate:g}: try it 3-10x lower, or more warmup_steps); bad data (a batch of empty or "
       f"garbled examples){overflow}. Resuming repeats the same steps, so change one of these first")
+
+
+def _on_host(tree: PyTree) -> PyTree:
+  """Global arrays as numpy on every process: on a pod, params sharded over other hosts' devices are
+  gathered (device_get would only reach this host's shards)."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
 
 
 def _agree(flag: bool) -> bool:

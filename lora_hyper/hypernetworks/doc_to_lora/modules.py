@@ -58,10 +58,11 @@ class DocToLora(nn.Module):
                    if extra.center_momentum is not None else None)
 
   def __call__(self, features: Array, mask: Array) -> Array:
-    """features [F, N, T, D], mask [N, T] -> latents [F, N, ...]; all F layers in one Perceiver batch."""
+    """features [F, N, T, D], mask [N, T] -> latents [F, N, ...]; all F layers in one Perceiver batch,
+    folded batch-major (N outer), so the folded axis keeps the chunks' data-parallel sharding."""
     f, n, t, d = features.shape
-    latents = self.encode(features.reshape(f * n, t, d), jnp.tile(mask, (f, 1)))
-    return latents.reshape(f, n, *latents.shape[1:])
+    latents = self.encode(jnp.swapaxes(features, 0, 1).reshape(n * f, t, d), jnp.repeat(mask, f, axis=0))
+    return jnp.swapaxes(latents.reshape(n, f, *latents.shape[1:]), 0, 1)
 
   def encode(self, features: Array, mask: Array) -> Array:
     """features [B, T, D], mask [B, T] -> latents [B, num_output_latents, latent_dim]."""
