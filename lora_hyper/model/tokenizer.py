@@ -207,10 +207,7 @@ def _from_gguf_metadata(path: Path) -> Tokenizer:
 
   def field(key: str) -> Any:
     found = reader.get_field(key)
-    try:
-      return None if found is None else found.contents()
-    except (ValueError, IndexError, TypeError) as e:  # e.g. strings that are not UTF-8 in a damaged file
-      raise CorruptFileError(f"{str(path)!r} is not a complete GGUF file: its {key} does not decode ({e})") from e
+    return None if found is None else weights.gguf_field_contents(found, key, path)
 
   architecture, model = field("general.architecture"), field("tokenizer.ggml.model")
   if model != "llama" or architecture not in _GEMMA_ARCHITECTURES:

@@ -253,14 +253,19 @@ def gguf_metadata(reader, source: str | os.PathLike = "the GGUF file") -> dict[s
     if key.startswith("tokenizer.ggml.") and key in ("tokenizer.ggml.tokens", "tokenizer.ggml.scores",
                                                       "tokenizer.ggml.token_type", "tokenizer.ggml.merges"):
       continue
-    try:
-      meta[key] = field.contents()
-    except (ValueError, IndexError, TypeError) as e:  # e.g. strings that are not UTF-8 in a damaged file
-      raise CorruptFileError(f"{str(source)!r} is not a complete GGUF file: its {key} does not decode ({e})") from e
+    meta[key] = gguf_field_contents(field, key, source)
   token_field = reader.fields.get("tokenizer.ggml.tokens")
   if token_field is not None:
     meta["vocab_size"] = len(token_field.data)
   return meta
+
+
+def gguf_field_contents(field, key: str, source: str | os.PathLike) -> Any:
+  """A GGUF metadata field's value; CorruptFileError naming `source` when it does not decode."""
+  try:
+    return field.contents()
+  except (ValueError, IndexError, TypeError) as e:  # e.g. strings that are not UTF-8 in a damaged file
+    raise CorruptFileError(f"{str(source)!r} is not a complete GGUF file: its {key} does not decode ({e})") from e
 
 
 def open_gguf(path: str | os.PathLike):

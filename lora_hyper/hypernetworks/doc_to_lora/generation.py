@@ -92,6 +92,17 @@ def combine(variables: PyTree, chunk_weights: dict[str, dict[str, Array]], chunk
   return lora.LoraAdapter(weights, config.scaling)
 
 
+def _document_codes(variables: PyTree, base_params: PyTree, tokens: Array, mask: Array, *,
+                    config: DocToLoraConfig, iterative: bool = False) -> tuple[Array, Array]:
+  """Chunked documents tokens/mask [N, K, T] -> (codes [N*K, L, modules, r, d], chunk_valid [N, K])."""
+  chex.assert_rank(tokens, 3)
+  chex.assert_equal_shape([tokens, mask])
+  n, k, t = tokens.shape
+  flat_tokens, flat_mask = tokens.reshape(n * k, t), mask.reshape(n * k, t)
+  features = encode_context(base_params, flat_tokens, flat_mask, config=config)
+  return chunk_codes(variables, features, flat_mask, config=config, iterative=iterative), mask.any(axis=-1)
+
+
 class GeneratedAdapters(NamedTuple):
   """What `document_adapters` returns."""
 
@@ -108,13 +119,8 @@ def document_adapters(variables: PyTree, base_params: PyTree, tokens: Array, mas
   and the updated running statistics are returned; otherwise on the running mean.
   """
   _check_variables(variables, config)
-  chex.assert_rank(tokens, 3)
-  chex.assert_equal_shape([tokens, mask])
-  n, k, t = tokens.shape
-  flat_tokens, flat_mask = tokens.reshape(n * k, t), mask.reshape(n * k, t)
-  features = encode_context(base_params, flat_tokens, flat_mask, config=config)
-  codes = chunk_codes(variables, features, flat_mask, config=config, iterative=iterative)
-  chunk_valid = mask.any(axis=-1)
+  codes, chunk_valid = _document_codes(variables, base_params, tokens, mask, config=config, iterative=iterative)
+  n, k = chunk_valid.shape
   model = DocToLora(config)
   stats = None
   if train:
@@ -171,11 +177,7 @@ def chunk_gates(variables: PyTree, base_params: PyTree, tokens: Array, mask: Arr
 @functools.partial(jax.jit, static_argnames="config")
 def _mean_code(variables: PyTree, base_params: PyTree, tokens: Array, mask: Array, *,
                config: DocToLoraConfig) -> Array:
-  n, k, t = tokens.shape
-  flat_mask = mask.reshape(n * k, t)
-  features = encode_context(base_params, tokens.reshape(n * k, t), flat_mask, config=config)
-  codes = chunk_codes(variables, features, flat_mask, config=config)
-  return experimental.mean_code(codes, mask.any(axis=-1))
+  return experimental.mean_code(*_document_codes(variables, base_params, tokens, mask, config=config))
 
 
 def recompute_center(variables: PyTree, base_params: PyTree, tokens: Array, mask: Array, *,
