@@ -16,13 +16,20 @@
 #   TPU_NAME, ZONE, PROJECT     the slice, e.g. my-tpu, us-west4-a, my-project
 #   ACCELERATOR_TYPE            with --create: the slice shape, e.g. v5litepod-16
 # Optional environment:
-#   RUNTIME_VERSION   TPU VM image for --create (default: v2-alpha-tpuv5-lite)
+#   RUNTIME_VERSION   TPU VM image for --create; the default follows ACCELERATOR_TYPE's generation:
+#                     v4-*: tpu-ubuntu2204-base, v5litepod-*: v2-alpha-tpuv5-lite,
+#                     v5p-*: v2-alpha-tpuv5, v6e-*: v2-alpha-tpuv6e (others must set it)
+#   JAX_VERSION       the jax[tpu] version the workers install (default: the jax of this
+#                     checkout's .venv, so the workers run the jax the project was tested with)
 #   PREEMPTIBLE=1     create a preemptible slice (rerunning the launch resumes from checkpoints)
 #   REPO_URL          git clone/fetch this URL on the workers (REPO_REF, default HEAD) instead
 #                     of copying the local checkout
 #   REMOTE_DIR        project folder on the workers, relative to home (default: lora-hyper)
-#   OUTPUT_DIR        bound as lora_hyper.train.workdir before the user's gin params; on a
-#                     multi-host slice every worker must see the same folder (e.g. a gcsfuse mount)
+#   OUTPUT_DIR        bound as lora_hyper.train.workdir before the user's gin params: checkpoints
+#                     and logs. On a multi-host slice every worker must see the same folder:
+#                     gs://bucket/run (the workers then also install gcsfs and google-cloud-storage)
+#                     or a mount they all share; a run whose workers see different folders stops
+#                     at start-up with an error naming the workdir
 #   PYTHON_VERSION    Python for the workers' venv, fetched by uv if the image lacks it (default: 3.11)
 #   DETACH=1          start the run under nohup (log in REMOTE_DIR/train.log) and return
 #
@@ -116,9 +123,38 @@ check_env() {
   ((${#missing[@]} == 0)) || die_usage "missing required environment variable(s): ${missing[*]}"
 }
 
+# Sets runtime_version: RUNTIME_VERSION, else the TPU VM image of ACCELERATOR_TYPE's generation.
+choose_runtime_version() {
+  if [[ -n "${RUNTIME_VERSION:-}" ]]; then
+    runtime_version="$RUNTIME_VERSION"
+    return
+  fi
+  case "$ACCELERATOR_TYPE" in
+    v4-*) runtime_version=tpu-ubuntu2204-base ;;
+    v5litepod-*) runtime_version=v2-alpha-tpuv5-lite ;;
+    v5p-*) runtime_version=v2-alpha-tpuv5 ;;
+    v6e-*) runtime_version=v2-alpha-tpuv6e ;;
+    *) die_usage "no default TPU VM image for ACCELERATOR_TYPE=$ACCELERATOR_TYPE (known: v4-*, v5litepod-*," \
+                 "v5p-*, v6e-*); set RUNTIME_VERSION" ;;
+  esac
+}
+
+# Sets jax_version: JAX_VERSION, else the jax of the local .venv, so the workers run what was tested.
+choose_jax_version() {
+  local local_python="$REPO_ROOT/.venv/bin/python"
+  jax_version="${JAX_VERSION:-}"
+  if [[ -z "$jax_version" ]]; then
+    [[ -x "$local_python" ]] || die_usage "cannot tell which jax[tpu] to install: $local_python does not exist;" \
+                                          "set JAX_VERSION (e.g. 0.6.2)"
+    jax_version="$("$local_python" -c 'import importlib.metadata as m; print(m.version("jax"))')" \
+      || die_usage "cannot tell which jax[tpu] to install: $local_python cannot import jax; set JAX_VERSION"
+  fi
+  [[ "$jax_version" =~ ^[0-9]+(\.[0-9]+)*[A-Za-z0-9.+]*$ ]] || die_usage "JAX_VERSION=$jax_version is not a version"
+}
+
 create_slice() {
   local create_cmd=(gcloud compute tpus tpu-vm create "$TPU_NAME" "${flags[@]}"
-                    --accelerator-type="$ACCELERATOR_TYPE" --version="${RUNTIME_VERSION:-v2-alpha-tpuv5-lite}")
+                    --accelerator-type="$ACCELERATOR_TYPE" --version="$runtime_version")
   if [[ "${PREEMPTIBLE:-0}" == 1 ]]; then
     create_cmd+=(--preemptible)
   fi
@@ -159,14 +195,18 @@ ship_code() {
   ship_step+=" && rm lora-hyper.tar.gz"
 }
 
-# uv fetches a Python >= 3.11 when the TPU image has an older one (Ubuntu 22.04 has 3.10).
+# uv fetches a Python >= 3.11 when the TPU image has an older one (Ubuntu 22.04 has 3.10). jax[tpu]
+# is pinned to the tested jax; a gs:// workdir needs epath's and tensorboardX's GCS clients.
 install_step() {
-  local python
+  local python packages=(-e . "jax[tpu]==$jax_version")
   python="$(quote "${PYTHON_VERSION:-3.11}")"
+  if [[ "${OUTPUT_DIR:-}" == gs://* ]]; then
+    packages+=(gcsfs google-cloud-storage)
+  fi
   printf '%s' "PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q --user uv" \
     " && cd $(quote "$remote_dir")" \
     " && { [ -x .venv/bin/python ] || python3 -m uv venv -q --python $python .venv; }" \
-    " && python3 -m uv pip install -q --python .venv/bin/python -e . \"jax[tpu]\""
+    " && python3 -m uv pip install -q --python .venv/bin/python $(quote "${packages[@]}")"
 }
 
 train_step() {
@@ -181,6 +221,10 @@ train_step() {
 main() {
   parse_args "$@"
   check_env
+  if ((create)); then
+    choose_runtime_version
+  fi
+  choose_jax_version
   remote_dir="${REMOTE_DIR:-lora-hyper}"
   if [[ -n "${OUTPUT_DIR:-}" ]]; then  # first, so a --gin_param naming the workdir still wins
     gin_args=(--gin_param "lora_hyper.train.workdir = '$OUTPUT_DIR'" "${gin_args[@]}")

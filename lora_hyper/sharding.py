@@ -43,7 +43,10 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("hyper_embed", "fsdp"),
     ("hyper_heads", "tensor"),
     ("hyper_mlp", "tensor"),
-    ("hyper_in", None),  # a hypernetwork's input features (base d_model, text-embedding width)
+    # A hypernetwork's input features (base d_model, text-embedding width): the Perceiver's input
+    # projection is its largest weight. Rules apply in this order, so in an array that also has
+    # hyper_embed (T2L's task encoder) fsdp goes to hyper_embed and hyper_in stays whole.
+    ("hyper_in", "fsdp"),
     ("hyper_kv_heads", None),
     ("hyper_head_dim", None),
     ("lora_features", None),  # max(d_in, d_out): T2L-M/S heads emit A and B rows padded to it

@@ -7,6 +7,9 @@ import tempfile
 import xla_flags
 
 os.environ.setdefault("XLA_FLAGS", xla_flags.for_devices(8))
+# The test extra installs libtpu (the pod configs' compile check): without this every test process
+# would try to open a TPU first. Compiling for TPU topologies needs no TPU backend (training/aot.py).
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests rebuild the same tiny programs many times (each resumed run recompiles its step): a
 # session-wide compilation cache makes the repeats cheap. Set in the environment, so the trainer
 # processes that tests start share it.

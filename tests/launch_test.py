@@ -5,18 +5,20 @@ A fake `gcloud` (and `tar`) that fails loudly comes first on PATH, so no test ca
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import pathlib
 import shlex
 import subprocess
 
+import jax
 import pytest
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "tpu_launch.sh"
 SLICE_ENV = {"TPU_NAME": "hyper-tpu", "ZONE": "us-west4-a", "PROJECT": "my-project",
              "ACCELERATOR_TYPE": "v5litepod-16"}
 OPTIONAL_VARS = ("RUNTIME_VERSION", "PREEMPTIBLE", "REPO_URL", "REPO_REF", "REMOTE_DIR", "OUTPUT_DIR",
-                 "PYTHON_VERSION", "DETACH")
+                 "PYTHON_VERSION", "DETACH", "JAX_VERSION")
 # Spaces, quotes and shell syntax that must reach `lora-hyper train` untouched.
 GIN_PARAMS = ("lora_hyper.train.steps = 100",
               "lora_hyper.train.hypernetwork = 'd2l_tiny'",
@@ -87,10 +89,51 @@ def test_every_remote_command_runs_on_all_workers(fake_bin: pathlib.Path):
   assert scp[6] == "hyper-tpu:lora-hyper.tar.gz"
 
 
-def test_setup_installs_the_project_with_tpu_jax(fake_bin: pathlib.Path):
-  setup = " ".join(_ssh_commands(_dry_run(fake_bin, *_gin_args("a.gin")))[0])
-  assert "tar -xzf lora-hyper.tar.gz -C lora-hyper" in setup
-  assert "pip install -q --python .venv/bin/python -e . jax[tpu]" in setup
+def _install(commands: list[list[str]]) -> list[str]:
+  """The words of the workers' last `pip install` (the project's, after uv's), to the end of that step."""
+  setup = _ssh_commands(commands)[0]
+  start = max(i for i, word in enumerate(setup) if word == "install")
+  return setup[start:setup.index("&&", start) if "&&" in setup[start:] else len(setup)]
+
+
+def test_setup_installs_the_project_with_the_tested_jax_for_tpu(fake_bin: pathlib.Path):
+  commands = _dry_run(fake_bin, *_gin_args("a.gin"))
+  assert "tar -xzf lora-hyper.tar.gz -C lora-hyper" in " ".join(_ssh_commands(commands)[0])
+  # The jax of this checkout's .venv, which runs these tests: the workers run the jax that was tested.
+  assert jax.__version__ == importlib.metadata.version("jax")
+  assert _install(commands) == ["install", "-q", "--python", ".venv/bin/python", "-e", ".",
+                                f"jax[tpu]=={jax.__version__}"]
+  assert _install(_dry_run(fake_bin, *_gin_args("a.gin"), JAX_VERSION="0.6.2"))[-1] == "jax[tpu]==0.6.2"
+
+
+def test_a_gs_workdir_installs_the_gcs_clients(fake_bin: pathlib.Path):
+  local = _install(_dry_run(fake_bin, *_gin_args("a.gin"), OUTPUT_DIR="/mnt/shared/r1"))
+  assert "gcsfs" not in local
+  assert _install(_dry_run(fake_bin, *_gin_args("a.gin"), OUTPUT_DIR="gs://bucket/r1")) == \
+      [*local, "gcsfs", "google-cloud-storage"]
+
+
+def test_a_jax_version_that_is_not_one_is_a_usage_error(fake_bin: pathlib.Path):
+  result = _launch(fake_bin, "--dry-run", *_gin_args("a.gin"), **SLICE_ENV, JAX_VERSION="0.6; rm -rf ~")
+  assert result.returncode == 2 and "JAX_VERSION=0.6; rm -rf ~ is not a version" in result.stderr
+  assert result.stdout == ""
+
+
+@pytest.mark.parametrize("accelerator, image", [("v4-32", "tpu-ubuntu2204-base"),
+                                                ("v5litepod-16", "v2-alpha-tpuv5-lite"),
+                                                ("v5p-8", "v2-alpha-tpuv5"), ("v6e-64", "v2-alpha-tpuv6e")])
+def test_the_default_image_follows_the_tpu_generation(fake_bin: pathlib.Path, accelerator: str, image: str):
+  commands = _dry_run(fake_bin, "--create", *_gin_args("a.gin"), ACCELERATOR_TYPE=accelerator)
+  assert commands[1][-2:] == [f"--accelerator-type={accelerator}", f"--version={image}"]
+
+
+def test_an_unknown_generation_needs_runtime_version(fake_bin: pathlib.Path):
+  result = _launch(fake_bin, "--dry-run", "--create", *_gin_args("a.gin"), **{**SLICE_ENV, "ACCELERATOR_TYPE": "v3-8"})
+  assert result.returncode == 2 and result.stdout == ""
+  assert "no default TPU VM image for ACCELERATOR_TYPE=v3-8" in result.stderr and "set RUNTIME_VERSION" in result.stderr
+  commands = _dry_run(fake_bin, "--create", *_gin_args("a.gin"), ACCELERATOR_TYPE="v3-8",
+                      RUNTIME_VERSION="tpu-vm-base")
+  assert commands[1][-1] == "--version=tpu-vm-base"
 
 
 def test_repo_url_clones_instead_of_copying(fake_bin: pathlib.Path):
@@ -158,6 +201,7 @@ def test_help(fake_bin: pathlib.Path):
   result = _launch(fake_bin, "--help")
   assert result.returncode == 0
   assert "Usage:" in result.stdout and "TPU_NAME" in result.stdout and "ACCELERATOR_TYPE" in result.stdout
+  assert "JAX_VERSION" in result.stdout and "v6e-*: v2-alpha-tpuv6e" in result.stdout
 
 
 def test_without_dry_run_it_calls_gcloud(fake_bin: pathlib.Path):

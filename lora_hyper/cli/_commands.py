@@ -45,7 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
   import gin
 
   from lora_hyper import configurables  # noqa: F401 pylint: disable=unused-import  (registers gin names)
-  from lora_hyper.training import trainer
+  from lora_hyper.training import distributed, trainer
 
   missing = [f for f in args.gin_file if not os.path.isfile(f)]
   if missing:
@@ -62,6 +62,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     gin.parse_config_files_and_bindings(args.gin_file, bindings, finalize_config=True)
   except (ValueError, KeyError, IOError, SyntaxError) as e:  # unknown, misspelt or malformed bindings
     raise UsageError(f"in the gin configuration: {e}") from None
+  # Before gin builds train's arguments (data sources may touch JAX): on a pod, joining the run must
+  # come before anything initialises a JAX backend.
+  distributed.maybe_initialize()
   result = trainer.train()
   loss = f"; final loss {result.metrics['loss']:.4g}" if "loss" in result.metrics else "; no step run"
   log(f"stopped at step {result.step}" + (" (preempted; rerun the same command to resume)" if result.preempted
@@ -70,7 +73,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out:
       log(f"the hypernetwork is saved to {args.out} when training ends")
     return EXIT_PREEMPTED
-  if args.out:
+  if args.out and not distributed.is_main_process():
+    log(f"process 0 saves the hypernetwork to {args.out}")
+  elif args.out:
     from lora_hyper.hypernetworks import saved
 
     folder = saved.save_hypernetwork(args.out, result.config, result.variables, base=result.base,

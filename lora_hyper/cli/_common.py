@@ -82,6 +82,8 @@ def check_output(out: str, writes: set[str], overwrite: bool) -> None:
   holding anything but what this command writes there (replaced in place), unless `overwrite`."""
   if not out.strip():
     raise UsageError("--out is empty: name the folder to write")
+  if "://" in out:
+    raise UsageError(f"--out {out!r} is a URL: name a local folder")
   path = Path(out)
   if path.exists() and not path.is_dir():
     raise UsageError(f"--out {out!r} is a file, not a folder")

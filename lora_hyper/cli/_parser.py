@@ -119,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
 
   tr = add("train", "meta-train a hypernetwork from gin configs (resumes from its workdir)",
            "Meta-train Doc-to-LoRA or Text-to-LoRA. Every hyperparameter is a gin binding of lora_hyper.train; "
-           "see gin_configs/. Rerunning the same command resumes from the last checkpoint in the workdir.")
+           "see gin_configs/. Rerunning the same command resumes from the last checkpoint in the workdir. On "
+           "several hosts (a TPU pod, see tpu_launch.sh) every host runs the same command; the workdir (a local path "
+           "or gs://bucket/...) must be one folder that every host sees, and only process 0 writes logs and --out.")
   tr.add_argument("--gin_file", action="append", required=True, metavar="FILE",
                   help="gin config file (repeatable; later files override earlier ones)")
   tr.add_argument("--gin_param", action="append", default=[], metavar="BINDING",

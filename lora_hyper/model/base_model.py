@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lora_hyper.model import weights
 from lora_hyper.model.config import GemmaConfig
@@ -25,13 +26,16 @@ class BaseModel:
   name: str
 
 
-def load_base_model(source: str | os.PathLike | None = None, *, dtype: str = "float32",
+def load_base_model(source: str | os.PathLike | None = None, *, dtype: str = "float32", on_host: bool = False,
                     log: Callable[[str], None] = lambda msg: None) -> BaseModel:
   """Loads `source`: None or "gemma3-270m" (the embedded default), a `.gguf` file, or a local
   Hugging Face folder (config.json + safetensors + tokenizer.json) of a Gemma 2/3 text model.
 
-  `dtype` ("float32" | "bfloat16") sets both the stored params and the compute dtype. `log` hears
-  about conversions and cache (re)builds. Damaged files raise `errors.CorruptFileError` naming them.
+  `dtype` ("float32" | "bfloat16") sets both the stored params and the compute dtype; the params are
+  cast on the host, then put on the default device. `on_host` leaves them as numpy arrays (ml_dtypes
+  for bfloat16) for a caller that places them itself: training puts them straight into their
+  shardings, so no chip ever holds a whole float32 copy. `log` hears about conversions and cache
+  (re)builds. Damaged files raise `errors.CorruptFileError` naming them.
   """
   source = DEFAULT_MODEL if source is None else str(source)
   if source == DEFAULT_MODEL:
@@ -53,5 +57,7 @@ def load_base_model(source: str | os.PathLike | None = None, *, dtype: str = "fl
     raise FileNotFoundError(f"base model {source!r} does not exist: {expected}")
   if dtype != config.param_dtype:
     config = config.replace(dtype=dtype, param_dtype=dtype)
-    params = jax.tree.map(lambda p: p.astype(jnp.dtype(dtype)), params)
+    params = jax.tree.map(lambda p: np.asarray(p, jnp.dtype(dtype)), params)  # numpy: cast on the host
+  if not on_host:
+    params = jax.device_put(params)  # once, so jitted calls do not copy numpy to the device each time
   return BaseModel(config, params, tokenizer, name)

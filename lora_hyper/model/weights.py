@@ -97,7 +97,8 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
 
 
 def params_from_hf(tensors: Mapping[str, np.ndarray], cfg: GemmaConfig) -> PyTree:
-  """HF-named tensors (numpy) -> our params pytree in `cfg.param_dtype`. Errors name what is missing."""
+  """HF-named tensors (numpy) -> our params pytree in `cfg.param_dtype`, as numpy arrays on the host
+  (ml_dtypes for bfloat16): the caller places them, sharded or not. Errors name what is missing."""
   prefix = next((p for p in _HF_PREFIXES if f"{p}embed_tokens.weight" in tensors), None)
   if prefix is None:
     raise ValueError("checkpoint has no embed_tokens.weight: not a Gemma decoder checkpoint")
@@ -108,18 +109,18 @@ def params_from_hf(tensors: Mapping[str, np.ndarray], cfg: GemmaConfig) -> PyTre
   if embedding.shape != (cfg.vocab_size, cfg.embed_dim):
     raise ValueError(f"embed_tokens.weight has shape {embedding.shape}, config expects "
                      f"({cfg.vocab_size}, {cfg.embed_dim})")
-  params["embedding"] = jnp.asarray(embedding, dtype)
+  params["embedding"] = np.asarray(embedding, dtype)
   final_norm = get("norm.weight")
   if final_norm.shape != (cfg.embed_dim,):
     raise ValueError(f"norm.weight has shape {final_norm.shape}, config expects ({cfg.embed_dim},)")
-  params["final_norm"] = {"scale": jnp.asarray(final_norm, dtype)}
+  params["final_norm"] = {"scale": np.asarray(final_norm, dtype)}
   names = dict(_HF_LAYER_NAMES)
   if not cfg.use_qk_norm:
     names = {k: v for k, v in names.items() if "_norm" not in k or "layernorm" in k}
   for hf_name, path in names.items():
     stacked = np.stack([_to_our_layout(path, get(f"layers.{i}.{hf_name}"), cfg, f"{prefix}layers.{i}.{hf_name}")
                         for i in range(cfg.num_layers)])
-    _set(params.setdefault("layers", {}), path, jnp.asarray(stacked, dtype))
+    _set(params.setdefault("layers", {}), path, np.asarray(stacked, dtype))
   return params
 
 
@@ -188,7 +189,8 @@ def _safetensors_files(model_dir: Path) -> list[Path]:
 
 
 def load_hf_checkpoint(model_dir: str | os.PathLike, **overrides: Any) -> tuple[GemmaConfig, PyTree]:
-  """A local Hugging Face folder (config.json + safetensors shards) of a Gemma 2/3 text model."""
+  """A local Hugging Face folder (config.json + safetensors shards) of a Gemma 2/3 text model; the
+  params are numpy arrays on the host."""
   model_dir = Path(model_dir)
   if not model_dir.is_dir():
     if model_dir.exists():
@@ -225,12 +227,13 @@ def _hf_config(model_dir: Path, overrides: Mapping[str, Any]) -> GemmaConfig:
 
 def _read_safetensors_as_float32(path: Path) -> dict[str, np.ndarray]:
   """Every tensor of one safetensors file as float32; errors name the file (and the tensor)."""
-  # Read through the flax backend: plain numpy has no bfloat16, which most Gemma shards use.
+  # The numpy backend (bfloat16 as ml_dtypes since safetensors 0.8) keeps every tensor on the host;
+  # the flax one would pass each through device 0 on its way to the sharded params.
   from safetensors import SafetensorError, safe_open
 
   out = {}
   try:
-    with safe_open(str(path), framework="flax") as f:
+    with safe_open(str(path), framework="numpy") as f:
       for name in f.keys():
         x = f.get_tensor(name)
         if not jnp.issubdtype(x.dtype, jnp.floating):
@@ -343,7 +346,8 @@ def save_converted(folder: Path, cfg: GemmaConfig, params: PyTree, source: str) 
 
 def load_converted(folder: Path, log: Callable[[str], None] = lambda msg: None
                    ) -> tuple[GemmaConfig, PyTree] | None:
-  """What `save_converted` wrote, or None (and the files removed) when absent, partial or corrupt."""
+  """What `save_converted` wrote (params as numpy arrays on the host), or None (and the files removed)
+  when absent, partial or corrupt."""
   params_file, manifest_file = folder / "params.safetensors", folder / "manifest.json"
   if not (params_file.is_file() and manifest_file.is_file()):
     if params_file.exists() or manifest_file.exists():
@@ -358,7 +362,7 @@ def load_converted(folder: Path, log: Callable[[str], None] = lambda msg: None
     cfg = config_lib.config_from_dict(manifest["config"])
     flat = safetensors.numpy.load_file(str(params_file))
     _check_finite(flat, params_file)
-    params = jax.tree.map(jnp.asarray, _unflatten(flat))
+    params = _unflatten(flat)
     check_params(params, cfg)
     return cfg, params
   except Exception as e:  # noqa: BLE001 - any failure means: rebuild from the source.
@@ -370,7 +374,8 @@ def load_converted(folder: Path, log: Callable[[str], None] = lambda msg: None
 
 def load_gguf(path: str | os.PathLike, *, source_digest: str | None = None, use_cache: bool = True,
               log: Callable[[str], None] = lambda msg: None) -> tuple[GemmaConfig, PyTree]:
-  """A Gemma GGUF file, dequantised to float32. Converted once, then read from a verified cache."""
+  """A Gemma GGUF file, dequantised to float32 (numpy arrays on the host). Converted once, then read
+  from a verified cache."""
   path = Path(path)
   if not path.is_file():
     raise _not_a_file(path, "GGUF file")

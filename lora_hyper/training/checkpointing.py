@@ -12,10 +12,9 @@ instead of turning into a NaN loss steps later.
 
 from __future__ import annotations
 
-import shutil
+import os
 import signal
 import threading
-from pathlib import Path
 from typing import Any, Iterator
 
 import grain
@@ -23,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.experimental import multihost_utils
 
 from lora_hyper.errors import CheckpointError, NonFiniteLossError
@@ -54,7 +54,7 @@ class _SkippingNameFormat(ocp.step.NameFormat):
 class Manager(ocp.CheckpointManager):
   """orbax's manager of a run's checkpoints; `names.skipped` holds the steps a resume went back past."""
 
-  def __init__(self, directory: Path, *, save_every: int, keep: int):
+  def __init__(self, directory: epath.Path, *, save_every: int, keep: int):
     self.names = _SkippingNameFormat()
     options = ocp.CheckpointManagerOptions(save_interval_steps=save_every, max_to_keep=keep, create=True,
                                            enable_async_checkpointing=False, step_name_format=self.names)
@@ -62,21 +62,72 @@ class Manager(ocp.CheckpointManager):
         "state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()})
 
 
-def manager(directory: str | Path, *, save_every: int, keep: int) -> Manager:
-  """A manager of `directory`; first (process 0) removes the temporary folders of saves a killed
-  run never finished."""
-  directory = Path(directory).absolute()
+def workdir_path(path: str | os.PathLike) -> epath.Path:
+  """A run's folder: a URL (gs://bucket/run) as it is, a local path made absolute. pathlib would
+  turn gs://bucket/run into <cwd>/gs:/bucket/run, a local folder on each host."""
+  text = os.fspath(path)
+  return epath.Path(text if "://" in text else os.path.abspath(text))
+
+
+def checkpoint_dir(workdir: str | os.PathLike) -> epath.Path:
+  """Where a run in `workdir` keeps its checkpoints."""
+  return workdir_path(workdir) / "checkpoints"
+
+
+def manager(directory: str | os.PathLike, *, save_every: int, keep: int) -> Manager:
+  """A manager of `directory` (a local path or a URL such as gs://bucket/run/checkpoints); first
+  (process 0) removes the temporary folders of saves a killed run never finished."""
+  directory = workdir_path(directory)
   _remove_unfinished_saves(directory)
   return Manager(directory, save_every=save_every, keep=keep)
 
 
-def _remove_unfinished_saves(directory: Path) -> None:
+def check_shared_workdir(workdir: str | os.PathLike) -> None:
+  """Raises a ValueError, on every process, when some process does not see the folder process 0
+  writes to: orbax's saves are collective, and with one local folder per host the first save would
+  crash (after a whole save interval). Process 0 writes a file named by a nonce it broadcasts; the
+  others look for it. A no-op with one process."""
+  if jax.process_count() == 1:
+    return
+  workdir = workdir_path(workdir)
+  nonce = np.asarray(multihost_utils.broadcast_one_to_all(np.frombuffer(os.urandom(16), np.uint32))).tobytes().hex()
+  marker = workdir / f".shared-check-{nonce}"
+  written = None
+  if jax.process_index() == 0:
+    try:
+      workdir.mkdir(parents=True, exist_ok=True)
+      marker.write_text(nonce)
+    except OSError as e:
+      written = e
+  multihost_utils.sync_global_devices("lora_hyper: shared workdir marker written")
+  seen = written is None and _read_or_none(marker) == nonce
+  blind = [i for i, ok in enumerate(multihost_utils.process_allgather(np.asarray(seen))) if not ok]
+  if jax.process_index() == 0 and written is None:
+    marker.unlink(missing_ok=True)
+  if written is not None:
+    raise written
+  if 0 in blind:
+    raise ValueError(f"process 0 could not write to workdir {str(workdir)!r}: its log says why")
+  if blind:
+    raise ValueError(f"workdir {str(workdir)!r} is not shared by every host: process(es) {blind} of "
+                     f"{jax.process_count()} do not see the file process 0 wrote there. Every host must see the same "
+                     "folder: use gs://bucket/... or a mount that every host shares (OUTPUT_DIR in tpu_launch.sh)")
+
+
+def _read_or_none(path: epath.Path) -> str | None:
+  try:
+    return path.read_text()
+  except OSError:
+    return None
+
+
+def _remove_unfinished_saves(directory: epath.Path) -> None:
   if jax.process_index() != 0 or not directory.is_dir():
     return
-  leftovers = sorted(p for p in directory.iterdir() if ocp.step.TMP_DIR_SUFFIX in p.name)
+  leftovers = sorted((p for p in directory.iterdir() if ocp.step.TMP_DIR_SUFFIX in p.name), key=lambda p: p.name)
   for path in leftovers:
     if path.is_dir():
-      shutil.rmtree(path)
+      path.rmtree()
     else:
       path.unlink()
   if leftovers:

@@ -3,22 +3,23 @@
 Only the main process writes anything, so every worker of a pod slice can call `log` alike.
 `<logdir>/metrics.jsonl` holds one object per `log` call (`step`, `elapsed_s`, the metrics and
 `tokens_per_s`) for plotting without TensorBoard; a NaN or infinite value is written as null, so
-every line is strict JSON (the console and TensorBoard still show nan or inf). The console gets
-a tqdm bar when stderr is a terminal and a plain line every `log_every` steps otherwise (job
-logs, `nohup`).
+every line is strict JSON (the console and TensorBoard still show nan or inf). `logdir` may be a
+local folder or a URL (gs://bucket/run/logs). The console gets a tqdm bar when stderr is a
+terminal and a plain line every `log_every` steps otherwise (job logs, `nohup`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import pathlib
+import os
 import sys
 import time
 from types import TracebackType
 from typing import Any, Mapping, TextIO
 
 import tqdm
+from etils import epath
 
 from lora_hyper.training import distributed
 
@@ -36,18 +37,19 @@ class MetricsLogger:
   """Logs per-step scalars to `logdir`; use as a context manager or call `close()`.
 
   Args:
-    logdir: a local folder (created if absent) for the event file and `metrics.jsonl`.
+    logdir: a folder (created if absent; a local path or a URL such as gs://bucket/run/logs) for the
+      event file and `metrics.jsonl`.
     total_steps: the step the run ends at, for the bar and the plain lines.
     log_every: plain console lines are printed every this many steps (and at the last step).
     initial_step: the step a resumed run starts from, so the bar does not restart at 0.
     stream: where progress goes (default: stderr).
   """
 
-  def __init__(self, logdir: str | pathlib.Path, total_steps: int, log_every: int = 10,
+  def __init__(self, logdir: str | os.PathLike, total_steps: int, log_every: int = 10,
                initial_step: int = 0, stream: TextIO | None = None):
     if log_every < 1:
       raise ValueError(f"log_every must be >= 1, got {log_every}")
-    self.logdir = pathlib.Path(logdir)
+    self.logdir = epath.Path(logdir)
     self.total_steps = total_steps
     self.log_every = log_every
     self._stream = sys.stderr if stream is None else stream
@@ -61,8 +63,8 @@ class MetricsLogger:
 
   def _open(self, initial_step: int) -> None:
     self.logdir.mkdir(parents=True, exist_ok=True)
-    self._writer = _summary_writer_class()(str(self.logdir))
-    self._jsonl = (self.logdir / JSONL_NAME).open("a", encoding="utf-8")
+    self._writer = _summary_writer_class()(os.fspath(self.logdir))
+    self._jsonl = _JsonLines(self.logdir / JSONL_NAME)
     if self._stream.isatty():
       self._bar = tqdm.tqdm(total=self.total_steps, initial=initial_step, file=self._stream,
                             unit="step", dynamic_ncols=True)
@@ -88,6 +90,8 @@ class MetricsLogger:
       scalars[TOKENS_PER_S] = rate
     if self._enabled:
       self._write_files(step, scalars, now - self._start)
+      if step % self.log_every == 0 or step == self.total_steps:
+        self._jsonl.sync()
       self._show(step, scalars)
     self._last_step = step
     return scalars
@@ -99,7 +103,6 @@ class MetricsLogger:
     finite = {name: value if math.isfinite(value) else None for name, value in scalars.items()}
     record = {"step": step, "elapsed_s": round(elapsed_s, 3), **finite}
     self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
-    self._jsonl.flush()  # a crashed run keeps every line it logged
 
   def _show(self, step: int, scalars: Mapping[str, float]) -> None:
     if self._bar is not None:
@@ -125,6 +128,42 @@ class MetricsLogger:
   def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                tb: TracebackType | None) -> None:
     self.close()
+
+
+class _JsonLines:
+  """metrics.jsonl. A local file is appended to and flushed at every line, so a crashed run keeps
+  every line it logged. Object stores (gs://) cannot append: there the lines are kept, and the file
+  (with the lines an earlier run wrote) is rewritten whole at each `sync`, as tensorboardX does with
+  its event files."""
+
+  def __init__(self, path: epath.Path):
+    self.path = path
+    self._file = path.open("a", encoding="utf-8") if appends_in_place(path) else None
+    self._lines = [] if self._file is not None or not path.exists() else [path.read_text(encoding="utf-8")]
+    self._unsynced = False
+
+  def write(self, line: str) -> None:
+    if self._file is not None:
+      self._file.write(line)
+      self._file.flush()
+    else:
+      self._lines.append(line)
+      self._unsynced = True
+
+  def sync(self) -> None:
+    if self._unsynced:
+      self.path.write_text("".join(self._lines), encoding="utf-8")
+      self._unsynced = False
+
+  def close(self) -> None:
+    self.sync()
+    if self._file is not None:
+      self._file.close()
+
+
+def appends_in_place(path: str | os.PathLike) -> bool:
+  """Whether files at `path` can be appended to: local ones, not objects behind a URL (gs://)."""
+  return "://" not in os.fspath(path)
 
 
 def _summary_writer_class():

@@ -90,9 +90,13 @@ def jit_train_step(train_step, mesh: Mesh, state_sharding: TrainState, base_shar
   jitted = jax.jit(train_step, in_shardings=(state_sharding, base_sharding, batch_shardings),
                    out_shardings=(state_sharding, metrics_sharding), donate_argnums=(0,))
 
-  def run(state, base_params, batch):
-    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.LOGICAL_AXIS_RULES):
-      return jitted(state, base_params, batch)
+  def in_mesh(fn):
+    def call(*args):
+      with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.LOGICAL_AXIS_RULES):
+        return fn(*args)
+    return call
 
+  run = in_mesh(jitted)
   run.jitted = jitted
+  run.lower = in_mesh(jitted.lower)  # ahead of time, from arrays or ShapeDtypeStructs with shardings
   return run

@@ -8,7 +8,6 @@ import dataclasses
 import functools
 import json
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -25,18 +24,13 @@ from lora_hyper.errors import NonFiniteLossError
 from lora_hyper.hypernetworks import kinds, saved, text_to_lora
 from lora_hyper.hypernetworks.task_encoders import TaskEncoder, make_task_encoder
 from lora_hyper.model import base_model as base_model_lib
-from lora_hyper.model import transformer
-from lora_hyper.training import checkpointing, distributed, objectives, step as step_lib
+from lora_hyper.training import checkpointing, distributed, objectives, program as program_lib, step as step_lib
 from lora_hyper.training.metrics import MetricsLogger
-from lora_hyper.training.optimizer import OptimizerConfig, learning_rate_schedule, make_optimizer
+from lora_hyper.training.optimizer import OptimizerConfig
 
 PyTree = Any
 
-OBJECTIVES = {"d2l_kl": (objectives.DocDistillation, {"loss": "kl"}),
-              "d2l_topk": (objectives.DocDistillation, {"loss": "topk"}),
-              "d2l_ce": (objectives.DocDistillation, {"loss": "ce"}),
-              "t2l_sft": (objectives.TaskSFT, {}),
-              "t2l_recon": (objectives.TaskReconstruction, {})}
+OBJECTIVES = program_lib.OBJECTIVES
 
 
 @dataclasses.dataclass
@@ -53,11 +47,10 @@ class TrainResult:
   preempted: bool  # stopped by SIGTERM/SIGINT before `steps`, after saving: rerun to continue
 
 
-def _make_objective(name: str, hyper, overrides: dict):
-  if name not in OBJECTIVES:
-    raise ValueError(f"unknown objective {name!r}; expected one of {sorted(OBJECTIVES)}")
-  cls, defaults = OBJECTIVES[name]
-  return cls(hyper, **{**defaults, **overrides})
+def _with_device_params(base: base_model_lib.BaseModel) -> base_model_lib.BaseModel:
+  """`base` with its params on the default device, for the description encoder: a transient copy,
+  freed with the encoder (numpy params would be copied to the device at every call)."""
+  return dataclasses.replace(base, params=jax.device_put(base.params))
 
 
 def _task_embeddings(source, encoder: TaskEncoder, batch: int = 32) -> dict[str, np.ndarray]:
@@ -152,26 +145,21 @@ def train(
   # ---- mesh and base model
   distributed.maybe_initialize()
   mesh = sharding.make_mesh(*mesh_shape)
-  data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
-  if global_batch_size % data_parallel:
-    raise ValueError(f"global_batch_size={global_batch_size} does not split over the mesh's {data_parallel} "
-                     f"data-parallel devices (data x fsdp of mesh_shape={tuple(mesh_shape)})")
-  base = loaded_base or base_model_lib.load_base_model(base_model, dtype=base_dtype)
-  base_config = base.config.replace(remat=remat, dtype=compute_dtype)
-  base_shardings = sharding.logical_sharding(transformer.param_logical_axes(base_config), mesh)
-  base_params = jax.device_put(base.params, base_shardings)
-
-  # ---- hypernetwork, objective, optimizer
-  kind, hyper = kinds.from_preset(hypernetwork, base_config, hyper_overrides)
-  objective_fn = _make_objective(objective, hyper, objective_overrides or {})
-  tx = make_optimizer(optimizer)
-  schedule = learning_rate_schedule(optimizer)
+  program_lib.check_batch_splits(global_batch_size, mesh)
+  checkpointing.check_shared_workdir(workdir)
+  # On the host until placed in its shardings below: the step's sharded copy is the only one on devices.
+  base = loaded_base or base_model_lib.load_base_model(base_model, dtype=base_dtype, on_host=True)
+  program = program_lib.build(base.config, mesh, hypernetwork=hypernetwork, hyper_overrides=hyper_overrides,
+                              objective=objective, objective_overrides=objective_overrides, optimizer=optimizer,
+                              remat=remat, compute_dtype=compute_dtype, seed=seed)
+  base_config, kind, hyper, objective_fn = program.base_config, program.kind, program.hyper, program.objective
+  base_params = jax.device_put(base.params, program.base_sharding)
 
   # ---- data
   if isinstance(objective_fn, objectives.DocDistillation):
     to_example = functools.partial(pipeline.doc_example, tokenizer=base.tokenizer, hyper=hyper, shapes=doc_shapes)
   else:
-    encoder = make_task_encoder(task_encoder, base)
+    encoder = make_task_encoder(task_encoder, _with_device_params(base) if task_encoder == "base_model" else base)
     if encoder.dim != hyper.emb_dim:
       raise ValueError(f"task_encoder={task_encoder!r} gives {encoder.dim}-d embeddings but {hypernetwork} has "
                        f"emb_dim={hyper.emb_dim}; set lora_hyper.train.hyper_overrides = {{'emb_dim': {encoder.dim}}}")
@@ -179,6 +167,7 @@ def train(
     if reconstruction:
       _check_lora_library(data, hyper)
     embeddings = _task_embeddings(data, encoder)
+    del encoder  # and its copy of the base params on one device
     if reconstruction:
       to_example = functools.partial(pipeline.reconstruction_example, embeddings=embeddings)
     else:
@@ -188,17 +177,15 @@ def train(
                                      format_prompt=prompts.task_prompt)
   data_iter = iter(pipeline.batches(data, to_example, global_batch_size=global_batch_size, seed=seed,
                                     shuffle=shuffle))
-  data_sharding = step_lib.batch_sharding(mesh)
 
   # ---- init (created already sharded), or restore
-  state_sharding = step_lib.state_shardings(kind.abstract_variables(hyper), tx, mesh)
   if init_from is None:
-    init_state = jax.jit(lambda key: step_lib.create_state(kind.init(hyper, key), tx), out_shardings=state_sharding)
-    state = init_state(jax.random.key(seed))
+    state = program.init_state(jax.random.key(seed))
   else:
     variables = _saved_variables(init_from, base, kind, hyper, seed)
-    state = jax.jit(lambda v: step_lib.create_state(v, tx), out_shardings=state_sharding)(variables)
-  ckpt = checkpointing.manager(Path(workdir) / "checkpoints", save_every=save_every, keep=keep_checkpoints)
+    state = jax.jit(lambda v: step_lib.create_state(v, program.tx),
+                    out_shardings=program.state_sharding)(variables)
+  ckpt = checkpointing.manager(checkpointing.checkpoint_dir(workdir), save_every=save_every, keep=keep_checkpoints)
   try:
     restored = checkpointing.restore(ckpt, checkpointing.abstract_like(state), data_iter,
                                      resume_from_previous=resume_from_previous)
@@ -213,20 +200,20 @@ def train(
   _write_run_config(workdir, start)
 
   # ---- step
-  train_step = step_lib.make_train_step(objective_fn, tx, schedule, seed=seed)
   first = next(data_iter)
-  run_step = step_lib.jit_train_step(train_step, mesh, state_sharding, base_shardings, first)
+  run_step = program.jit(first)
   pending = [first]
 
   # ---- loop
   end = steps if stop_after is None else min(steps, start + stop_after)
   metrics: dict[str, float] = {}
   preempted = False
+  logdir = checkpointing.workdir_path(workdir) / "logs"
   with contextlib.closing(ckpt), checkpointing.PreemptionFlag() as flag, \
-      MetricsLogger(Path(workdir) / "logs", total_steps=steps, log_every=log_every, initial_step=start) as logger:
+      MetricsLogger(logdir, total_steps=steps, log_every=log_every, initial_step=start) as logger:
     for step in range(start, end):
       local = pending.pop() if pending else next(data_iter)
-      state, step_metrics = run_step(state, base_params, _global_batch(local, data_sharding))
+      state, step_metrics = run_step(state, base_params, _global_batch(local, program.batch_sharding))
       metrics = {k: float(v) for k, v in step_metrics.items()}
       tokens = _tokens_in(local)
       logger.log(step + 1, metrics, tokens=None if tokens is None else tokens * jax.process_count())
@@ -304,7 +291,7 @@ def _write_run_config(workdir: str, start_step: int) -> None:
   """The operative gin config beside the checkpoints: every run is traceable to its settings."""
   if jax.process_index() != 0:
     return
-  path = Path(workdir)
+  path = checkpointing.workdir_path(workdir)
   path.mkdir(parents=True, exist_ok=True)
   (path / "config.gin").write_text(gin.config_str())
   (path / "run.json").write_text(json.dumps({"started_at_step": start_step, "time": time.time()}))

@@ -3,6 +3,7 @@
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import safetensors.numpy
@@ -11,6 +12,13 @@ from lora_hyper.model import config as config_lib
 from lora_hyper.model import transformer, weights
 
 CFG = config_lib.tiny_gemma3()
+
+
+def _assert_on_host(params):
+  """Loaders build numpy arrays: the caller places them (sharded, for training), so no device holds a
+  copy it did not ask for."""
+  types = {type(x) for x in jax.tree.leaves(params)}
+  assert types == {np.ndarray}, types
 
 
 @pytest.fixture()
@@ -24,6 +32,7 @@ def test_cache_round_trip(saved):
   folder, params = saved
   cfg, loaded = weights.load_converted(folder)
   assert cfg == CFG
+  _assert_on_host(loaded)
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, loaded), jax.tree.map(np.asarray, params))
 
 
@@ -102,6 +111,7 @@ def test_sharded_hf_folder_loads(tmp_path):
   params = transformer.init_params(CFG, jax.random.key(1))
   cfg, loaded = weights.load_hf_checkpoint(_hf_folder(tmp_path, params, CFG))
   assert cfg == CFG
+  _assert_on_host(loaded)
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, loaded), jax.tree.map(np.asarray, params))
 
 
@@ -115,3 +125,22 @@ def test_hf_folder_errors_name_the_problem(tmp_path):
   (folder / "config.json").unlink()
   with pytest.raises(FileNotFoundError, match="no config.json"):
     weights.load_hf_checkpoint(folder)
+
+
+def test_params_from_hf_builds_numpy_in_the_config_dtype(tmp_path):
+  params = transformer.init_params(CFG, jax.random.key(1))
+  _hf_folder(tmp_path, params, CFG, shards=1)
+  tensors = safetensors.numpy.load_file(str(tmp_path / "model-00001-of-00001.safetensors"))
+  loaded = weights.params_from_hf(tensors, CFG.replace(param_dtype="bfloat16"))
+  _assert_on_host(loaded)
+  assert {x.dtype for x in jax.tree.leaves(loaded)} == {np.dtype(jnp.bfloat16)}
+  np.testing.assert_array_equal(loaded["embedding"], np.asarray(params["embedding"]).astype(jnp.bfloat16))
+
+
+def test_bfloat16_safetensors_read_on_the_host_as_float32(tmp_path):
+  """Most Gemma shards are bfloat16: read as numpy (no device), widened exactly to float32."""
+  values = np.asarray([[1.5, -2.25], [3.0e-3, 65504.0]], np.float32).astype(jnp.bfloat16)
+  safetensors.numpy.save_file({"w": values}, str(tmp_path / "w.safetensors"))
+  read = weights._read_safetensors_as_float32(tmp_path / "w.safetensors")
+  assert type(read["w"]) is np.ndarray and read["w"].dtype == np.float32
+  np.testing.assert_array_equal(read["w"], values.astype(np.float32))

@@ -42,3 +42,20 @@ def test_damaged_latest_checkpoint_names_itself_and_the_way_back(tmp_path):
   with pytest.raises(ValueError, match=r"checkpoint step 4 .* cannot be restored[\s\S]*resume from step 2"):
     checkpointing.restore(mgr, checkpointing.abstract_like({"w": jnp.zeros(3)}), _data())
   assert sorted(p.name for p in tmp_path.iterdir()) == ["2", "4"]  # nothing deleted
+
+
+def test_gs_workdirs_keep_their_scheme_and_local_ones_become_absolute(tmp_path, monkeypatch):
+  """pathlib would turn gs://bucket/run into <cwd>/gs:/bucket/run, a folder local to each host."""
+  assert str(checkpointing.checkpoint_dir("gs://bucket/run")) == "gs://bucket/run/checkpoints"
+  monkeypatch.chdir(tmp_path)
+  assert str(checkpointing.checkpoint_dir("run")) == str(tmp_path / "run" / "checkpoints")
+  given = []
+  monkeypatch.setattr(checkpointing, "Manager", lambda directory, **kwargs: given.append(directory))
+  monkeypatch.setattr(checkpointing, "_remove_unfinished_saves", lambda directory: None)  # it would reach GCS
+  checkpointing.manager(checkpointing.checkpoint_dir("gs://bucket/run"), save_every=1, keep=1)
+  assert [str(d) for d in given] == ["gs://bucket/run/checkpoints"]
+
+
+def test_one_process_needs_no_shared_workdir_check(tmp_path):
+  checkpointing.check_shared_workdir(tmp_path / "run")
+  assert not (tmp_path / "run").exists()

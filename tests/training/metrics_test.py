@@ -139,3 +139,26 @@ def test_only_the_main_process_writes(tmp_path: pathlib.Path, clock: _Clock,
   assert recorded[-1][metrics.TOKENS_PER_S] == 100.0
   assert not logdir.exists()
   assert stream.getvalue() == ""
+
+
+def test_a_url_logdir_stays_a_url(monkeypatch: pytest.MonkeyPatch):
+  monkeypatch.setattr(distributed, "is_main_process", lambda: False)  # writes nothing: no GCS needed
+  with metrics.MetricsLogger("gs://bucket/run/logs", total_steps=1, stream=io.StringIO()) as logger:
+    assert str(logger.logdir) == "gs://bucket/run/logs"
+  assert metrics.appends_in_place("run/logs") and not metrics.appends_in_place("gs://bucket/run/logs")
+
+
+def test_where_files_cannot_be_appended_to_the_jsonl_is_rewritten_whole(tmp_path: pathlib.Path, clock: _Clock,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+  """gs:// objects cannot be appended to: the lines are kept, and the file (with an earlier run's
+  lines) is rewritten every log_every steps and at the end."""
+  with metrics.MetricsLogger(tmp_path, total_steps=4, stream=io.StringIO()) as logger:
+    logger.log(1, {"loss": 1.0})
+  monkeypatch.setattr(metrics, "appends_in_place", lambda path: False)
+  steps = lambda: [json.loads(line)["step"] for line in (tmp_path / metrics.JSONL_NAME).read_text().splitlines()]
+  with metrics.MetricsLogger(tmp_path, total_steps=4, log_every=2, initial_step=1, stream=io.StringIO()) as logger:
+    logger.log(2, {"loss": 0.5})
+    assert steps() == [1, 2]
+    logger.log(3, {"loss": 0.25})
+    assert steps() == [1, 2]  # until the next multiple of log_every
+  assert steps() == [1, 2, 3]

@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import gc
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -21,11 +23,12 @@ from lora_hyper.data import pipeline
 from lora_hyper.hypernetworks import doc_to_lora, kinds, text_to_lora
 from lora_hyper.hypernetworks.doc_to_lora import d2l_tiny
 from lora_hyper.model import transformer
-from lora_hyper.training import objectives, step as step_lib, trainer
+from lora_hyper.training import objectives, program as program_lib, step as step_lib, trainer
 from lora_hyper.training.optimizer import OptimizerConfig, learning_rate_schedule, make_optimizer
 
 import xla_flags
 from fakes import qa_records, tiny_base
+from tiny_model import write_tiny_model
 
 SHAPES = pipeline.DocExampleShapes(num_chunks=2, student_len=48, teacher_len=72, answer_len=4)
 OPT = OptimizerConfig(learning_rate=3e-3, warmup_steps=1, total_steps=6)
@@ -92,6 +95,58 @@ def test_sharded_step_equals_unsharded():
     for key in ("loss", "grad_norm", "task_loss"):
       assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-8), key
   _assert_same(single[1], sharded[1], atol=1e-5)
+
+
+def _spy_on_base_params(monkeypatch) -> list[tuple]:
+  """(base params, device copies of their q weights alive) at each step train runs."""
+  seen = []
+  real_jit = step_lib.jit_train_step
+
+  def spy_jit(*args, **kwargs):
+    run = real_jit(*args, **kwargs)
+
+    def spied(state, base_params, batch):
+      gc.collect()
+      q = base_params["layers"]["attn"]["q"]
+      seen.append((base_params, sum(1 for a in jax.live_arrays() if a.shape == q.shape and a.dtype == q.dtype)))
+      return run(state, base_params, batch)
+
+    return spied
+
+  monkeypatch.setattr(step_lib, "jit_train_step", spy_jit)
+  return seen
+
+
+def test_base_params_are_placed_once_in_their_shardings(tmp_path, monkeypatch):
+  """The loader leaves the base params on the host (cast there to bfloat16); train puts them straight
+  into the program's shardings, and no other device copy of them lives while the step runs."""
+  folder = write_tiny_model(tmp_path / "model")
+  built, real_build = [], program_lib.build
+  monkeypatch.setattr(program_lib, "build", lambda *a, **k: built.append(real_build(*a, **k)) or built[-1])
+  seen = _spy_on_base_params(monkeypatch)
+  _train(tmp_path / "run", loaded_base=None, base_model=str(folder), base_dtype="bfloat16", mesh_shape=(2, 2, 2),
+         steps=1)
+  (base_params, copies), = seen
+  expected = built[0].base_sharding
+  assert jax.tree.leaves(jax.tree.map(lambda x, want: x.sharding == want, base_params, expected)) == \
+      [True] * len(jax.tree.leaves(base_params))
+  assert {x.dtype for x in jax.tree.leaves(base_params)} == {np.dtype(jnp.bfloat16)}
+  assert not base_params["layers"]["attn"]["q"].sharding.is_fully_replicated  # split over the mesh
+  assert copies == 1
+
+
+def test_text_to_lora_embeds_descriptions_with_a_passing_copy_of_the_base(tmp_path, monkeypatch):
+  """The base model encodes Text-to-LoRA's descriptions on one device; that copy is gone before the
+  first step, which reads only the sharded one."""
+  folder = write_tiny_model(tmp_path / "model")
+  seen = _spy_on_base_params(monkeypatch)
+  records = [{"description": f"Add {n} to the number.", "input": str(i), "output": str(i + n)}
+             for n in (1, 2) for i in range(4)]
+  result = trainer.train(workdir=str(tmp_path / "run"), data=records, objective="t2l_sft", hypernetwork="t2l_tiny",
+                         base_model=str(folder), base_dtype="bfloat16", global_batch_size=4, steps=1, optimizer=OPT,
+                         task_shapes=pipeline.TaskExampleShapes(seq_len=24, answer_len=4), mesh_shape=(2, 2, 2))
+  assert result.step == 1 and np.isfinite(result.metrics["loss"])
+  assert [copies for _, copies in seen] == [1]
 
 
 def test_resume_continues_exactly(tmp_path):

@@ -61,13 +61,15 @@ def chunk_codes(variables: PyTree, features: Array, mask: Array, *, config: DocT
                 iterative: bool = False) -> Array:
   """features [F, B, T, D] of B chunks -> codes [B, L, modules, r, d], the heads' inputs before
   normalisation. `iterative` runs the Perceiver one feature layer at a time (`lax.map`): its
-  activations then take 1/F of the memory, and the result is the same."""
+  activations then take 1/F of the memory, and the result is the same. Under a gradient each layer's
+  pass is recomputed in the backward pass (`jax.checkpoint`) rather than kept for it, so training
+  holds one layer's activations too, for about one more forward pass of the Perceiver."""
   chex.assert_rank(features, 4)
   chex.assert_shape(mask, features.shape[1:3])
   chex.assert_equal(features.shape[0], config.num_feature_layers)
   apply = functools.partial(DocToLora(config).apply, variables)
   if iterative:
-    latents = jax.lax.map(lambda f: apply(f, mask, method=DocToLora.encode), features)
+    latents = jax.lax.map(jax.checkpoint(lambda f: apply(f, mask, method=DocToLora.encode)), features)
   else:
     latents = apply(features, mask)
   return apply(latents, method=DocToLora.codes)
