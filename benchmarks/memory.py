@@ -4,8 +4,10 @@
    (d2l_small: rank 8 per 1,024-token chunk + an 8-row bias block, down_proj of 18 layers,
    float32; also 8,192-token chunks as in the paper's QA setting) against the KV cache the base
    model would hold for the document in its prompt. Three cache sizes:
-     ours      `transformer.KVCache`: every layer caches every position (what runs here);
-     windowed  local layers keep only their 512-position window (a ring-buffer cache);
+     ours      `transformer.KVCache`, window-aware (what runs here): the 15 sliding layers keep a
+               ring buffer of their 512-position window, the 3 global layers every position;
+     full      every layer caches every position (`KVCache.empty(..., windowed=False)`, the cache
+               before issue 66), for comparison;
      bfloat16  either, at half the bytes.
    `measured` rows: the nbytes of arrays actually built on this machine (the cache after a
    real prefill, the adapter from a real `internalize`); `computed` rows: the same formula from
@@ -40,7 +42,6 @@ import jax.numpy as jnp
 from benchmarks import common
 from lora_hyper.baselines import context_distillation as cd
 from lora_hyper.hypernetworks import doc_to_lora, saved
-from lora_hyper.model import config as config_lib
 from lora_hyper.model import decoding, transformer
 
 LENGTHS = [1024 * 2**k for k in range(8)]  # 1K .. 128K
@@ -53,14 +54,6 @@ def log(*args):
 
 
 # ----------------------------------------------------------------------------- shapes
-
-
-def kv_cache_bytes(cfg: config_lib.GemmaConfig, tokens: int, *, windowed: bool, itemsize: int = 4) -> int:
-  """Keys + values of `tokens` positions (plus ours' per-slot valid flag and position, and its index)."""
-  per_position = 2 * cfg.num_kv_heads * cfg.head_dim * itemsize
-  if windowed:
-    return sum(per_position * (min(tokens, cfg.sliding_window) if s else tokens) for s in cfg.sliding_layers)
-  return per_position * cfg.num_layers * tokens + tokens * (1 + 4) + 4
 
 
 def adapter_rank(hyper: doc_to_lora.DocToLoraConfig, tokens: int) -> int:
@@ -78,20 +71,21 @@ def answer_time(args, model) -> list[dict]:
   qa = doc_to_lora.d2l_small(cfg, chunk_len=8192, max_chunks=32, experimental=common.D2L_OPTIONS)
   hyper_variables = doc_to_lora.init(small, jax.random.key(0))
   prefill = jax.jit(lambda p, t, c: transformer.forward(p, t, config=cfg, cache=c, logits=False).cache)
+  bf16 = cfg.replace(dtype="bfloat16")
   rows = []
   for tokens in LENGTHS:
     row = {"doc_tokens": tokens, "adapter_rank": adapter_rank(small, tokens),
            "computed_mb": {
                "adapter_chunk1024": adapter_bytes(small, tokens) / MB,
                "adapter_chunk8192": adapter_bytes(qa, tokens) / MB,
-               "kv_ours": kv_cache_bytes(cfg, tokens, windowed=False) / MB,
-               "kv_windowed": kv_cache_bytes(cfg, tokens, windowed=True) / MB,
-               "kv_ours_bf16": kv_cache_bytes(cfg, tokens, windowed=False, itemsize=2) / MB,
-               "kv_windowed_bf16": kv_cache_bytes(cfg, tokens, windowed=True, itemsize=2) / MB}}
+               "kv_ours": transformer.kv_cache_bytes(cfg, 1, tokens) / MB,
+               "kv_full": transformer.kv_cache_bytes(cfg, 1, tokens, windowed=False) / MB,
+               "kv_ours_bf16": transformer.kv_cache_bytes(bf16, 1, tokens) / MB,
+               "kv_full_bf16": transformer.kv_cache_bytes(bf16, 1, tokens, windowed=False) / MB}}
     c = row["computed_mb"]
     row["ratio_adapter_to_kv"] = {"ours": c["adapter_chunk1024"] / c["kv_ours"],
-                                  "windowed": c["adapter_chunk1024"] / c["kv_windowed"],
-                                  "chunk8192_vs_windowed": c["adapter_chunk8192"] / c["kv_windowed"]}
+                                  "full": c["adapter_chunk1024"] / c["kv_full"],
+                                  "chunk8192_vs_ours": c["adapter_chunk8192"] / c["kv_ours"]}
     if tokens in args.measured:
       ids, _ = common.document_tokens(tok, tokens)
       cache = transformer.KVCache.empty(cfg, 1, tokens)
@@ -258,8 +252,10 @@ def main() -> None:
   common.write_result("memory", {
       "model": model.name, "hypernetwork": "d2l_small (random init), float32",
       "answer_time": answer, "update_peak_xla": update, "update_peak_rss": rss,
-      "how": {"answer_time.measured_mb": "nbytes of the arrays built here (prefilled KVCache; internalized adapter)",
-              "answer_time.computed_mb": "the same formula from shapes",
+      "how": {"answer_time.measured_mb": "nbytes of the arrays built here (prefilled window-aware KVCache; "
+                                         "internalized adapter)",
+              "answer_time.computed_mb": "the same from shapes (transformer.kv_cache_bytes; kv_full: every layer "
+                                         "caches every position)",
               "update_peak_xla": "compiled.memory_analysis(): temp + output + arguments - resident params (MiB)",
               "update_peak_rss": "VmHWM - VmRSS around one update in a fresh process, after warm-up (MiB)"},
       "goal": "adapter <= 1/10 of the KV cache at 128K tokens",

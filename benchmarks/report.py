@@ -32,6 +32,46 @@ def fmt_s(s: float) -> str:
 UNNAMED_GPU_HYPERNETWORK = "d2l_small"
 
 
+def memory_run() -> dict | None:
+  """benchmarks/results/memory.json. Runs from before the window-aware cache (issue 66) named the full cache
+  (every layer, every position) "ours" and the window-aware one "windowed": renamed here to today's names."""
+  d = load("memory")
+  if not d or "kv_full" in d["answer_time"][0]["computed_mb"]:
+    return d
+  for r in d["answer_time"]:
+    c, ratio = r["computed_mb"], r["ratio_adapter_to_kv"]
+    r["computed_mb"] = {**c, "kv_ours": c["kv_windowed"], "kv_ours_bf16": c["kv_windowed_bf16"],
+                        "kv_full": c["kv_ours"], "kv_full_bf16": c["kv_ours_bf16"]}
+    r["ratio_adapter_to_kv"] = {"ours": ratio["windowed"], "full": ratio["ours"],
+                                "chunk8192_vs_ours": ratio["chunk8192_vs_windowed"]}
+    if "measured_mb" in r:  # the cache built then was the full one
+      m = r["measured_mb"]
+      r["measured_mb"] = {"adapter_chunk1024": m["adapter_chunk1024"], "kv_full": m["kv_ours"]}
+  d["ratio_at_128k"] = d["answer_time"][-1]["ratio_adapter_to_kv"]
+  return d
+
+
+def decode_run() -> dict | None:
+  """benchmarks/results/decode_latency.json. Runs from before the window-aware cache (issue 66) decoded
+  "in_context" from the full cache: renamed here to "in_context_full", their window-aware figures absent."""
+  d = load("decode_latency")
+  if not d or "in_context_full" in d["rows"][0]["ms_per_token"]:
+    return d
+  rename = lambda x: {k.replace("in_context", "in_context_full"): v for k, v in x.items()}
+  for r in d["rows"]:
+    r.update(rename({k: r.pop(k) for k in ("in_context_over_adapter",)}), ms_per_token=rename(r["ms_per_token"]))
+  for r in d.get("computed", []):
+    r.update(rename({k: r.pop(k) for k in ("in_context_over_adapter",)}), gflop_per_token=rename(r["gflop_per_token"]))
+  d.update(rename({k: d.pop(k) for k in ("in_context_growth_first_to_last",)}))
+  if "computed_at_128k" in d:
+    d["computed_at_128k"] = rename(d["computed_at_128k"])
+  return d
+
+
+def fmt(value: float | None, spec: str) -> str:
+  return "-" if value is None else format(value, spec)
+
+
 def gpu_run() -> dict | None:
   """benchmarks/results/gpu.json, unless it is missing or holds a CPU smoke run."""
   d = load("gpu")
@@ -77,14 +117,14 @@ def summary() -> list[str]:
     t = d["text_to_lora_vs_task_lora"]
     rows.append(f"| 1b | update latency: Text-to-LoRA vs training a LoRA on the task ({t['task_lora']['steps']} steps) "
                 f"| ratio reported (no target) | {t['speedup']:.0f}x | - | `{d['command']}` |")
-  d = load("memory")
+  d = memory_run()
   if d:
     r = d["ratio_at_128k"]
     rows.append(f"| 2a | adapter / KV cache of the document at 128K tokens (computed from shapes; measured "
                 f"{', '.join(str(x['doc_tokens']) for x in d['answer_time'] if 'measured_mb' in x)} agree) | <= 0.10 "
-                f"| our cache (every layer, every position) {r['ours']:.3f}; a window-aware cache "
-                f"{r['windowed']:.3f} (8K-token chunks: {r['chunk8192_vs_windowed']:.3f}) "
-                f"| {yes(r['ours'] <= 0.1)} vs our cache, {yes(r['windowed'] <= 0.1)} vs a window-aware one "
+                f"| our window-aware cache {r['ours']:.3f} (8K-token chunks: {r['chunk8192_vs_ours']:.3f}); "
+                f"the full cache (every layer, every position) {r['full']:.3f} "
+                f"| {yes(r['ours'] <= 0.1)} vs our cache ({yes(r['full'] <= 0.1)} vs the full one) "
                 f"| `{d['command']}` |")
     both = [x for x in d["update_peak_xla"] if "cd" in x]
     last = both[-1]
@@ -92,17 +132,20 @@ def summary() -> list[str]:
                 f"assignment) | reported (no target) | Doc-to-LoRA batched {last['d2l_batched']['peak_extra_mb']:.0f} MiB, "
                 f"iterative {last['d2l_iterative']['peak_extra_mb']:.0f} MiB; context distillation "
                 f"{last['cd']['peak_extra_mb']:.0f} MiB | - | `{d['command']}` |")
-  d = load("decode_latency")
+  d = decode_run()
   if d:
-    first, last = d["rows"][0], d["rows"][-1]
+    first, last = d["rows"][0]["ms_per_token"], d["rows"][-1]["ms_per_token"]
+    growth = lambda name: (f"{name.replace('_', ' ').replace('in context full', 'in the full cache')} "
+                           f"{first[name]:.0f} -> {last[name]:.0f} ({d[name + '_growth_first_to_last']:.2f}x)")
+    measured = "; ".join(growth(k) for k in ("adapter", "in_context", "in_context_full") if k in first)
     c = d.get("computed_at_128k")
-    computed = (f"; computed at 128K: adapter {c['adapter_over_bare']:.2f}x the bare model's FLOPs/token, "
-                f"in context {c['in_context_over_adapter']:.1f}x the adapter's" if c else "")
-    rows.append(f"| 3 | decode ms/token with an adapter as the document grows {first['doc_tokens']} -> "
-                f"{last['doc_tokens']} tokens | flat (within 10%) | adapter {first['ms_per_token']['adapter']:.0f} -> "
-                f"{last['ms_per_token']['adapter']:.0f} ({d['adapter_growth_first_to_last']:.2f}x); in context "
-                f"{first['ms_per_token']['in_context']:.0f} -> {last['ms_per_token']['in_context']:.0f} "
-                f"({d['in_context_growth_first_to_last']:.2f}x){computed} "
+    computed = ""
+    if c:
+      computed = f"; computed at 128K: adapter {c['adapter_over_bare']:.2f}x the bare model's FLOPs/token"
+      labels = (("in_context_over_adapter", "in context"), ("in_context_full_over_adapter", "in the full cache"))
+      computed += "".join(f", {label} {c[key]:.1f}x the adapter's" for key, label in labels if key in c)
+    rows.append(f"| 3 | decode ms/token with an adapter as the document grows {d['rows'][0]['doc_tokens']} -> "
+                f"{d['rows'][-1]['doc_tokens']} tokens | flat (within 10%) | {measured}{computed} "
                 f"| {yes(d['adapter_growth_first_to_last'] <= 1.1)} (measured lengths) | `{d['command']}` |")
   d = load("forward")
   if d:
@@ -210,26 +253,28 @@ def notes() -> list[str]:
                  "length measured the ratio falls below 200x")
     out.append(text + ". Both sides run float32 on 2 CPU cores; context distillation's count is extrapolated from "
                f"{z['cd']['timed_steps']} timed steps (identical compiled calls) unless `--full`.")
-  d = load("memory")
+  d = memory_run()
   if d:
     r = d["answer_time"][-1]
-    c = r["computed_mb"]
-    if r["ratio_adapter_to_kv"]["windowed"] > 0.1:
+    c, ratio = r["computed_mb"], r["ratio_adapter_to_kv"]
+    if ratio["ours"] > 0.1:
       out.append(f"- **2a.** Gemma 3 270M caches little: one KV head of 256, and 15 of its 18 layers attend over a "
-                 f"512-token window, so a window-aware cache (as transformers keeps for Gemma 3) holds "
-                 f"{c['kv_windowed']:.0f} MiB at {r['doc_tokens']} tokens against our cache's {c['kv_ours']:.0f} MiB "
+                 f"512-token window, so our window-aware cache (as transformers keeps for Gemma 3) holds "
+                 f"{c['kv_ours']:.0f} MiB at {r['doc_tokens']} tokens against the full cache's {c['kv_full']:.0f} MiB "
                  f"(every layer, every position). d2l_small adds rank 8 per 1,024-token chunk "
-                 f"({c['adapter_chunk1024']:.0f} MiB at rank {r['adapter_rank']}): {r['ratio_adapter_to_kv']['ours']:.3f} of our "
-                 f"cache but {r['ratio_adapter_to_kv']['windowed']:.3f} of a window-aware one; with the paper's 8,192-token "
-                 f"chunks it is {c['adapter_chunk8192']:.0f} MiB, {r['ratio_adapter_to_kv']['chunk8192_vs_windowed']:.3f}.")
-  d = load("decode_latency")
+                 f"({c['adapter_chunk1024']:.0f} MiB at rank {r['adapter_rank']}): {ratio['ours']:.3f} of our cache "
+                 f"(it was {ratio['full']:.3f} of the full one); with the paper's 8,192-token chunks it is "
+                 f"{c['adapter_chunk8192']:.0f} MiB, {ratio['chunk8192_vs_ours']:.3f}.")
+  d = decode_run()
   if d and d.get("computed"):
     c = d["computed"][-1]
+    caches = " and ".join(f"{c[key]:.1f}x that again for the document in {label}" for key, label in
+                          (("in_context_over_adapter", "our cache"), ("in_context_full_over_adapter", "the full cache"))
+                          if key in c)
     out.append(f"- **3.** Measured up to {d['rows'][-1]['doc_tokens']} tokens (in-context prefill beyond that is too "
                f"slow here). The adapter's rank grows with the document (8 per chunk), so its per-token cost is not "
                f"exactly flat: computed at {c['doc_tokens']} tokens (rank {c['adapter_rank']}) it is "
-               f"{c['adapter_over_bare']:.2f}x the bare model's matmul FLOPs per token, against "
-               f"{c['in_context_over_adapter']:.1f}x that again for the document in our cache.")
+               f"{c['adapter_over_bare']:.2f}x the bare model's matmul FLOPs per token, against {caches}.")
   f, t = load("forward"), load("train_step")
   if f:
     s = f["speedup_vs_torch"]
@@ -356,17 +401,22 @@ def details() -> list[str]:
     out += ["", f"Text-to-LoRA `generate_adapter` {fmt_s(t['t2l_s']['median_s'])} vs a {tl['steps']}-step rank-{tl['rank']} "
             f"q/v LoRA on `{t['task']}` (batch {tl['batch']} x {tl['seq_len']} tokens, {fmt_s(tl['step_s'])}/step): "
             f"{fmt_s(tl['update_s'])} ({tl['update_s_is']}), **{t['speedup']:.0f}x**."]
-  d = load("memory")
+  d = memory_run()
   if d:
-    out += ["", "**2a. Extra memory at answer time** (MiB; `computed` from shapes, `measured` = nbytes of arrays built here)", "",
-            "| doc tokens | adapter rank | adapter (1K chunks) | adapter (8K chunks) | KV ours | KV window-aware | KV ours bf16 | measured adapter / KV ours | adapter / KV ours | adapter / KV window-aware |",
+    out += ["", "**2a. Extra memory at answer time** (MiB; `computed` from shapes, `measured` = nbytes of arrays built "
+            "here; ours: window-aware, full: every layer caches every position)", "",
+            "| doc tokens | adapter rank | adapter (1K chunks) | adapter (8K chunks) | KV ours | KV full "
+            "| KV ours bf16 | measured adapter / KV | adapter / KV ours | adapter / KV full |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["answer_time"]:
       c, m = r["computed_mb"], r.get("measured_mb")
-      meas = f"{m['adapter_chunk1024']:.1f} / {m['kv_ours']:.0f}" if m else "-"
+      meas = "-"
+      if m:
+        kv = f"{m['kv_ours']:.0f}" if "kv_ours" in m else f"{m['kv_full']:.0f} (full)"
+        meas = f"{m['adapter_chunk1024']:.1f} / {kv}"
       out.append(f"| {r['doc_tokens']} | {r['adapter_rank']} | {c['adapter_chunk1024']:.1f} | {c['adapter_chunk8192']:.1f} "
-                 f"| {c['kv_ours']:.0f} | {c['kv_windowed']:.0f} | {c['kv_ours_bf16']:.0f} | {meas} "
-                 f"| {r['ratio_adapter_to_kv']['ours']:.3f} | {r['ratio_adapter_to_kv']['windowed']:.3f} |")
+                 f"| {c['kv_ours']:.0f} | {c['kv_full']:.0f} | {c['kv_ours_bf16']:.0f} | {meas} "
+                 f"| {r['ratio_adapter_to_kv']['ours']:.3f} | {r['ratio_adapter_to_kv']['full']:.3f} |")
     out += ["", "**2b. Peak update memory** (MiB beyond the resident params; XLA buffer assignment of the compiled "
             "update, compiled not run; CD = max over its phases)", "",
             "| doc tokens | D2L batched | D2L iterative | D2L shipped | CD | CD / D2L iterative |",
@@ -382,24 +432,30 @@ def details() -> list[str]:
       out += ["", "Measured peak RSS growth during one update (fresh process, after compilation): "
               + ", ".join(f"{r['contender']} {r['peak_growth_mb']:.0f} MiB" for r in d["update_peak_rss"])
               + f" at {d['update_peak_rss'][0]['doc_tokens']} tokens."]
-  d = load("decode_latency")
+  d = decode_run()
   if d:
-    out += ["", "**3. Decode latency** (ms per token, batch 1, greedy, median of interleaved rounds)", "",
-            "| doc tokens | adapter rank | with adapter | document in context | bare base | in context / adapter |",
-            "|---|---|---|---|---|---|"]
+    out += ["", "**3. Decode latency** (ms per token, batch 1, greedy, median of interleaved rounds; in context: "
+            "our window-aware cache, full: every layer caches every position)", "",
+            "| doc tokens | adapter rank | with adapter | in context | in context, full cache | bare base "
+            "| in context / adapter | full cache / adapter |", "|---|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
       m = r["ms_per_token"]
-      out.append(f"| {r['doc_tokens']} | {r['adapter_rank']} | {m['adapter']:.1f} | {m['in_context']:.1f} | {m['bare']:.1f} "
-                 f"| {r['in_context_over_adapter']:.2f} |")
+      out.append(f"| {r['doc_tokens']} | {r['adapter_rank']} | {m['adapter']:.1f} | {fmt(m.get('in_context'), '.1f')} "
+                 f"| {fmt(m.get('in_context_full'), '.1f')} | {m['bare']:.1f} "
+                 f"| {fmt(r.get('in_context_over_adapter'), '.2f')} "
+                 f"| {fmt(r.get('in_context_full_over_adapter'), '.2f')} |")
     if d.get("computed"):
-      out += ["", "Computed from shapes (matmul GFLOP per decoded token, from the jaxpr of the same step; our cache "
-              "attends over every cached position in every layer):", "",
-              "| doc tokens | adapter rank | with adapter | document in context | bare base | adapter / bare | in context / adapter |",
-              "|---|---|---|---|---|---|---|"]
+      out += ["", "Computed from shapes (matmul GFLOP per decoded token, from the jaxpr of the same step):", "",
+              "| doc tokens | adapter rank | with adapter | in context | in context, full cache | bare base "
+              "| adapter / bare | in context / adapter | full cache / adapter |",
+              "|---|---|---|---|---|---|---|---|---|"]
       for r in d["computed"]:
         g = r["gflop_per_token"]
-        out.append(f"| {r['doc_tokens']} | {r['adapter_rank']} | {g['adapter']:.3f} | {g['in_context']:.3f} | {g['bare']:.3f} "
-                   f"| {r['adapter_over_bare']:.3f} | {r['in_context_over_adapter']:.2f} |")
+        out.append(f"| {r['doc_tokens']} | {r['adapter_rank']} | {g['adapter']:.3f} "
+                   f"| {fmt(g.get('in_context'), '.3f')} | {fmt(g.get('in_context_full'), '.3f')} | {g['bare']:.3f} "
+                   f"| {r['adapter_over_bare']:.3f} "
+                   f"| {fmt(r.get('in_context_over_adapter'), '.2f')} "
+                   f"| {fmt(r.get('in_context_full_over_adapter'), '.2f')} |")
   d = load("forward")
   if d:
     s = d["seconds"]

@@ -54,18 +54,20 @@ def sample_token(logits: Array, key: Array, sampling: SamplingConfig) -> Array:
   return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "sampling", "stop_ids"))
+@functools.partial(jax.jit, static_argnames=("config", "sampling", "stop_ids", "windowed_cache"))
 def generate(params: Any, prompt: Array, prompt_mask: Array, key: Array, *, config: GemmaConfig,
-             sampling: SamplingConfig, stop_ids: tuple[int, ...], adapter: lora.LoraAdapter | None = None
-             ) -> tuple[Array, Array]:
+             sampling: SamplingConfig, stop_ids: tuple[int, ...], adapter: lora.LoraAdapter | None = None,
+             windowed_cache: bool = True) -> tuple[Array, Array]:
   """Continues left-padded prompts [B, T]. Returns (tokens [B, max_new_tokens], lengths [B]).
 
   Tokens after a row's first stop token are `config.pad_id`; `lengths` counts the tokens up to
-  and including that stop token. Decoding ends early once every row has stopped.
+  and including that stop token. Decoding ends early once every row has stopped. Sliding layers
+  cache only their window (`transformer.KVCache`); `windowed_cache=False` caches every position
+  of every layer instead (more memory and reads, the same tokens).
   """
   batch, prompt_len = prompt.shape
   max_new = sampling.max_new_tokens
-  cache = transformer.KVCache.empty(config, batch, prompt_len + max_new)
+  cache = transformer.KVCache.empty(config, batch, prompt_len + max_new, windowed=windowed_cache)
   positions = transformer.default_positions(prompt_mask)
   last = jnp.full((batch, 1), prompt_len - 1)  # left padding: every row ends at the last column.
   out = transformer.forward(params, prompt, config=config, mask=prompt_mask, positions=positions,

@@ -1,5 +1,5 @@
 """The computing helpers of benchmarks/common.py (matmul FLOPs from a jaxpr, XLA memory, timing)
-and the KV-cache formula of benchmarks/memory.py, each against a count done by hand."""
+and the decoding step's FLOPs of benchmarks/decode_latency.py, each against a count done by hand."""
 
 import subprocess
 
@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from benchmarks import common, memory
+from benchmarks import common, decode_latency
 from lora_hyper.model import config as config_lib
 from lora_hyper.model import transformer
 
@@ -64,13 +64,15 @@ def test_interleaved_times_every_contender_every_round():
     assert t["rounds"] == 3 and 0 <= t["min_s"] <= t["median_s"] <= t["max_s"]
 
 
-@pytest.mark.parametrize("tokens", [5, 40])
-def test_kv_cache_formula_matches_the_cache_built(tokens):
-  cfg = config_lib.tiny_gemma3()
-  built = jax.eval_shape(lambda: transformer.KVCache.empty(cfg, 1, tokens))
-  assert memory.kv_cache_bytes(cfg, tokens, windowed=False) == common.tree_bytes(built)
-  window = sum(min(tokens, cfg.sliding_window) if s else tokens for s in cfg.sliding_layers)
-  assert memory.kv_cache_bytes(cfg, tokens, windowed=True) == window * 2 * cfg.num_kv_heads * cfg.head_dim * 4
+def test_decode_step_flops_count_each_layer_over_its_own_cache():
+  """A window-aware cache's step attends over the window in sliding layers and every slot in the others."""
+  cfg = config_lib.tiny_gemma3()  # 2 sliding layers (window 8) + 1 global
+  params = jax.eval_shape(lambda: transformer.init_params(cfg, jax.random.key(0)))
+  full = decode_latency.step_flops(cfg, params, 40, None, windowed=False)
+  windowed = decode_latency.step_flops(cfg, params, 40, None)
+  per_slot = 2 * 2 * cfg.num_heads * cfg.head_dim  # scores and weighted values, one query
+  assert full - windowed == pytest.approx(2 * per_slot * (40 - 8))
+  assert decode_latency.step_flops(cfg, params, 41, None, windowed=False) - full == pytest.approx(3 * per_slot)
 
 
 def test_run_all_runs_the_chosen_benchmarks_in_order_and_reports_failures(monkeypatch, capsys, tmp_path):

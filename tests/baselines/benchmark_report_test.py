@@ -46,3 +46,48 @@ def test_report_renders_a_gpu_run_with_a_failed_row(monkeypatch, tmp_path):
   assert "Meta-training step" not in text  # the failed train section has no numbers to show
   note = "\n".join(report.notes())
   assert "shipped batched 300x" in note and "Missed" not in note  # 300x meets 1a's 200x
+
+
+def test_report_renders_the_window_aware_cache_and_older_full_cache_results(monkeypatch, tmp_path):
+  """memory / decode_latency results name the window-aware cache "ours" and the full one "full"; files from
+  before it (issue 66) called the full cache "ours" / "in_context" and render under today's names."""
+  at = lambda tokens, ours, full: {"doc_tokens": tokens, "adapter_rank": 8, "computed_mb": {
+      "adapter_chunk1024": 2.0, "adapter_chunk8192": 1.0, "kv_ours": ours, "kv_full": full, "kv_ours_bf16": ours / 2,
+      "kv_full_bf16": full / 2}, "ratio_adapter_to_kv": {"ours": 2.0 / ours, "full": 2.0 / full,
+                                                         "chunk8192_vs_ours": 1.0 / ours}}
+  shutil.copytree(report.RESULTS, tmp_path, dirs_exist_ok=True)  # the other sections as they are
+  memory = {**json.loads((tmp_path / "memory.json").read_text()), "answer_time": [at(1024, 10.0, 40.0)],
+            "ratio_at_128k": at(1024, 10.0, 40.0)["ratio_adapter_to_kv"]}
+  row = lambda ms: {"doc_tokens": 256, "adapter_rank": 8, "ms_per_token": ms,
+                    **{f"{k}_over_adapter": v / ms["adapter"] for k, v in ms.items() if k.startswith("in_context")}}
+  real_decode = json.loads((tmp_path / "decode_latency.json").read_text())
+  real_decode = {k: v for k, v in real_decode.items() if not k.startswith("computed")}  # FLOP rows: not at issue here
+  decode = {**real_decode, "rows": [row({"in_context": 60.0, "in_context_full": 90.0, "adapter": 50.0, "bare": 45.0})],
+            "adapter_growth_first_to_last": 1.0, "in_context_growth_first_to_last": 1.5,
+            "in_context_full_growth_first_to_last": 2.0}
+  old_memory = {**memory, "answer_time": [{
+      "doc_tokens": 1024, "adapter_rank": 8,
+      "computed_mb": {"adapter_chunk1024": 2.0, "adapter_chunk8192": 1.0, "kv_ours": 40.0, "kv_windowed": 10.0,
+                      "kv_ours_bf16": 20.0, "kv_windowed_bf16": 5.0},
+      "ratio_adapter_to_kv": {"ours": 2.0 / 40.0, "windowed": 2.0 / 10.0, "chunk8192_vs_windowed": 1.0 / 10.0}}]}
+  old_decode = {**real_decode, "rows": [row({"in_context": 90.0, "adapter": 50.0, "bare": 45.0})],
+                "adapter_growth_first_to_last": 1.0, "in_context_growth_first_to_last": 2.0}
+  monkeypatch.setattr(report, "RESULTS", tmp_path)
+  rendered = {}
+  for name, files in (("new", (memory, decode)), ("old", (old_memory, old_decode))):
+    (tmp_path / "memory.json").write_text(json.dumps(files[0]))
+    (tmp_path / "decode_latency.json").write_text(json.dumps(files[1]))
+    rows = report.summary()
+    rendered[name] = [next(r for r in rows if r.startswith(f"| {n} |")) for n in ("2a", "3")]
+    rendered[name].append("\n".join(report.details()))
+    report.notes()
+  for name in rendered:
+    memory_row, decode_row, details = rendered[name]
+    assert "| 1024 | 8 | 2.0 | 1.0 | 10 | 40 | 5 | - | 0.200 | 0.050 |" in details
+    assert "our window-aware cache 0.200" in memory_row
+    assert "the full cache (every layer, every position) 0.050" in memory_row
+    assert "**missed** vs our cache" in memory_row
+    assert "in the full cache 90 -> 90 (2.00x)" in decode_row
+  assert "in context 60 -> 60 (1.50x)" in rendered["new"][1] and "in context 60" not in rendered["old"][1]
+  assert "| 256 | 8 | 50.0 | 60.0 | 90.0 | 45.0 | 1.20 | 1.80 |" in rendered["new"][2]
+  assert "| 256 | 8 | 50.0 | - | 90.0 | 45.0 | - | 1.80 |" in rendered["old"][2]
