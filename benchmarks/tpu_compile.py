@@ -57,6 +57,7 @@ def _row(plan: aot.PodPlan, memory: aot.StepMemory, seconds: float, label: str) 
           "compiled": memory.compiled, "flops_per_chip": memory.flops, "bytes_accessed_per_chip": memory.bytes_accessed,
           "step_seconds_roofline": memory.step_seconds() if memory.compiled else None,
           "replicated_over_100MB": [list(x) for x in memory.replicated], "largest_values": [list(x) for x in memory.largest],
+          "largest_values_at_global_batch": memory.largest_at_batch or settings["global_batch_size"],
           "compile_seconds": round(seconds, 1)}
 
 

@@ -128,6 +128,7 @@ class StepMemory:
   replicated: tuple[tuple[str, int], ...]  # (array, bytes) over REPLICATED_REPORT_BYTES on every chip
   largest: tuple[tuple[str, int], ...]  # the largest values in the compiled program (shape, bytes)
   compiled: bool  # False: XLA refused the program for exceeding HBM (its temporaries are what it reported)
+  largest_at_batch: int | None = None  # refused: `largest` is of the step at this global batch
 
   @property
   def peak_bytes(self) -> int:
@@ -149,7 +150,8 @@ class StepMemory:
              f"{gib(self.usable_bytes)} usable = arguments {gib(self.argument_bytes)} + outputs "
              f"{gib(self.output_bytes)} - donated {gib(self.alias_bytes)} + temporaries {gib(self.temp_bytes)} + "
              f"code {gib(self.code_bytes)}; {'fits' if self.fits else 'DOES NOT FIT'}{refused}"]
-    lines += [f"  largest value: {shape} {gib(size)}" for shape, size in self.largest]
+    at = "" if self.largest_at_batch is None else f" (compiled at global batch {self.largest_at_batch})"
+    lines += [f"  largest value{at}: {shape} {gib(size)}" for shape, size in self.largest]
     lines += [f"  replicated on every chip: {name} {gib(size)}" for name, size in self.replicated]
     return "\n".join(lines)
 
@@ -182,7 +184,8 @@ def compile_train_step(settings: dict[str, Any], devices: Sequence[jax.Device], 
     state_bytes = _bytes_per_chip(state)
     return StepMemory(**common, argument_bytes=_bytes_per_chip((state, base_params, batch)),
                       output_bytes=state_bytes, alias_bytes=state_bytes, temp_bytes=temporaries, code_bytes=0,
-                      flops=float("nan"), bytes_accessed=float("nan"), largest=(), compiled=False)
+                      flops=float("nan"), bytes_accessed=float("nan"), compiled=False,
+                      **_largest_at_one_example_a_chip(settings, devices, topology, base_config, mesh))
   memory = compiled.memory_analysis()
   cost = _cost(compiled)
   return StepMemory(**common, argument_bytes=memory.argument_size_in_bytes, output_bytes=memory.output_size_in_bytes,
@@ -190,6 +193,16 @@ def compile_train_step(settings: dict[str, Any], devices: Sequence[jax.Device], 
                     code_bytes=memory.generated_code_size_in_bytes, flops=cost.get("flops", 0.0),
                     bytes_accessed=cost.get("bytes accessed", 0.0), largest=largest_values(compiled.as_text()),
                     compiled=True)
+
+
+def _largest_at_one_example_a_chip(settings, devices, topology, base_config, mesh) -> dict[str, Any]:
+  """Where a refused step's memory goes: its largest values compiled at one example a chip (they
+  grow with the batch), or none if even that is refused."""
+  smallest = mesh.shape["data"] * mesh.shape["fsdp"]
+  if settings["global_batch_size"] == smallest:
+    return {"largest": (), "largest_at_batch": None}
+  smaller = compile_train_step({**settings, "global_batch_size": smallest}, devices, topology, base_config)
+  return {"largest": smaller.largest, "largest_at_batch": smallest if smaller.compiled else None}
 
 
 _REFUSED = re.compile(r"Ran out of memory on HBM.*?HLO temporaries \(([\d.]+)G\)", re.DOTALL)
