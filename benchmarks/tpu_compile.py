@@ -54,7 +54,9 @@ def _row(plan: aot.PodPlan, memory: aot.StepMemory, seconds: float, label: str) 
           "mesh": memory.mesh, "argument_bytes": memory.argument_bytes, "output_bytes": memory.output_bytes,
           "alias_bytes": memory.alias_bytes, "temp_bytes": memory.temp_bytes, "code_bytes": memory.code_bytes,
           "peak_bytes": memory.peak_bytes, "usable_bytes": memory.usable_bytes, "fits": memory.fits,
-          "compiled": memory.compiled, "flops_per_chip": memory.flops, "bytes_accessed_per_chip": memory.bytes_accessed,
+          "compiled": memory.compiled,  # False: refused, so no cost analysis (null rather than NaN: strict JSON)
+          "flops_per_chip": memory.flops if memory.compiled else None,
+          "bytes_accessed_per_chip": memory.bytes_accessed if memory.compiled else None,
           "step_seconds_roofline": memory.step_seconds() if memory.compiled else None,
           "replicated_over_100MB": [list(x) for x in memory.replicated], "largest_values": [list(x) for x in memory.largest],
           "largest_values_at_global_batch": memory.largest_at_batch or settings["global_batch_size"],
