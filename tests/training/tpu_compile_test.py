@@ -4,20 +4,13 @@ held whole by every chip. The table of every recipe is `python -m benchmarks.tpu
 (benchmarks/README.md); that the per-chip share falls with the data axis is
 sharding_scaling_test.py, on this machine's 8 CPU devices."""
 
-import gin
 import pytest
 
 from lora_hyper.training import aot
 
-from aot_test import POD_CONFIGS, ROOT
+from aot_test import POD_CONFIGS, ROOT, _clear_gin  # noqa: F401  (an autouse fixture: gin cleared after each test)
 
 pytestmark = pytest.mark.tpu_compile
-
-
-@pytest.fixture(autouse=True)
-def _clear_gin():
-  yield
-  gin.clear_config()
 
 
 @pytest.mark.parametrize("gin_file", POD_CONFIGS)
