@@ -45,8 +45,7 @@ BEFORE = [
 ]
 
 
-def _row(plan: aot.PodPlan, memory: aot.StepMemory, seconds: float, label: str) -> dict:
-  settings = aot.train_settings()
+def _row(plan: aot.PodPlan, settings: dict, memory: aot.StepMemory, seconds: float, label: str) -> dict:
   return {"config": plan.gin_file, "topology": plan.topology, "slice": plan.slice_name,
           "plan": label, "bindings": list(plan.bindings),
           "global_batch_size": settings["global_batch_size"],
@@ -104,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
   rows, failed = [], []
   for plan, label in plans:
     start = time.perf_counter()
-    memory = aot.check_plan(plan, args.architecture)
-    rows.append(_row(plan, memory, time.perf_counter() - start, label))
+    settings, memory = aot.check_plan(plan, args.architecture)
+    rows.append(_row(plan, settings, memory, time.perf_counter() - start, label))
     print(f"{plan.gin_file} {label}: {memory.describe()}", flush=True)
     if not memory.fits and label in ("as shipped", "recipe"):
       failed.append(f"{plan.gin_file} on {plan.topology}")

@@ -13,6 +13,11 @@ from typing import Any, Callable
 from lora_hyper.errors import CorruptFileError
 
 
+def is_url(path: str | os.PathLike) -> bool:
+  """Whether `path` names an object behind a URL (gs://bucket/run), not a local file or folder."""
+  return "://" in os.fspath(path)
+
+
 def cache_dir() -> Path:
   """Root of lora-hyper's caches: $LORA_HYPER_CACHE, else ~/.cache/lora_hyper."""
   return Path(os.environ.get("LORA_HYPER_CACHE", Path.home() / ".cache" / "lora_hyper"))

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from lora_hyper import files
+
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped early (SIGTERM), rerun the same command to resume
 EXIT_CODES = ("exit codes: 0 done, 1 failed (missing or invalid files, wrong base model, ...), 2 bad usage, "
@@ -82,7 +84,7 @@ def check_output(out: str, writes: set[str], overwrite: bool) -> None:
   holding anything but what this command writes there (replaced in place), unless `overwrite`."""
   if not out.strip():
     raise UsageError("--out is empty: name the folder to write")
-  if "://" in out:
+  if files.is_url(out):
     raise UsageError(f"--out {out!r} is a URL: name a local folder")
   path = Path(out)
   if path.exists() and not path.is_dir():

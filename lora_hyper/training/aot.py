@@ -51,6 +51,14 @@ CHIPS = {"v4": Chip(32 * GiB, 275e12, 1.2e12, "megacore"), "v5e": Chip(16 * GiB,
          "v5p": Chip(95 * GiB, 459e12, 2.765e12, "megacore"), "v6e": Chip(32 * GiB, 918e12, 1.64e12)}
 
 
+def chip_of(topology: str) -> Chip:
+  """The chip of a topology name such as 'v5e:4x4'."""
+  generation = topology.split(":")[0]
+  if generation not in CHIPS:
+    raise ValueError(f"unknown TPU generation in {topology!r}; expected one of {sorted(CHIPS)}")
+  return CHIPS[generation]
+
+
 def topology_devices(topology: str) -> list[jax.Device]:
   """The devices of a TPU slice such as 'v5e:4x4' (v5e-16) or 'v4:2x2x4' (v4-32), for compiling only."""
   from jax.experimental import topologies  # needs libtpu
@@ -59,10 +67,8 @@ def topology_devices(topology: str) -> list[jax.Device]:
   # chips), and skip the cloud metadata queries a TPU VM would answer.
   os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-  generation = topology.split(":")[0]
-  if generation not in CHIPS:
-    raise ValueError(f"unknown TPU generation in {topology!r}; expected one of {sorted(CHIPS)}")
-  return list(topologies.get_topology_desc(topology, "tpu", chip_config_name=CHIPS[generation].chip_config).devices)
+  chip = chip_of(topology)  # before libtpu: an unknown name fails with our message
+  return list(topologies.get_topology_desc(topology, "tpu", chip_config_name=chip.chip_config).devices)
 
 
 def train_settings() -> dict[str, Any]:
@@ -140,7 +146,7 @@ class StepMemory:
 
   def step_seconds(self) -> float:
     """A roofline lower bound: the slower of the chip's peak FLOPs and its HBM bandwidth (no collectives)."""
-    chip = CHIPS[self.topology.split(":")[0]]
+    chip = chip_of(self.topology)
     return max(self.flops / chip.bf16_flops, self.bytes_accessed / chip.hbm_bandwidth)
 
   def describe(self) -> str:
@@ -171,7 +177,7 @@ def compile_train_step(settings: dict[str, Any], devices: Sequence[jax.Device], 
   base_params = program.abstract_base_params(settings["base_dtype"])
   batch = example_batch(program, settings)
   common = dict(topology=topology, chips=len(devices), mesh=dict(mesh.shape),
-                usable_bytes=CHIPS[topology.split(":")[0]].usable_bytes,
+                usable_bytes=chip_of(topology).usable_bytes,
                 replicated=_replicated({"state": state, "base_params": base_params}))
   try:
     compiled = program.jit(batch).lower(state, base_params, batch).compile()
@@ -297,12 +303,12 @@ def parse_pod_config(plan: PodPlan, architecture: str | None = None) -> dict[str
   return train_settings()
 
 
-def check_plan(plan: PodPlan, architecture: str | None = None) -> StepMemory:
-  """Compiles `plan`'s train step for its topology; `architecture` names the base model when the
-  file leaves it to the user (`gemma2_2b`)."""
+def check_plan(plan: PodPlan, architecture: str | None = None) -> tuple[dict[str, Any], StepMemory]:
+  """Compiles `plan`'s train step for its topology: (`train`'s settings for it, the step's memory).
+  `architecture` names the base model when the file leaves it to the user (`gemma2_2b`)."""
   settings = parse_pod_config(plan, architecture)
-  return compile_train_step(settings, topology_devices(plan.topology), plan.topology,
-                            base_architecture(settings["base_model"], architecture))
+  return settings, compile_train_step(settings, topology_devices(plan.topology), plan.topology,
+                                      base_architecture(settings["base_model"], architecture))
 
 
 def header_line(plan: PodPlan, memory: StepMemory) -> str:

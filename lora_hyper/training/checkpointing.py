@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from lora_hyper import files
 from lora_hyper.errors import CheckpointError, NonFiniteLossError
 
 PyTree = Any
@@ -65,8 +66,7 @@ class Manager(ocp.CheckpointManager):
 def workdir_path(path: str | os.PathLike) -> epath.Path:
   """A run's folder: a URL (gs://bucket/run) as it is, a local path made absolute. pathlib would
   turn gs://bucket/run into <cwd>/gs:/bucket/run, a local folder on each host."""
-  text = os.fspath(path)
-  return epath.Path(text if "://" in text else os.path.abspath(text))
+  return epath.Path(os.fspath(path) if files.is_url(path) else os.path.abspath(path))
 
 
 def checkpoint_dir(workdir: str | os.PathLike) -> epath.Path:

@@ -21,6 +21,7 @@ from typing import Any, Mapping, TextIO
 import tqdm
 from etils import epath
 
+from lora_hyper import files
 from lora_hyper.training import distributed
 
 JSONL_NAME = "metrics.jsonl"
@@ -163,7 +164,7 @@ class _JsonLines:
 
 def appends_in_place(path: str | os.PathLike) -> bool:
   """Whether files at `path` can be appended to: local ones, not objects behind a URL (gs://)."""
-  return "://" not in os.fspath(path)
+  return not files.is_url(path)
 
 
 def _summary_writer_class():

@@ -50,16 +50,16 @@ class StepProgram:
   batch_sharding: NamedSharding
   train_step: Callable
 
+  def _fresh_state(self, key: jax.Array) -> step_lib.TrainState:
+    return step_lib.create_state(self.kind.init(self.hyper, key), self.tx)
+
   def init_state(self, key: jax.Array) -> step_lib.TrainState:
     """A fresh state, created already sharded."""
-    return jax.jit(lambda k: step_lib.create_state(self.kind.init(self.hyper, k), self.tx),
-                   out_shardings=self.state_sharding)(key)
+    return jax.jit(self._fresh_state, out_shardings=self.state_sharding)(key)
 
   def abstract_state(self) -> step_lib.TrainState:
     """The state's shapes and shardings, for restoring or compiling without creating it."""
-    shapes = jax.eval_shape(lambda k: step_lib.create_state(self.kind.init(self.hyper, k), self.tx),
-                            jax.random.key(0))
-    return _with_shardings(shapes, self.state_sharding)
+    return _with_shardings(jax.eval_shape(self._fresh_state, jax.random.key(0)), self.state_sharding)
 
   def abstract_base_params(self, param_dtype: str) -> PyTree:
     config = self.base_config.replace(param_dtype=param_dtype)
