@@ -5,6 +5,8 @@ Doc-to-LoRA, a question about a document; the answer is completed as " {answer}"
                                    whose adapter carries the document)
   context_prompt(document, query)  "{document}\\n\\n" + query_prompt(query), the document in the prompt
                                    (the teacher, and the in-context baseline)
+A published (chat-trained) Doc-to-LoRA's adapters are asked in Gemma's chat turn:
+  chat_prompt(query)               "<start_of_turn>user\n{query}<end_of_turn>\n<start_of_turn>model\n"
 Text-to-LoRA, a task from the generated task library:
   task_prompt(task_input)          "Input: {input}\\nOutput:", which the base model completes with
   task_answer(output)              " {output}" (a leading space)
@@ -17,6 +19,10 @@ def query_prompt(query: str) -> str:
 
 def context_prompt(document: str, query: str) -> str:
   return f"{document}\n\n{query_prompt(query)}"
+
+
+def chat_prompt(query: str) -> str:
+  return f"<start_of_turn>user\n{query}<end_of_turn>\n<start_of_turn>model\n"
 
 
 def task_prompt(task_input: str) -> str:

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from lora_hyper.cli._common import (
     EXIT_OK,
@@ -131,10 +132,14 @@ def cmd_adapt(args: argparse.Namespace) -> int:
   return EXIT_OK
 
 
-def _prompt(question: str, task_format: bool, context: str | None) -> str:
-  """The QA prompt of the data pipeline, or the task format for Text-to-LoRA adapters."""
+def _prompt(question: str, task_format: bool, context: str | None, chat: bool = False) -> str:
+  """The QA prompt of the data pipeline, the task format for Text-to-LoRA adapters, or the chat turn
+  for adapters of a published (chat-trained) Doc-to-LoRA."""
+  from lora_hyper import prompts
   from lora_hyper.hypernetworks import kinds
 
+  if chat:
+    return prompts.chat_prompt(question if context is None else f"{context.strip()}\n\n{question}")
   prompt = (kinds.TEXT_TO_LORA if task_format else kinds.DOC_TO_LORA).prompt(question)
   return prompt if context is None else f"{context}\n\n{prompt}"
 
@@ -156,17 +161,18 @@ def cmd_ask(args: argparse.Namespace) -> int:
   sampling = decoding.SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                      top_k=args.top_k, top_p=args.top_p)
   base = load_base(args.model, args.dtype)
-  adapter, task_format = None, False
+  adapter, task_format, chat = None, False, False
   if args.adapter is not None:
     adapter, info = io.load_adapter(args.adapter, base)
     task_format = info.source.get("method") == "text_to_lora"
+    chat = info.source.get("hypernetwork", {}).get("prompt") == "chat"
     log(f"loaded adapter {args.adapter} (rank {info.rank} on {', '.join(info.modules)})"
          + ("; asking in the task format 'Input: ...\\nOutput:'" if task_format else ""))
   if args.no_adapter:
     adapter = None
 
   def answer(batch: list[str]) -> list[str]:
-    return qa.complete(base, [_prompt(q, task_format, context) for q in batch], adapter=adapter,
+    return qa.complete(base, [_prompt(q, task_format, context, chat) for q in batch], adapter=adapter,
                        sampling=sampling, seed=args.seed)
 
   if not args.interactive:
@@ -199,6 +205,31 @@ def cmd_export_peft(args: argparse.Namespace) -> int:
   log(f"wrote a PEFT adapter (r={info.rank}, lora_alpha={info.scaling * info.rank:g}, "
        f"{', '.join(info.modules)}) for {name} to {folder}")
   print(folder)
+  return EXIT_OK
+
+
+def cmd_import_d2l(args: argparse.Namespace) -> int:
+  from lora_hyper.hypernetworks import published, saved
+
+  check_output(args.out, {saved.MANIFEST, saved.VARIABLES, saved.GIN}, args.overwrite)
+  base = load_base(args.model, args.dtype)
+  start = time.perf_counter()
+  folder = published.import_sakana_d2l(args.checkpoint, base, args.out, dtype=args.save_dtype,
+                                       chat_template=args.chat_template)
+  log(f"converted {args.checkpoint} in {time.perf_counter() - start:.1f}s; use it with --hypernetwork {folder} "
+      f"--model {args.model}")
+  print(folder)
+  return EXIT_OK
+
+
+def cmd_export_d2l(args: argparse.Namespace) -> int:
+  from lora_hyper.hypernetworks import published
+
+  check_output(args.out, {published.SAKANA_CHECKPOINT}, args.overwrite)
+  path = published.export_sakana_d2l(args.hypernetwork, Path(args.out) / published.SAKANA_CHECKPOINT,
+                                     base_model_name_or_path=args.base_model_name_or_path)
+  log(f"wrote {path}: torch.load(..., weights_only=False) and ModulatedPretrainedModel.from_state_dict read it")
+  print(path)
   return EXIT_OK
 
 

@@ -117,6 +117,32 @@ def build_parser() -> argparse.ArgumentParser:
                       help="base_model_name_or_path for adapter_config.json (default: the adapter's base model)")
   export.set_defaults(run=_commands.cmd_export_peft)
 
+  imp = add("import-d2l", "convert Sakana AI's published Doc-to-LoRA checkpoint",
+            "Convert a Doc-to-LoRA checkpoint of Sakana AI's code (their pytorch_model.bin, e.g. "
+            "trained_d2l/gemma_demo/checkpoint-80000 of SakanaAI/doc-to-lora) into a hypernetwork folder for "
+            "--hypernetwork DIR. Reads it without torch and refuses any pickled code. Prints the folder.")
+  imp.add_argument("checkpoint", metavar="CHECKPOINT", help="their pytorch_model.bin, or the folder holding it")
+  imp.add_argument("--model", required=True, metavar="BASE",
+                   help="the base model it was trained for (e.g. a local gemma-2-2b-it Hugging Face folder); "
+                        "use the same --model with internalize and ask")
+  add_out_arg(imp, "the hypernetwork")
+  imp.add_argument("--save-dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="dtype of the saved variables (bfloat16: half the size; default float32)")
+  imp.add_argument("--chat-template", default=None, metavar="MODEL_NAME",
+                   help="frame document chunks with this model's chat turn, as their pipeline does (default: the "
+                        "checkpoint's base model's, else the base tokenizer's Gemma turn)")
+  imp.set_defaults(run=_commands.cmd_import_d2l)
+
+  exp = add("export-d2l", "write a Doc-to-LoRA hypernetwork in Sakana AI's checkpoint format",
+            "Write a Doc-to-LoRA hypernetwork of the published architecture (one imported by import-d2l, or "
+            "fine-tuned from one) as Sakana AI's pytorch_model.bin, for their ModulatedPretrainedModel."
+            " Prints the file.")
+  exp.add_argument("--hypernetwork", required=True, metavar="DIR", help="a saved Doc-to-LoRA hypernetwork folder")
+  add_out_arg(exp, "pytorch_model.bin")
+  exp.add_argument("--base-model-name-or-path", default=None, metavar="NAME",
+                   help="the base model their loader fetches (default: the one the folder records)")
+  exp.set_defaults(run=_commands.cmd_export_d2l)
+
   tr = add("train", "meta-train a hypernetwork from gin configs (resumes from its workdir)",
            "Meta-train Doc-to-LoRA or Text-to-LoRA. Every hyperparameter is a gin binding of lora_hyper.train; "
            "see gin_configs/. Rerunning the same command resumes from the last checkpoint in the workdir. On "

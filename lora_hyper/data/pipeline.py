@@ -96,9 +96,9 @@ def doc_example(record: Record, tokenizer, hyper: DocToLoraConfig, shapes: DocEx
   """{'document', 'query', 'answer'} -> chunked document, teacher and student sequences."""
   pad, bos = hyper.base.pad_id, hyper.base.bos_id
   doc_ids = tokenizer.encode(record["document"], add_bos=False)
-  needed = -(-len(doc_ids) // (hyper.chunk_len - 1))
+  needed = len(doc_to_lora.split_document(doc_ids, hyper))
   if needed > shapes.num_chunks:  # training's shapes are fixed: say which setting to raise
-    raise ValueError(f"a document of {len(doc_ids)} tokens needs {needed} chunks of {hyper.chunk_len - 1} tokens, "
+    raise ValueError(f"a document of {len(doc_ids)} tokens needs {needed} chunks of {hyper.chunk_len - int(not hyper.templated)} tokens, "
                      f"more than DocExampleShapes.num_chunks={shapes.num_chunks}: raise it (up to the "
                      f"hypernetwork's max_chunks={hyper.max_chunks}) or shorten the document "
                      f"({record['document'][:40]!r}...)")
@@ -109,8 +109,9 @@ def doc_example(record: Record, tokenizer, hyper: DocToLoraConfig, shapes: DocEx
     chunks = doc_to_lora.pack_chunks([pieces], config=hyper, num_chunks=shapes.num_chunks)
   else:
     chunks = doc_to_lora.chunk_documents([doc_ids], config=hyper, num_chunks=shapes.num_chunks)
-  chunk_tokens = np.full((shapes.num_chunks, hyper.chunk_len), pad, np.int32)
-  chunk_mask = np.zeros((shapes.num_chunks, hyper.chunk_len), bool)
+  width = doc_to_lora.chunk_width(hyper)
+  chunk_tokens = np.full((shapes.num_chunks, width), pad, np.int32)
+  chunk_mask = np.zeros((shapes.num_chunks, width), bool)
   chunk_tokens[:, :chunks.tokens.shape[-1]] = chunks.tokens[0]
   chunk_mask[:, :chunks.mask.shape[-1]] = chunks.mask[0]
 

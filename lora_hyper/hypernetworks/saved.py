@@ -58,8 +58,10 @@ class SavedHypernetwork:
     return self.variables["params"]
 
   def describe(self) -> dict[str, str]:
-    """What adapter files record about the hypernetwork that made them."""
-    return {"kind": self.kind, "digest": self.digest[:16], "path": str(self.path)}
+    """What adapter files record about the hypernetwork that made them; `prompt` "chat" when its
+    adapters are asked in the base model's chat turn (a published, chat-templated Doc-to-LoRA)."""
+    described = {"kind": self.kind, "digest": self.digest[:16], "path": str(self.path)}
+    return described | ({"prompt": "chat"} if getattr(self.config, "templated", False) else {})
 
   def task_encoder(self, base: BaseModel) -> task_encoders.TaskEncoder:
     """The description encoder this Text-to-LoRA hypernetwork was trained with."""
@@ -75,8 +77,9 @@ def _flatten(variables: Any, dtype: str = "float32") -> dict[str, np.ndarray]:
   if dtype not in DTYPES:
     raise ValueError(f"variables dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
   flat = jax.tree_util.tree_flatten_with_path(variables)[0]
-  # np.array (not ascontiguousarray, which makes scalars 1-d) keeps every shape.
-  return {"/".join(k.key for k in path): np.array(v, DTYPES[dtype], order="C") for path, v in flat}
+  # np.asarray (not ascontiguousarray, which makes scalars 1-d) keeps every shape, and copies only
+  # what needs a cast or a layout: saving a published-size hypernetwork holds two copies, not three.
+  return {"/".join(k.key for k in path): np.asarray(v, DTYPES[dtype], order="C") for path, v in flat}
 
 
 def _unflatten(flat: Mapping[str, np.ndarray]) -> dict:
@@ -186,6 +189,9 @@ def load_hypernetwork(directory: str | os.PathLike, base: BaseModel | None = Non
   else:
     digest = manifest["variables_digest"]
     flat = _read_variables(folder / VARIABLES, digest)
+  if kind is kinds.DOC_TO_LORA and "last_feature" not in stored:
+    # Saved before the published last feature became the default: those read the raw residual.
+    stored = {**stored, "last_feature": "residual"}
   try:
     config = _common.config_from_dict(kind.config_class, stored, base=base_config)
   except (TypeError, ValueError) as e:  # a field this version does not know, or a value it rejects

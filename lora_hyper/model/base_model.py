@@ -13,7 +13,7 @@ import numpy as np
 
 from lora_hyper.model import weights
 from lora_hyper.model.config import GemmaConfig
-from lora_hyper.model.tokenizer import Tokenizer
+from lora_hyper.model.tokenizer import MissingTokenizer, Tokenizer
 
 DEFAULT_MODEL = "gemma3-270m"
 
@@ -22,14 +22,15 @@ DEFAULT_MODEL = "gemma3-270m"
 class BaseModel:
   config: GemmaConfig
   params: Any
-  tokenizer: Tokenizer
+  tokenizer: Tokenizer | MissingTokenizer  # a Hugging Face folder without tokenizer.json runs on ids only
   name: str
 
 
 def load_base_model(source: str | os.PathLike | None = None, *, dtype: str = "float32", on_host: bool = False,
                     log: Callable[[str], None] = lambda msg: None) -> BaseModel:
   """Loads `source`: None or "gemma3-270m" (the embedded default), a `.gguf` file, or a local
-  Hugging Face folder (config.json + safetensors + tokenizer.json) of a Gemma 2/3 text model.
+  Hugging Face folder (config.json + safetensors + tokenizer.json) of a Gemma 2/3 text model; without
+  tokenizer.json the model runs on token ids and text input stops with `MissingTokenizerError`.
 
   `dtype` ("float32" | "bfloat16") sets both the stored params and the compute dtype; the params are
   cast on the host, then put on the default device. `on_host` leaves them as numpy arrays (ml_dtypes
@@ -48,7 +49,9 @@ def load_base_model(source: str | os.PathLike | None = None, *, dtype: str = "fl
     tokenizer, name = Tokenizer.from_gguf(source, log=log), Path(source).stem
   elif os.path.isdir(source):
     config, params = weights.load_hf_checkpoint(source)
-    tokenizer, name = Tokenizer.from_hf_dir(source), Path(source).name
+    has_tokenizer = os.path.exists(os.path.join(source, "tokenizer.json"))
+    tokenizer = Tokenizer.from_hf_dir(source) if has_tokenizer else MissingTokenizer(source)
+    name = Path(source).name
   else:
     expected = (f"expected {DEFAULT_MODEL!r}, a .gguf file or a Hugging Face model folder with config.json "
                 "and *.safetensors")

@@ -29,6 +29,25 @@ _GEMMA_ARCHITECTURES = ("gemma", "gemma2", "gemma3")
 _SPECIAL_NAMES = ("bos", "eos", "pad")
 
 
+class MissingTokenizerError(FileNotFoundError):
+  """Text was given to a base model loaded without a tokenizer."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MissingTokenizer:
+  """Stands in for the tokenizer of a model folder that has none: the model still runs on token ids
+  (e.g. `doc_to_lora.internalize_chunk_ids`), and anything that needs text says what is missing."""
+
+  folder: str
+
+  def __getattr__(self, name: str) -> Any:
+    if name.startswith("__"):  # copy, pickle and friends probe for optional hooks
+      raise AttributeError(name)
+    raise MissingTokenizerError(
+        f"base model {self.folder!r} has no tokenizer.json, so it cannot turn text into tokens ({name}): copy the "
+        "model's tokenizer files (tokenizer.json, tokenizer_config.json) into that folder, or pass token ids")
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Tokenizer:
   """A backend tokenizer plus the special ids callers need. Build with `from_gguf`/`from_hf_dir`."""

@@ -138,9 +138,17 @@ def test_sub_configs_take_dicts_and_unknown_fields_are_named(base_cfg):
 def test_context_encoders_read_the_frozen_base_model(base_cfg, base_params):
   tokens = jnp.asarray([[2, 5, 6, 7, 0]], jnp.int32)
   full = transformer.forward(base_params, tokens, config=base_cfg, mask=tokens > 0, logits=False).per_layer_hidden
-  per_layer = doc_to_lora.encode_context(base_params, tokens, tokens > 0, config=_tiny(base_cfg))
+  residual = _tiny(base_cfg).replace(last_feature="residual")
+  per_layer = doc_to_lora.encode_context(base_params, tokens, tokens > 0, config=residual)
   early = doc_to_lora.encode_context(base_params, tokens, tokens > 0, config=_tiny(base_cfg, "early_exit"))
   np.testing.assert_array_equal(np.asarray(per_layer), np.asarray(full))  # Z_0 .. Z_{L-1}
+  # Published: the last one is the official encoder's last hidden state, Z_{L-1} through the final norm.
+  published = np.asarray(doc_to_lora.encode_context(base_params, tokens, tokens > 0, config=_tiny(base_cfg)))
+  np.testing.assert_array_equal(published[:-1], np.asarray(full[:-1]))
+  last = np.asarray(full[-1], np.float64)
+  final_scale = np.asarray(base_params["final_norm"]["scale"], np.float64)
+  expected_last = last / np.sqrt((last ** 2).mean(-1, keepdims=True) + base_cfg.rms_norm_eps) * (1 + final_scale)
+  np.testing.assert_allclose(published[-1], expected_last, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(np.asarray(early), np.asarray(full[1:2]), atol=1e-6)  # Z_1 from 1 of 3 layers
   exit_at_0 = _tiny(base_cfg, "early_exit").replace(exit_layer=0)
   embeddings = doc_to_lora.encode_context(base_params, tokens, tokens > 0, config=exit_at_0)
@@ -149,7 +157,8 @@ def test_context_encoders_read_the_frozen_base_model(base_cfg, base_params):
   scales = np.asarray(base_params["layers"]["pre_attention_norm"]["scale"])
   full = np.asarray(full, np.float64)
   expected = full / np.sqrt((full ** 2).mean(-1, keepdims=True) + base_cfg.rms_norm_eps) * (1 + scales[:, None, None])
-  normed = doc_to_lora.encode_context(base_params, tokens, tokens > 0, config=_tiny(base_cfg, normalize_features=True))
+  normed = doc_to_lora.encode_context(base_params, tokens, tokens > 0,
+                                      config=_tiny(base_cfg, normalize_features=True).replace(last_feature="residual"))
   np.testing.assert_allclose(np.asarray(normed), expected, rtol=1e-5, atol=1e-5)
   assert doc_to_lora.d2l_paper(config_lib.gemma2_2b(), context_encoder="early_exit").feature_layer == 26 // 4
 

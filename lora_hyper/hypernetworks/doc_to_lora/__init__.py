@@ -9,7 +9,14 @@ modules), `experimental` (the additions' modules), `chunking` (documents into ch
 """
 
 from lora_hyper.hypernetworks import _common
-from lora_hyper.hypernetworks.doc_to_lora.chunking import Chunks, chunk_documents, pack_chunks
+from lora_hyper.hypernetworks.doc_to_lora.chunking import (
+    Chunks,
+    chunk_documents,
+    chunk_width,
+    pack_chunks,
+    pad_chunks,
+    split_document,
+)
 from lora_hyper.hypernetworks.doc_to_lora.config import (
     CONTEXT_ENCODERS,
     PRESETS,
@@ -30,6 +37,7 @@ from lora_hyper.hypernetworks.doc_to_lora.generation import (
     document_adapters,
     encode_context,
     internalize,
+    internalize_chunk_ids,
     recompute_center,
 )
 from lora_hyper.hypernetworks.doc_to_lora.modules import DocToLora, boxed_variables
@@ -39,8 +47,8 @@ init, abstract_variables, variable_shapes, param_shapes, param_specs, num_params
 
 __all__ = [
     "CONTEXT_ENCODERS", "Chunks", "DocToLora", "DocToLoraConfig", "Experimental", "GeneratedAdapters", "PRESETS",
-    "STATS", "abstract_variables", "adapter_from_chunks", "chunk_codes", "chunk_documents", "chunk_gates", "combine",
-    "d2l_compact", "d2l_paper", "d2l_small", "d2l_tiny", "document_adapters", "encode_context", "init",
-    "internalize", "num_params", "pack_chunks", "param_shapes", "param_specs", "recompute_center",
-    "variable_shapes",
+    "STATS", "abstract_variables", "adapter_from_chunks", "chunk_codes", "chunk_documents", "chunk_gates",
+    "chunk_width", "combine", "d2l_compact", "d2l_paper", "d2l_small", "d2l_tiny", "document_adapters",
+    "encode_context", "init", "internalize", "internalize_chunk_ids", "num_params", "pack_chunks", "pad_chunks",
+    "param_shapes", "param_specs", "recompute_center", "split_document", "variable_shapes",
 ]

@@ -10,6 +10,10 @@ from lora_hyper.hypernetworks.perceiver import PerceiverConfig
 from lora_hyper.model.config import MODULES, GemmaConfig
 
 CONTEXT_ENCODERS = ("per_layer_activations", "early_exit")
+# What `per_layer_activations` reads for the last layer: "final_norm" (published: the official
+# encoder's last hidden state, i.e. Z_{L-1} through the base model's final RMSNorm) or "residual"
+# (the raw Z_{L-1}, what hypernetworks saved before this option existed read).
+LAST_FEATURES = ("final_norm", "residual")
 ZERO_B_INITS = ("scale", "head")
 GENERATED_FACTORS = ("ab", "b")
 
@@ -62,8 +66,15 @@ class DocToLoraConfig:
   exit_layer: int | None = None  # early_exit only; None: base.num_layers // 4.
   pre_head_blocks: int = 1  # per-layer residual MLP blocks before the heads
   pre_head_mlp_dim: int = 2048
+  last_feature: str = "final_norm"
   chunk_len: int = 8192  # tokens per chunk, BOS included
   max_chunks: int = 16
+  # Token ids around each chunk. Empty (ours): every chunk is BOS + up to chunk_len - 1 tokens. Set
+  # (the published pipeline, e.g. Gemma's chat turn `<bos><start_of_turn>user\n\n\n` ...
+  # `<end_of_turn>\n<start_of_turn>model\n`): the templated document is cut into
+  # ceil(len / chunk_len) equal pieces and each piece is completed to a templated turn.
+  chunk_prefix: tuple[int, ...] = ()
+  chunk_suffix: tuple[int, ...] = ()
   experimental: Experimental = Experimental()
 
   def __post_init__(self):
@@ -71,6 +82,11 @@ class DocToLoraConfig:
       raise ValueError(f"target_modules must be a non-empty subset of {MODULES}, got {self.target_modules}")
     if self.context_encoder not in CONTEXT_ENCODERS:
       raise ValueError(f"context_encoder must be one of {CONTEXT_ENCODERS}, got {self.context_encoder!r}")
+    if self.last_feature not in LAST_FEATURES:
+      raise ValueError(f"last_feature must be one of {LAST_FEATURES}, got {self.last_feature!r}")
+    if bool(self.chunk_prefix) != bool(self.chunk_suffix):
+      raise ValueError(f"chunk_prefix and chunk_suffix are set together or not at all, got "
+                       f"{self.chunk_prefix} and {self.chunk_suffix}")
     if not 0 <= self.feature_layer < self.base.num_layers:
       raise ValueError(f"exit_layer={self.exit_layer} is outside the base model's {self.base.num_layers} layers")
     if self.chunk_len < 2 or self.max_chunks < 1 or self.rank < 1:
@@ -85,6 +101,11 @@ class DocToLoraConfig:
   def modules(self) -> tuple[str, ...]:
     """Target modules in the forward-pass order used by adapters."""
     return tuple(m for m in MODULES if m in self.target_modules)
+
+  @property
+  def templated(self) -> bool:
+    """Whether chunks are chat-templated turns (`chunk_prefix`/`chunk_suffix`) rather than BOS + tokens."""
+    return bool(self.chunk_prefix)
 
   @property
   def feature_layer(self) -> int:
@@ -108,7 +129,9 @@ class DocToLoraConfig:
 
 def d2l_paper(base: GemmaConfig, **overrides: Any) -> DocToLoraConfig:
   """The published hypernetwork (315,237,792 params on gemma-2-2b): width 512, 8 latents, 9 encoder
-  blocks and 1 decoder block, 16x128 queries, 4 KV heads, MLP 2048, rank 8 on down_proj."""
+  blocks and 1 decoder block, 16x128 queries, 4 KV heads, MLP 2048, rank 8 on down_proj, reading every
+  layer's activations (the last through the final norm). Sakana's checkpoint imports to exactly this
+  (`doc_to_lora.sakana`), with their chat-templated chunks (`chunk_prefix`/`chunk_suffix`)."""
   return DocToLoraConfig(base=base).replace(**overrides)
 
 

@@ -5,7 +5,8 @@ axis, followed by the learned bias block:
   rank = K * r + r,   scaling = alpha (applied directly; published: alpha = 2 * r**1.5).
 
 Context encoders (`DocToLoraConfig.context_encoder`): `per_layer_activations` reads Z_0 .. Z_{L-1}
-(the input of every decoder layer; Z_l feeds the adapter of layer l); `early_exit` reads only
+(the input of every decoder layer; Z_l feeds the adapter of layer l; published: Z_{L-1} through the
+final norm, `last_feature`); `early_exit` reads only
 Z_{exit_layer} (the base model truncated after that many layers), and the decoder then has one
 output latent per (layer, module, rank).
 
@@ -43,6 +44,9 @@ def encode_context(base_params: PyTree, tokens: Array, mask: Array, *, config: D
     norm_scales = norm_scales[k:k + 1]
   else:
     hidden = transformer.forward(base_params, tokens, config=base, mask=mask, logits=False).per_layer_hidden
+    if config.last_feature == "final_norm":  # the published encoder's last hidden state is final-normed
+      last = transformer.rms_norm(hidden[-1], base_params["final_norm"]["scale"], base.rms_norm_eps)
+      hidden = hidden.at[-1].set(last)
   if config.experimental.normalize_features:
     hidden = transformer.rms_norm(hidden, norm_scales[:, None, None, :], base.rms_norm_eps)
   return jax.lax.stop_gradient(hidden)
@@ -156,10 +160,22 @@ def internalize(variables: PyTree, base_params: PyTree, documents: str | Sequenc
   for i, text in enumerate(texts):
     if not isinstance(text, str) or not text.strip():
       raise ValueError(f"document {i} is empty or not a string: {text!r}")
-  chunks = chunking.chunk_documents([tokenizer.encode(text, add_bos=False) for text in texts], config=config)
+  # A templated (published) hypernetwork reads the text as a chat turn, which trims it.
+  ids = [tokenizer.encode(text.strip() if config.templated else text, add_bos=False) for text in texts]
+  chunks = chunking.chunk_documents(ids, config=config)
   adapter = adapter_from_chunks(variables, base_params, jnp.asarray(chunks.tokens), jnp.asarray(chunks.mask),
                                 config=config, iterative=iterative)
   return lora.take(adapter, 0) if single else adapter
+
+
+def internalize_chunk_ids(variables: PyTree, base_params: PyTree, documents: Sequence[Sequence[Sequence[int]]], *,
+                          config: DocToLoraConfig, iterative: bool = False) -> lora.LoraAdapter:
+  """Documents given as their chunks' token ids, framed as the encoder reads them (BOS, or the chat
+  template of a published hypernetwork, e.g. from the official pipeline) -> adapters [N, L, K*r + r, d].
+  No tokenizer needed."""
+  chunks = chunking.pad_chunks(documents, config=config)
+  return adapter_from_chunks(variables, base_params, jnp.asarray(chunks.tokens), jnp.asarray(chunks.mask),
+                             config=config, iterative=iterative)
 
 
 # ----------------------------------------------------------------------------- experimental options

@@ -57,5 +57,7 @@ class TargetHead(nn.Module):
 
 
 def l2_normalize(x: Array) -> Array:
+  """x / ||x||, as published (no epsilon); the floor only keeps an all-zero code finite."""
   x32 = x.astype(jnp.float32)
-  return (x32 * jax.lax.rsqrt(jnp.sum(x32 * x32, axis=-1, keepdims=True) + 1e-12)).astype(x.dtype)
+  squared = jnp.maximum(jnp.sum(x32 * x32, axis=-1, keepdims=True), jnp.finfo(jnp.float32).tiny)
+  return (x32 * jax.lax.rsqrt(squared)).astype(x.dtype)
