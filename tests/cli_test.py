@@ -219,3 +219,40 @@ def test_shipped_hypernetworks_work_after_install(run, tmp_path):
   done = run("internalize", "haystack.txt", "--out", "hay")
   assert done.returncode == 0, done.stderr
   assert io.load_adapter(tmp_path / "hay")[1].source["hypernetwork"]["path"].endswith("d2l_gemma3_270m")
+
+
+def test_import_d2l_then_internalize_ask_and_export_back(tiny, run, tmp_path):
+  """Sakana's checkpoint format in (import-d2l), lora-hyper's verbs on it, and their format out again."""
+  from lora_hyper.hypernetworks import doc_to_lora, published
+  from lora_hyper.hypernetworks.doc_to_lora import sakana
+
+  base = base_model.load_base_model(tiny["model"])
+  prefix, suffix = published.gemma_chat_affixes(base)
+  config = doc_to_lora.d2l_paper(base.config, perceiver={"latent_dim": 16, "mlp_dim": 64, "num_blocks": 2},
+                                 pre_head_mlp_dim=64, chunk_prefix=prefix, chunk_suffix=suffix)
+  rng = np.random.default_rng(0)
+  variables = jax.tree.map(lambda w: rng.normal(0.0, 0.3, w.shape).astype(np.float32),
+                           doc_to_lora.init(config, jax.random.key(0)))
+  theirs = sakana.write_checkpoint(tmp_path / "theirs", config, variables, base_name=str(tiny["model"]))
+
+  imported = run("import-d2l", theirs, "--model", tiny["model"], "--out", "d2l")
+  assert imported.returncode == 0 and imported.stdout == "d2l\n", imported.stderr
+  assert saved.load_hypernetwork(tmp_path / "d2l").config.chunk_prefix == prefix  # from the base's tokenizer
+  (tmp_path / "doc.txt").write_text(DOC_A)
+  done = run("internalize", "doc.txt", "--out", "notes", "--hypernetwork", "d2l", "--model", tiny["model"])
+  assert done.returncode == 0, done.stderr
+  adapter, info = io.load_adapter(tmp_path / "notes")
+  assert info.source["hypernetwork"]["prompt"] == "chat" and adapter.scaling == config.scaling
+  asked = run("ask", "--adapter", "notes", "--model", tiny["model"], "--max-new-tokens", "4", "Where?")
+  assert asked.returncode == 0 and len(asked.stdout.splitlines()) == 1, asked.stderr
+  assert run("export-peft", "--adapter", "notes", "--out", "peft").returncode == 0
+
+  exported = run("export-d2l", "--hypernetwork", "d2l", "--out", "served")
+  assert exported.returncode == 0 and exported.stdout == "served/pytorch_model.bin\n", exported.stderr
+  again, original = sakana.read_checkpoint(tmp_path / "served"), sakana.read_checkpoint(theirs)
+  assert list(again) == list(original)
+  for key, value in original.items():
+    if isinstance(value, np.ndarray):
+      np.testing.assert_array_equal(again[key], value)
+  refused = run("import-d2l", tmp_path / "doc.txt", "--model", tiny["model"], "--out", "bad")
+  assert refused.returncode == 1 and "is not a torch zip checkpoint" in refused.stderr

@@ -13,10 +13,31 @@ from tiny_model import write_tiny_model
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "lora_hyper_colab.ipynb"
 
 
+def _small_sakana_checkpoint(model_dir: Path, out: Path) -> Path:
+  """A random Doc-to-LoRA of the published architecture (narrow) for the tiny model, in Sakana's format."""
+  import jax
+  import numpy as np
+
+  from lora_hyper.hypernetworks import doc_to_lora, published
+  from lora_hyper.hypernetworks.doc_to_lora import sakana
+  from lora_hyper.model import base_model
+
+  base = base_model.load_base_model(model_dir)
+  prefix, suffix = published.gemma_chat_affixes(base)
+  config = doc_to_lora.d2l_paper(base.config, perceiver={"latent_dim": 16, "mlp_dim": 64, "num_blocks": 2},
+                                 pre_head_mlp_dim=64, chunk_prefix=prefix, chunk_suffix=suffix)
+  rng = np.random.default_rng(0)
+  variables = jax.tree.map(lambda w: rng.normal(0.0, 0.3, w.shape).astype(np.float32),
+                           doc_to_lora.init(config, jax.random.key(0)))
+  return sakana.write_checkpoint(out, config, variables, base_name=str(model_dir))
+
+
 def test_notebook_runs_headless_on_a_tiny_model(tmp_path, monkeypatch):
   model = write_tiny_model(tmp_path / "model")
+  checkpoint = _small_sakana_checkpoint(model, tmp_path / "sakana")
   for name, value in {"LORA_HYPER_NOTEBOOK_SKIP_INSTALL": "1", "LORA_HYPER_NOTEBOOK_TINY": "1",
-                      "LORA_HYPER_NOTEBOOK_BASE": str(model), "JAX_PLATFORMS": "cpu",
+                      "LORA_HYPER_NOTEBOOK_BASE": str(model), "LORA_HYPER_NOTEBOOK_SAKANA": str(checkpoint),
+                      "JAX_PLATFORMS": "cpu",
                       "XLA_FLAGS": xla_flags.FAST_COMPILE}.items():
     monkeypatch.setenv(name, value)  # the kernel inherits this process's environment
   notebook = nbformat.read(NOTEBOOK, as_version=4)
@@ -26,6 +47,7 @@ def test_notebook_runs_headless_on_a_tiny_model(tmp_path, monkeypatch):
                     for o in cell.get("outputs", []))
   assert "base model:" in outputs and "with the adapter:" in outputs and "document in prompt:" in outputs
   assert "with the task adapter" in outputs and '"peft_type": "LORA"' in outputs
+  assert "imported: " in outputs and "with the adapter:" in outputs.split("imported: ")[1]  # Sakana's format
   assert "the tiny test model has no trained doc_to_lora hypernetwork" in outputs  # the stand-in is announced
   assert sorted(p.name for p in (tmp_path / "peft_task_adapter").iterdir()) == [
       "adapter_config.json", "adapter_model.safetensors"]
