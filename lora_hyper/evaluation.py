@@ -84,6 +84,10 @@ def evaluate(hyper: SavedHypernetwork, base: BaseModel, records: Sequence[dict],
     by_source.setdefault(record[source_key], []).append(record)
   sources = list(by_source)
   conditions = ("adapter", "base", "context") if documents else ("adapter", "base")
+  # A published (chat-templated) Doc-to-LoRA was trained on chat turns: every condition is asked in one.
+  chat = documents and hyper.config.templated
+  ask = prompts.chat_prompt if chat else kind.prompt
+  in_context = prompts.chat_context_prompt if chat else prompts.context_prompt
   scores = {c: {"rouge_l": [], "contains": []} for c in conditions}
   answers = []
   with tqdm(total=len(records), unit="record", file=sys.stderr, disable=None) as progress:
@@ -92,12 +96,12 @@ def evaluate(hyper: SavedHypernetwork, base: BaseModel, records: Sequence[dict],
       adapters = make_adapters(hyper, base, batch)
       rows = [(i, r) for i, s in enumerate(batch) for r in by_source[s]]
       per_prompt = lora.take(adapters, jnp.asarray([i for i, _ in rows]))  # each question its document's adapter
-      questions = [kind.prompt(r[input_key]) for _, r in rows]
+      questions = [ask(r[input_key]) for _, r in rows]
       predictions = {"adapter": qa.complete(base, questions, adapter=per_prompt, sampling=sampling),
                      "base": qa.complete(base, questions, sampling=sampling)}
       if documents:
         predictions["context"] = qa.complete(
-            base, [prompts.context_prompt(r["document"], r["query"]) for _, r in rows], sampling=sampling)
+            base, [in_context(r["document"], r["query"]) for _, r in rows], sampling=sampling)
       for j, (_, r) in enumerate(rows):
         answer = {source_key: r[source_key], input_key: r[input_key], "reference": r[ref_key]}
         for condition, texts in predictions.items():

@@ -7,6 +7,7 @@ Doc-to-LoRA, a question about a document; the answer is completed as " {answer}"
                                    (the teacher, and the in-context baseline)
 A published (chat-trained) Doc-to-LoRA's adapters are asked in Gemma's chat turn:
   chat_prompt(query)               "<start_of_turn>user\n{query}<end_of_turn>\n<start_of_turn>model\n"
+  chat_context_prompt(document, query)  the same turn holding "{document}\n\n{query}" (their in-context form)
 Text-to-LoRA, a task from the generated task library:
   task_prompt(task_input)          "Input: {input}\\nOutput:", which the base model completes with
   task_answer(output)              " {output}" (a leading space)
@@ -23,6 +24,10 @@ def context_prompt(document: str, query: str) -> str:
 
 def chat_prompt(query: str) -> str:
   return f"<start_of_turn>user\n{query}<end_of_turn>\n<start_of_turn>model\n"
+
+
+def chat_context_prompt(document: str, query: str) -> str:
+  return chat_prompt(f"{document.strip()}\n\n{query}")
 
 
 def task_prompt(task_input: str) -> str:

@@ -246,6 +246,10 @@ def test_import_d2l_then_internalize_ask_and_export_back(tiny, run, tmp_path):
   asked = run("ask", "--adapter", "notes", "--model", tiny["model"], "--max-new-tokens", "4", "Where?")
   assert asked.returncode == 0 and len(asked.stdout.splitlines()) == 1, asked.stderr
   assert run("export-peft", "--adapter", "notes", "--out", "peft").returncode == 0
+  (tmp_path / "qa.jsonl").write_text(json.dumps({"document": DOC_A, "query": "Where?", "answer": "Quenton"}) + "\n")
+  scored = run("eval", "--hypernetwork", "d2l", "--model", tiny["model"], "--data", "qa.jsonl", "--max-new-tokens", "3",
+               "--answers", "answers.jsonl")
+  assert scored.returncode == 0 and set(json.loads(scored.stdout)["scores"]) == {"adapter", "base", "context"}
 
   exported = run("export-d2l", "--hypernetwork", "d2l", "--out", "served")
   assert exported.returncode == 0 and exported.stdout == "served/pytorch_model.bin\n", exported.stderr

@@ -139,7 +139,7 @@ def _prompt(question: str, task_format: bool, context: str | None, chat: bool = 
   from lora_hyper.hypernetworks import kinds
 
   if chat:
-    return prompts.chat_prompt(question if context is None else f"{context.strip()}\n\n{question}")
+    return prompts.chat_prompt(question) if context is None else prompts.chat_context_prompt(context, question)
   prompt = (kinds.TEXT_TO_LORA if task_format else kinds.DOC_TO_LORA).prompt(question)
   return prompt if context is None else f"{context}\n\n{prompt}"
 
