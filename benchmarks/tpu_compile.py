@@ -3,17 +3,21 @@ CPU (deviceless, with libtpu: `pip install -e '.[tpu-compile]'`), and records wh
 would hold against its HBM. Exits 1 if any step does not fit.
 
   python -m benchmarks.tpu_compile [--write]
+  python -m benchmarks.tpu_compile --only-generation [--write]   # just prepare-data's generation row
 
 A pod config is a gin file whose header has a `# topology` line (the file as shipped) and
 `# recipe` lines (gin bindings for other slices); see gin_configs/d2l_gemma2_2b.gin. `--write`
 rewrites each file's `# topology` line with its numbers, and the table in benchmarks/README.md.
-Writes benchmarks/results/tpu_compile.json.
+Writes benchmarks/results/tpu_compile.json. One more row compiles `lora-hyper prepare-data`'s
+generation step (`aot.compile_generation_step`) for gemma-2-2b on a v5e-8; `--only-generation`
+compiles that row alone and replaces it in the JSON (and, with `--write`, the table).
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import sys
 import time
@@ -43,6 +47,34 @@ BEFORE = [
     ("as shipped, all layers at once (not iterative)",
      aot.PodPlan(_D2L, "v5e:4x4", "v5e-16", ("lora_hyper.train.objective_overrides = {}",), False)),
 ]
+
+
+# prepare-data's generation step: gemma-2-2b answering 8 prompts a chip of the 2B config's teacher
+# length (1,088 tokens) with up to 64 new tokens, data-parallel (the model replicated on each chip).
+GENERATION = {"architecture": "gemma2_2b", "topology": "v5e:2x4", "slice": "v5e-8", "batch": 64,
+              "prompt_len": 1088, "max_new_tokens": 64, "mesh_shape": (-1, 1, 1), "dtype": "bfloat16"}
+GENERATION_CONFIG = "prepare-data generation (gemma2_2b)"
+
+
+def generation_row() -> dict:
+  """The generation step's row, in the columns of the train steps' rows."""
+  g = GENERATION
+  start = time.perf_counter()
+  memory = aot.compile_generation_step(aot.base_architecture(None, g["architecture"]),
+                                       aot.topology_devices(g["topology"]), g["topology"], batch=g["batch"],
+                                       prompt_len=g["prompt_len"], max_new_tokens=g["max_new_tokens"],
+                                       mesh_shape=g["mesh_shape"], dtype=g["dtype"])
+  print(f"{GENERATION_CONFIG}: {memory.describe()}", flush=True)
+  plan = aot.PodPlan(GENERATION_CONFIG, g["topology"], g["slice"], (), False)
+  label = f"{g['prompt_len']}-token prompts, {g['max_new_tokens']} new tokens, {g['dtype']}"
+  row = _row(plan, {"global_batch_size": g["batch"], "optimizer": _NoAccumulation}, memory,
+             time.perf_counter() - start, label)
+  # The cost analysis counts a while loop's body once: no step time from it.
+  return {**row, "flops_per_chip": None, "bytes_accessed_per_chip": None, "step_seconds_roofline": None}
+
+
+class _NoAccumulation:
+  accumulation_steps = 1
 
 
 def _row(plan: aot.PodPlan, settings: dict, memory: aot.StepMemory, seconds: float, label: str) -> dict:
@@ -93,10 +125,23 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--architecture", default="gemma2_2b",
                       help="the base model of configs that leave it to the user (model/config.py PRESETS)")
   parser.add_argument("--write", action="store_true", help="rewrite the configs' topology lines and the README table")
+  parser.add_argument("--only-generation", action="store_true",
+                      help="compile only prepare-data's generation row and replace it in the recorded results")
   parser.add_argument("--before", action="store_true",
                       help="also compile the 2B Doc-to-LoRA config as it was before this check, for the record")
   args = parser.parse_args(argv)
 
+  if args.only_generation:
+    # The other rows keep the date and command they were compiled by; this one names its own.
+    path = common.RESULTS / "tpu_compile.json"
+    recorded = json.loads(path.read_text())
+    rows = [r for r in recorded["rows"] if r["config"] != GENERATION_CONFIG]
+    rows.append({**generation_row(), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": common.command()})
+    path.write_text(json.dumps({**recorded, "rows": rows}, indent=2) + "\n")
+    if args.write:
+      write_readme(rows)
+    print(table(rows))
+    return 0
   plans = [(plan, "as shipped" if plan.shipped else "recipe") for f in args.configs for plan in aot.pod_plans(f)]
   if args.before:
     plans += [(plan, label) for label, plan in BEFORE]
@@ -111,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.write and plan.shipped and memory.compiled:
       aot.rewrite_topology_line(plan.gin_file, aot.header_line(plan, memory))
   gin.clear_config()
+  rows.append(generation_row())
   common.write_result("tpu_compile", {"architecture": args.architecture, "rows": rows})
   if args.write:
     write_readme(rows)

@@ -3,7 +3,10 @@
   lora_hyper.train                    the meta-training loop (lora_hyper/training/trainer.py)
   lora_hyper.OptimizerConfig          AdamW, schedule, clipping, accumulation
   lora_hyper.DocExampleShapes / TaskExampleShapes
-  lora_hyper.FictionalQA / NiahSource / TfdsQASource / JsonlQA / task_library / task_lora_library   data sources
+  lora_hyper.FictionalQA / NiahSource / TfdsQASource / JsonlQA / PreparedQA / task_library / task_lora_library
+                                      data sources
+  lora_hyper.prepare_data / PrepareConfig   `lora-hyper prepare-data` (lora_hyper/data/prepare.py), with its
+  lora_hyper.text_contexts / jsonl_contexts / source_contexts / fictional_contexts   contexts
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import gin
 
 from lora_hyper.data import fictional, jsonl_source, lora_library, niah, tasks, tfds_source
-from lora_hyper.data import pipeline
+from lora_hyper.data import pipeline, prepare, prepared
 from lora_hyper.training import trainer  # noqa: F401  (registers lora_hyper.train)
 from lora_hyper.training.optimizer import OptimizerConfig
 
@@ -22,6 +25,8 @@ gin.external_configurable(fictional.FictionalQA, module="lora_hyper")
 gin.external_configurable(niah.NiahSource, module="lora_hyper")
 gin.external_configurable(tfds_source.TfdsQASource, module="lora_hyper")
 gin.external_configurable(jsonl_source.JsonlQA, module="lora_hyper")
+gin.external_configurable(prepared.PreparedQA, module="lora_hyper")
+gin.external_configurable(prepare.PrepareConfig, module="lora_hyper")
 
 
 @gin.configurable(module="lora_hyper")

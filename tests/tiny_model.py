@@ -95,3 +95,15 @@ def write_all(folder: Path) -> dict[str, Path]:
   model_dir = write_tiny_model(folder / "model")
   d2l_dir, t2l_dir = write_tiny_hypernetworks(folder, base_model.load_base_model(model_dir))
   return {"model": model_dir, "d2l": d2l_dir, "t2l": t2l_dir}
+
+
+def write_talking_tiny_model(folder: Path, seed: int = 0) -> Path:
+  """`write_tiny_model`, changed so that it writes text: a random tiny model puts nearly all its
+  mass on the new line (so every first line is empty). Its output head is flattened (final norm
+  scale 0.1) and the new line's embedding zeroed: sampled text varies, greedy text is not empty."""
+  write_tiny_model(folder, seed)
+  tensors = safetensors.numpy.load_file(str(folder / "model.safetensors"))
+  tensors["model.norm.weight"] = np.full_like(tensors["model.norm.weight"], -0.9)
+  tensors["model.embed_tokens.weight"][len(SPECIALS) + CHARS.index("\n")] = 0.0
+  safetensors.numpy.save_file(tensors, str(folder / "model.safetensors"))
+  return folder

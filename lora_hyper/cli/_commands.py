@@ -42,27 +42,33 @@ def cmd_generate(args: argparse.Namespace) -> int:
   return EXIT_OK
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _parse_gin(args: argparse.Namespace, bindings: list[str]) -> None:
+  """Reads --gin_file / --gin_param (and `bindings`) into gin; a bad configuration is a usage error."""
   import gin
 
   from lora_hyper import configurables  # noqa: F401 pylint: disable=unused-import  (registers gin names)
-  from lora_hyper.training import distributed, trainer
 
   missing = [f for f in args.gin_file if not os.path.isfile(f)]
   if missing:
     raise UsageError(f"gin file(s) not found: {', '.join(missing)}")
+  for folder in dict.fromkeys(os.path.dirname(os.path.abspath(f)) for f in args.gin_file):
+    gin.add_config_file_search_path(folder)  # `include 'x.gin'` resolves beside the including file
+  try:
+    gin.parse_config_files_and_bindings(args.gin_file, [*args.gin_param, *bindings], finalize_config=True)
+  except (ValueError, KeyError, IOError, SyntaxError) as e:  # unknown, misspelt or malformed bindings
+    raise UsageError(f"in the gin configuration: {e}") from None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+  import gin
+
+  from lora_hyper.training import distributed, trainer
+
   if args.out is not None:
     from lora_hyper.hypernetworks import saved
 
     check_output(args.out, {saved.MANIFEST, saved.VARIABLES, saved.GIN}, args.overwrite)
-  for folder in dict.fromkeys(os.path.dirname(os.path.abspath(f)) for f in args.gin_file):
-    gin.add_config_file_search_path(folder)  # `include 'x.gin'` resolves beside the including file
-  bindings = [*args.gin_param, *(["lora_hyper.train.resume_from_previous = True"] if args.resume_from_previous
-                                 else [])]
-  try:
-    gin.parse_config_files_and_bindings(args.gin_file, bindings, finalize_config=True)
-  except (ValueError, KeyError, IOError, SyntaxError) as e:  # unknown, misspelt or malformed bindings
-    raise UsageError(f"in the gin configuration: {e}") from None
+  _parse_gin(args, ["lora_hyper.train.resume_from_previous = True"] if args.resume_from_previous else [])
   # Before gin builds train's arguments (data sources may touch JAX): on a pod, joining the run must
   # come before anything initialises a JAX backend.
   distributed.maybe_initialize()
@@ -84,6 +90,18 @@ def cmd_train(args: argparse.Namespace) -> int:
                                      task_encoder=result.task_encoder)
     log(f"saved the trained hypernetwork to {folder} (use it with --hypernetwork {folder})")
     print(folder)
+  return EXIT_OK
+
+
+def cmd_prepare_data(args: argparse.Namespace) -> int:
+  from lora_hyper.data import prepare
+  from lora_hyper.training import distributed
+
+  _parse_gin(args, [])
+  distributed.maybe_initialize()  # before gin builds the contexts (a source may touch JAX)
+  result = prepare.prepare_data()
+  if result.report is not None:
+    print(result.folder)
   return EXIT_OK
 
 

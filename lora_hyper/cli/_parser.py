@@ -161,6 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
                   help="dtype of the params saved with --out (bfloat16: half the size; default float32)")
   tr.set_defaults(run=_commands.cmd_train)
 
+  prep = add("prepare-data", "write Doc-to-LoRA training data: queries, answers, teacher top-k (resumable)",
+             "For every context: queries written by a query model from a template, the base model's greedy answers "
+             "with the context in its prompt, and its top-k log-probs at those answers (the teacher), written as "
+             "sharded ArrayRecord files that lora_hyper.PreparedQA reads for training. Every setting is a gin "
+             "binding of lora_hyper.prepare_data; see gin_configs/prepare_data.gin. Rerunning the same command "
+             "resumes: finished shards are kept. On several hosts every host runs the same command and writes its "
+             "own shards into one shared folder. Prints the folder.")
+  prep.add_argument("--gin_file", action="append", required=True, metavar="FILE",
+                    help="gin config file (repeatable; later files override earlier ones)")
+  prep.add_argument("--gin_param", action="append", default=[], metavar="BINDING",
+                    help="one gin binding, e.g. \"lora_hyper.PrepareConfig.num_queries = 4\" (repeatable)")
+  prep.set_defaults(run=_commands.cmd_prepare_data)
+
   ev = add("eval", "score a hypernetwork's adapters on held-out data",
            "Generate an adapter per document (or task description), answer its questions (or inputs) with "
            "it, and score the answers against the references (ROUGE-L F1 and whether the answer contains "

@@ -5,7 +5,8 @@ Doc-to-LoRA sequences use the prompt formats of `lora_hyper.prompts`:
   teacher (document in context):   context_prompt(document, query) + " {answer}"
 Every sequence starts with BOS and is right-padded; the answer ends with EOS, so a trained
 adapter stops after it; `*_logits_at` are the positions whose next-token logits predict the
-answer tokens.
+answer tokens. A record that carries the teacher's stored top-k (`lora-hyper prepare-data`,
+`data.prepared`) brings them into its example as `teacher_topk_logprobs/ids` [answer_len, k].
 """
 
 from __future__ import annotations
@@ -36,9 +37,31 @@ def _right_pad(ids: Sequence[int], length: int, pad_id: int, what: str) -> tuple
   return tokens, mask
 
 
-def _answer_ids(tokenizer, answer: str, eos_id: int, limit: int) -> list[int]:
+def answer_ids(tokenizer, answer: str, eos_id: int, limit: int | None = None) -> list[int]:
   """" {answer}" then EOS, cut to `limit` tokens (a cut answer loses its EOS)."""
   return [*tokenizer.encode(" " + answer, add_bos=False), eos_id][:limit]
+
+
+def teacher_prefix(tokenizer, document: str, query: str, bos_id: int) -> list[int]:
+  """BOS, the document and the question: what the teacher reads before the answer. `prepare-data`
+  answers from and scores these very ids, so stored targets match the teacher computed in the step."""
+  return [bos_id, *tokenizer.encode(document + "\n\n", add_bos=False),
+          *tokenizer.encode(query_prompt(query), add_bos=False)]
+
+
+# Stored top-k rows past an answer's end: no probability mass, so they add nothing (masked anyway).
+_NO_MASS = -1e30
+
+
+def _stored_topk(record: Record, answer_len: int, width: int) -> Example:
+  """The record's teacher top-k at its first `answer_len` answer tokens, padded to `width` rows."""
+  logprobs, ids = np.asarray(record["teacher_topk_logprobs"]), np.asarray(record["teacher_topk_ids"])
+  if logprobs.shape != ids.shape or logprobs.ndim != 2:
+    raise ValueError(f"stored teacher top-k log-probs {logprobs.shape} and ids {ids.shape} must be [answer, k] alike")
+  out_logprobs = np.full((width, ids.shape[1]), _NO_MASS, np.float32)
+  out_ids = np.zeros((width, ids.shape[1]), np.int32)
+  out_logprobs[:answer_len], out_ids[:answer_len] = logprobs[:answer_len], ids[:answer_len]
+  return {"teacher_topk_logprobs": out_logprobs, "teacher_topk_ids": out_ids}
 
 
 def _answer_positions(prefix_len: int, answer_len: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +139,8 @@ def doc_example(record: Record, tokenizer, hyper: DocToLoraConfig, shapes: DocEx
   chunk_mask[:, :chunks.mask.shape[-1]] = chunks.mask[0]
 
   question = tokenizer.encode(query_prompt(record["query"]), add_bos=False)
-  answer = _answer_ids(tokenizer, record["answer"], hyper.base.eos_id, shapes.answer_len)
+  full_answer = answer_ids(tokenizer, record["answer"], hyper.base.eos_id)
+  answer = full_answer[:shapes.answer_len]
   student_prefix = [bos, *question]
   student_tokens, student_mask = _right_pad(student_prefix + answer, shapes.student_len, pad, "question + answer")
   student_at, loss_mask = _answer_positions(len(student_prefix), len(answer), shapes.answer_len)
@@ -125,13 +149,17 @@ def doc_example(record: Record, tokenizer, hyper: DocToLoraConfig, shapes: DocEx
   example = {"chunk_tokens": chunk_tokens, "chunk_mask": chunk_mask, "student_tokens": student_tokens,
              "student_mask": student_mask, "student_logits_at": student_at, "targets": targets,
              "loss_mask": loss_mask}
+  if "teacher_topk_ids" in record:
+    if len(record["teacher_topk_ids"]) != len(full_answer):
+      raise ValueError(f"stored teacher top-k has {len(record['teacher_topk_ids'])} rows for an answer of "
+                       f"{len(full_answer)} tokens (query {record['query'][:40]!r}): the records were prepared "
+                       "with another tokenizer; prepare them with this base model")
+    example.update(_stored_topk(record, len(answer), shapes.answer_len))
   if shapes.teacher_len is None:
     return example
-  context = tokenizer.encode(record["document"] + "\n\n", add_bos=False)
-  teacher_prefix = [bos, *context, *question]
-  teacher_tokens, teacher_mask = _right_pad(teacher_prefix + answer, shapes.teacher_len, pad,
-                                            "document + question + answer")
-  teacher_at, _ = _answer_positions(len(teacher_prefix), len(answer), shapes.answer_len)
+  prefix = teacher_prefix(tokenizer, record["document"], record["query"], bos)
+  teacher_tokens, teacher_mask = _right_pad(prefix + answer, shapes.teacher_len, pad, "document + question + answer")
+  teacher_at, _ = _answer_positions(len(prefix), len(answer), shapes.answer_len)
   return {**example, "teacher_tokens": teacher_tokens, "teacher_mask": teacher_mask, "teacher_logits_at": teacher_at}
 
 
@@ -145,7 +173,7 @@ def sft_example(record: Record, tokenizer, bos_id: int, eos_id: int, pad_id: int
                 format_prompt: Callable[[str], str]) -> Example:
   """{'input', 'output'} -> the supervised sequence [BOS, prompt, answer, EOS] and its answer positions."""
   prefix = [bos_id, *tokenizer.encode(format_prompt(record["input"]), add_bos=False)]
-  answer = _answer_ids(tokenizer, record["output"], eos_id, shapes.answer_len)
+  answer = answer_ids(tokenizer, record["output"], eos_id, shapes.answer_len)
   tokens, mask = _right_pad(prefix + answer, shapes.seq_len, pad_id, "prompt + answer")
   at, loss_mask = _answer_positions(len(prefix), len(answer), shapes.answer_len)
   targets = np.full((shapes.answer_len,), pad_id, np.int32)

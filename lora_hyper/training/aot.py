@@ -17,6 +17,7 @@ import os
 import re
 from typing import Any, Sequence
 
+import flax.linen as nn
 import gin
 import jax
 import numpy as np
@@ -198,6 +199,42 @@ def compile_train_step(settings: dict[str, Any], devices: Sequence[jax.Device], 
                     alias_bytes=memory.alias_size_in_bytes, temp_bytes=memory.temp_size_in_bytes,
                     code_bytes=memory.generated_code_size_in_bytes, flops=cost.get("flops", 0.0),
                     bytes_accessed=cost.get("bytes accessed", 0.0), largest=largest_values(compiled.as_text()),
+                    compiled=True)
+
+
+def compile_generation_step(base_config: config_lib.GemmaConfig, devices: Sequence[jax.Device], topology: str, *,
+                            batch: int, prompt_len: int, max_new_tokens: int, mesh_shape: Sequence[int] = (-1, 1, 1),
+                            dtype: str = "bfloat16") -> StepMemory:
+  """`prepare-data`'s generation step (`decoding.generate`: prefill, then greedy decoding with the KV
+  cache) for `batch` prompts of `prompt_len` tokens on a mesh of `devices`, compiled: its per-chip memory.
+  Params are placed by the model's sharding rules (replicated on a data-parallel mesh), prompts split
+  over the data-parallel axes, as `data.prepare` places them."""
+  from jax.sharding import PartitionSpec
+
+  from lora_hyper.model import decoding, transformer
+
+  mesh = sharding.make_mesh(*mesh_shape, devices=devices)
+  if batch % (mesh.shape["data"] * mesh.shape["fsdp"]):
+    raise ValueError(f"batch {batch} does not split over the mesh {dict(mesh.shape)}")
+  config = base_config.replace(dtype=dtype, param_dtype=dtype)
+  shapes = jax.eval_shape(lambda k: transformer.init_params(config, k), jax.random.key(0))
+  param_sharding = sharding.logical_sharding(transformer.param_logical_axes(config), mesh)
+  params = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, param_sharding)
+  rows = sharding.logical_sharding(PartitionSpec("batch"), mesh)
+  prompt = jax.ShapeDtypeStruct((batch, prompt_len), np.int32, sharding=rows)
+  mask = jax.ShapeDtypeStruct((batch, prompt_len), np.bool_, sharding=rows)
+  key = jax.eval_shape(lambda: jax.random.key(0))
+  sampling = decoding.SamplingConfig(max_new_tokens=max_new_tokens)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.LOGICAL_AXIS_RULES):
+    compiled = decoding.generate.lower(params, prompt, mask, key, config=config, sampling=sampling,
+                                       stop_ids=(config.eos_id,)).compile()
+  memory, cost = compiled.memory_analysis(), _cost(compiled)
+  return StepMemory(topology=topology, chips=len(devices), mesh=dict(mesh.shape),
+                    argument_bytes=memory.argument_size_in_bytes, output_bytes=memory.output_size_in_bytes,
+                    alias_bytes=memory.alias_size_in_bytes, temp_bytes=memory.temp_size_in_bytes,
+                    code_bytes=memory.generated_code_size_in_bytes, usable_bytes=chip_of(topology).usable_bytes,
+                    flops=cost.get("flops", 0.0), bytes_accessed=cost.get("bytes accessed", 0.0),
+                    replicated=_replicated({"base_params": params}), largest=largest_values(compiled.as_text()),
                     compiled=True)
 
 

@@ -62,6 +62,10 @@ class DocDistillation:
     if self.loss == "ce":
       task_loss = losses.cross_entropy(student, batch["targets"], mask)
     elif self.loss == "topk" and "teacher_topk_ids" in batch:
+      if batch["teacher_topk_ids"].shape[-1] != self.top_k:
+        raise ValueError(f"the stored teacher top-k has k={batch['teacher_topk_ids'].shape[-1]}, the objective "
+                         f"top_k={self.top_k}: set objective_overrides = {{'top_k': "
+                         f"{batch['teacher_topk_ids'].shape[-1]}}} or prepare the data with this k")
       task_loss = losses.topk_distillation(student, batch["teacher_topk_logprobs"], batch["teacher_topk_ids"], mask)
     else:
       if "teacher_tokens" not in batch:

@@ -124,3 +124,24 @@ def test_replicated_lists_only_whole_arrays_over_the_threshold():
           "b": jax.ShapeDtypeStruct(big, np.float32, sharding=split),
           "c": jax.ShapeDtypeStruct((8,), np.float32, sharding=whole)}
   assert aot._replicated(tree) == (("['a']", 200 * 10**6),)
+
+
+def test_generation_step_holds_the_model_on_every_chip_when_data_parallel():
+  """prepare-data's generation step compiled on 8 CPU devices: data-parallel, each holds the whole
+  model and its share of the prompts; fsdp=2 halves the embedding-dimension params it holds."""
+  from lora_hyper.model import config as config_lib, transformer
+
+  config = config_lib.tiny_gemma3(max_seq_len=256)
+  params = sum(x.size * 4 for x in jax.tree.leaves(jax.eval_shape(
+      lambda k: transformer.init_params(config, k), jax.random.key(0))))
+  prompts = 16 * 64 * (4 + 1) // 8  # int32 ids and bool mask, 2 prompts a device
+  data = aot.compile_generation_step(config, jax.devices(), "v5e:2x4", batch=16, prompt_len=64, max_new_tokens=8,
+                                     dtype="float32")
+  assert data.mesh == {"data": 8, "fsdp": 1, "tensor": 1} and data.compiled
+  assert data.argument_bytes == params + prompts + 8  # the key's 2 uint32
+  assert data.replicated == ()  # nothing of a tiny model is over 100 MB
+  fsdp = aot.compile_generation_step(config, jax.devices(), "v5e:2x4", batch=16, prompt_len=64, max_new_tokens=8,
+                                     mesh_shape=(4, 2, 1), dtype="float32")
+  assert fsdp.argument_bytes < data.argument_bytes
+  with pytest.raises(ValueError, match="batch 12 does not split over the mesh"):
+    aot.compile_generation_step(config, jax.devices(), "v5e:2x4", batch=12, prompt_len=64, max_new_tokens=8)
