@@ -263,7 +263,7 @@ def worker_internalize(scratch: Path, chunk_tokens: int, repeats: int) -> dict:
     times.append(time.perf_counter() - start)
     growth.append(common.peak_rss_mb() - before_call)
   steady = statistics.median(times)
-  return {"chunk_tokens": chunk_tokens, "document_tokens": len(ids), "template_tokens": len(prefix) + len(suffix),
+  return {"xla_flags": os.environ.get("XLA_FLAGS", ""), "chunk_tokens": chunk_tokens, "document_tokens": len(ids), "template_tokens": len(prefix) + len(suffix),
           "hypernetwork": source, "hypernetwork_params": count(variables["params"]),
           "hypernetwork_bytes": common.tree_bytes(variables), "base_params_bytes": common.tree_bytes(base.params),
           "base_compute_dtype": base.config.dtype, "perceiver_dtype": config.perceiver.dtype,
@@ -272,6 +272,21 @@ def worker_internalize(scratch: Path, chunk_tokens: int, repeats: int) -> dict:
           "steady_s": steady, "steady_times_s": times, "steady_peak_growth_mb": max(growth),
           "peak_rss_mb_after_first_call": before + first_growth, "matmul_gflop": flops / 1e9,
           "achieved_gflops": flops / steady / 1e9, "adapter_shapes": shapes, "adapter_finite": finite}
+
+
+def worker_xla_memory(scratch: Path, chunk_tokens: int) -> dict:
+  """XLA's buffer assignment of the internalize program (compiled from shapes, nothing run) under
+  this process's XLA_FLAGS."""
+  base = gemma2_2b_bf16()
+  config = published_config(base)
+  params = jax.eval_shape(lambda: transformer.init_params(base, jax.random.key(0)))
+  chunk = jax.ShapeDtypeStruct((1, 1, chunk_tokens), jnp.int32)
+  compiled = doc_to_lora.adapter_from_chunks.lower(doc_to_lora.variable_shapes(config), params, chunk,
+                                                   jax.ShapeDtypeStruct(chunk.shape, bool), config=config).compile()
+  stats = compiled.memory_analysis()
+  return {"xla_flags": os.environ.get("XLA_FLAGS", ""), "chunk_tokens": chunk_tokens,
+          "temp_mb": stats.temp_size_in_bytes / common.MB, "argument_mb": stats.argument_size_in_bytes / common.MB,
+          "output_mb": stats.output_size_in_bytes / common.MB}
 
 
 def _hf_layout_expected(name: str, w: np.ndarray, cfg: config_lib.GemmaConfig) -> np.ndarray:
@@ -395,7 +410,13 @@ def full_config_check(scratch: Path) -> dict:
 
 
 WORKERS = {"checkpoint": worker_checkpoint, "convert": worker_convert, "internalize": worker_internalize,
-           "loader": worker_loader}
+           "xla_memory": worker_xla_memory, "loader": worker_loader}
+# XLA:CPU computes a bfloat16 matmul in float32, and its loop-invariant code motion then converts
+# every layer's stacked weights to float32 once, before the layer loop: 8 GB of temporaries for
+# gemma-2-2b (the whole base in float32, beside its bfloat16 copy). Without that pass the conversion
+# stays per layer, inside the loop (the same work). The internalize part runs with this flag, and
+# reports XLA's memory analysis with and without it.
+NO_LICM = "--xla_disable_hlo_passes=while-loop-invariant-code-motion"
 
 
 # ----------------------------------------------------------------------------- the parent
@@ -412,14 +433,16 @@ def _rss_of(pid: int) -> float:
   return 0.0
 
 
-def run_worker(kind: str, scratch: Path, args: list[str], max_rss_mb: float) -> dict:
-  """Runs `kind` in a fresh `python -m benchmarks.sakana_d2l` process; stops it (the result is then
-  an error) if its RSS passes `max_rss_mb`: this machine is shared."""
-  out = scratch / f"result_{kind}_{'_'.join(args) or 'x'}.json"
+def run_worker(kind: str, scratch: Path, args: list[str], max_rss_mb: float, xla_flags: str = "") -> dict:
+  """Runs `kind` in a fresh `python -m benchmarks.sakana_d2l` process (`xla_flags` added to its
+  XLA_FLAGS); stops it (the result is then an error) if its RSS passes `max_rss_mb`: this machine is
+  shared."""
+  out = scratch / f"result_{kind}_{'_'.join(args) or 'x'}{'_flags' if xla_flags else ''}.json"
   command = [sys.executable, "-m", "benchmarks.sakana_d2l", "--_worker", kind, str(scratch), str(out), *args]
-  log(f"worker {kind} {' '.join(args)}")
+  env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip()}
+  log(f"worker {kind} {' '.join(args)} {xla_flags}")
   start = time.perf_counter()
-  proc = subprocess.Popen(command, cwd=Path(__file__).parent.parent)
+  proc = subprocess.Popen(command, cwd=Path(__file__).parent.parent, env=env)
   highest, stopped = 0.0, False
   while proc.poll() is None:
     rss = _rss_of(proc.pid)
@@ -453,7 +476,10 @@ def part_convert(scratch: Path, max_rss_mb: float) -> dict:
 
 
 def part_internalize(scratch: Path, chunk_tokens: int, repeats: int, max_rss_mb: float) -> dict:
-  return run_worker("internalize", scratch, [str(chunk_tokens), str(repeats)], max_rss_mb)
+  xla = {"default": run_worker("xla_memory", scratch, [str(chunk_tokens)], max_rss_mb),
+         "no_licm": run_worker("xla_memory", scratch, [str(chunk_tokens)], max_rss_mb, NO_LICM)}
+  return {**run_worker("internalize", scratch, [str(chunk_tokens), str(repeats)], max_rss_mb, NO_LICM),
+          "xla_memory": xla}
 
 
 def loader_model_mb(layers: int) -> dict[str, float]:
@@ -522,6 +548,10 @@ def table(parts: dict[str, dict]) -> str:
                    f"| {r['base_rss_mb']:.0f} MiB, digest {r['digest_s']:.1f} s (+{r['digest_peak_growth_mb']:.0f} MiB) |")
   i = parts.get("internalize")
   if i:
+    x = i["xla_memory"]
+    temps = {k: f"{v['temp_mb']:.0f} MiB" if "temp_mb" in v else v.get("error") for k, v in x.items()}
+    lines.append(f"internalize: XLA temporaries {temps['default']} with the default flags, {temps['no_licm']} without "
+                 "loop-invariant code motion (the run below)")
     if "error" in i:
       lines.append(f"internalize: failed: {i['error']}")
     else:
