@@ -148,6 +148,13 @@ class Reduce:
     self.qualified, self.args = qualified, args
 
 
+class _GlobalRef:
+  """A bare global in the pickle (a storage class inside a persistent id)."""
+
+  def __init__(self, qualified: str):
+    self.qualified = qualified
+
+
 class _Writer:
   """Pickle protocol 2 opcodes for the types a torch checkpoint of configs and tensors holds."""
 
@@ -238,11 +245,6 @@ class _Writer:
       self.items(obj.items())
     else:
       raise TypeError(f"cannot write a {type(obj).__name__} into a torch checkpoint")
-
-
-class _GlobalRef:
-  def __init__(self, qualified: str):
-    self.qualified = qualified
 
 
 def write(path: str | os.PathLike, obj: Any, *, archive_name: str | None = None) -> None:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import grain
-import numpy as np
 from flax import serialization
 
 MANIFEST = "prepare.json"

@@ -6,7 +6,8 @@ variables, {"params": ...} (and Doc-to-LoRA's running statistics for some experi
   variables = text_to_lora.init(cfg, key); adapter = generate_adapter(variables, desc, config=cfg, encoder=enc)
 
 `kinds` holds one record per kind (presets, init, shipped folder, prompt format); `saved` reads and
-writes hypernetwork folders.
+writes hypernetwork folders; `published` imports Sakana AI's published Doc-to-LoRA checkpoint into one
+(and exports back).
 """
 
 from lora_hyper.hypernetworks import doc_to_lora, kinds, perceiver, sentence_encoder, task_encoders, text_to_lora

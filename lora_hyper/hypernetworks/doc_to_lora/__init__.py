@@ -4,8 +4,9 @@
   adapter = doc_to_lora.internalize(variables, base_params, text, config=config, tokenizer=tokenizer)
 
 `config` (the published design, `Experimental` additions, presets), `modules` and `heads` (the Flax
-modules), `experimental` (the additions' modules), `chunking` (documents into chunks) and
-`generation` (activations -> adapters).
+modules), `experimental` (the additions' modules), `chunking` (documents into chunks: ours, or the
+published chat-templated split), `generation` (activations -> adapters) and `sakana` (Sakana AI's
+checkpoint format in and out; `hypernetworks.published` converts whole folders).
 """
 
 from lora_hyper.hypernetworks import _common
