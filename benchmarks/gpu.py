@@ -13,6 +13,10 @@ memory, say) is recorded as {"error": ...} in its place while the rest still run
               hypernetwork (`lora_hyper/pretrained/d2l_gemma3_270m`: early exit, 128-token chunks,
               trained on up to 64 of them, i.e. 8K tokens) at 8K and 32K, the one a user's
               `internalize` runs.
+  published   Sakana's published Doc-to-LoRA architecture (`d2l_paper`, 315M params, their chat-templated
+              chunks) on gemma-2-2b shapes, both with random weights: `adapter_from_chunks` on one
+              chunk of 512 tokens and one of 8,192 (their evaluation's chunk length), template
+              included, batched (8K also iterative). Measured after cd, before the extra lengths.
   cd          gradient context distillation (`baselines.context_distillation.distill`, teacher's
               greedy answer, 300 Adam steps) at 8K and 32K tokens (the base's context is 32K),
               against internalize at the same length (both hypernetworks, both modes).
@@ -47,6 +51,7 @@ import numpy as np
 from benchmarks import common
 from lora_hyper.baselines import context_distillation as cd
 from lora_hyper.hypernetworks import doc_to_lora, saved
+from lora_hyper.hypernetworks.doc_to_lora import sakana
 from lora_hyper.model import config as config_lib
 from lora_hyper.model import transformer
 from lora_hyper.training import objectives, optimizer, step as step_lib
@@ -72,13 +77,16 @@ class Sizes:
   student_len: int
   answer_len: int
   rounds: int
+  published: tuple[tuple[int, str], ...] = ()  # (chunk tokens, template included; mode) of the published rows
 
 
 FULL = Sizes(peak_n=8192, lengths=(8192, 32768, 131072), extra_lengths=(16384, 65536),
              shipped_lengths=(8192, 32768), cd_lengths=(8192, 32768), cd_steps=300, train_batch=32,
-             chunk_len=1024, teacher_len=1088, student_len=64, answer_len=16, rounds=5)
+             chunk_len=1024, teacher_len=1088, student_len=64, answer_len=16, rounds=5,
+             published=((512, "batched"), (8192, "batched"), (8192, "iterative")))
 SMOKE = Sizes(peak_n=256, lengths=(64, 128), extra_lengths=(96,), shipped_lengths=(), cd_lengths=(64,), cd_steps=3,
-              train_batch=2, chunk_len=32, teacher_len=48, student_len=16, answer_len=4, rounds=2)
+              train_batch=2, chunk_len=32, teacher_len=48, student_len=16, answer_len=4, rounds=2,
+              published=((32, "batched"), (64, "batched"), (64, "iterative")))
 
 
 def guarded(what: str, measure, *args) -> dict:
@@ -149,7 +157,10 @@ def internalize(lengths, modes, name, hyper, hyper_variables, params, rounds, bu
 
 
 def internalize_one(tokens, mode, hyper, hyper_variables, params, rounds, rng) -> dict:
-  chunk_tokens, chunk_mask = random_chunks(hyper, tokens, rng)
+  return measure_internalize(*random_chunks(hyper, tokens, rng), tokens, mode, hyper, hyper_variables, params, rounds)
+
+
+def measure_internalize(chunk_tokens, chunk_mask, tokens, mode, hyper, hyper_variables, params, rounds) -> dict:
   args = (hyper_variables, params, chunk_tokens, chunk_mask)
   kw = dict(config=hyper, iterative=mode == "iterative")
   start = time.perf_counter()
@@ -162,6 +173,41 @@ def internalize_one(tokens, mode, hyper, hyper_variables, params, rounds, rng) -
           "tokens_per_s": tokens / times["median_s"],
           "xla_temp_mb": mem.temp_size_in_bytes / common.MB, "xla_output_mb": mem.output_size_in_bytes / common.MB,
           "device_peak_so_far_mb": device_peak_mb()}
+
+
+def published(sizes, dtype, smoke, budget) -> list[dict]:
+  """The published architecture on gemma-2-2b shapes (tiny shapes with --smoke), random weights:
+  one chat-templated chunk of each length (template included, so no padding)."""
+  if time.perf_counter() - START > budget:
+    log("budget spent: skipping the published architecture")
+    return []
+  prefix, suffix = sakana.CHAT_AFFIXES["google/gemma-2-2b-it"]
+  longest = max(n for n, _ in sizes.published)
+  if smoke:  # the template's ids need a vocabulary past 2516
+    cfg = config_lib.tiny_gemma2(vocab_size=4096, max_seq_len=1024).replace(dtype=dtype, param_dtype=dtype)
+    name, hyper = "d2l_tiny (published template) tiny_gemma2", doc_to_lora.d2l_tiny(cfg, chunk_len=longest)
+  else:
+    cfg = config_lib.gemma2_2b(dtype=dtype, param_dtype=dtype)
+    name, hyper = "d2l_paper gemma2_2b", doc_to_lora.d2l_paper(cfg)
+  hyper = hyper.replace(chunk_prefix=prefix, chunk_suffix=suffix, perceiver={"dtype": dtype})
+  params = transformer.init_params(cfg, jax.random.key(2))
+  hyper_variables = doc_to_lora.init(hyper, jax.random.key(3))
+  rng = np.random.default_rng(3)
+  rows = []
+  for length, mode in sizes.published:
+    what = f"internalize {name} {length}-token chunk {mode}"
+    if time.perf_counter() - START > budget:
+      log(f"budget spent: skipping {what}")
+      continue
+    ids = rng.integers(3, 30000, length - len(prefix) - len(suffix)).tolist()
+    chunks = doc_to_lora.chunk_documents([ids], config=hyper)
+    assert chunks.tokens.shape == (1, 1, length), chunks.tokens.shape
+    row = guarded(what, measure_internalize, jnp.asarray(chunks.tokens), jnp.asarray(chunks.mask), len(ids), mode,
+                  hyper, hyper_variables, params, sizes.rounds)
+    if "seconds" in row:
+      log(f"{what}: {row['seconds']:.3f}s, temp {row['xla_temp_mb']:.0f} MB")
+    rows.append({"hypernetwork": name, "doc_tokens": len(ids), "chunk_tokens": length, "mode": mode, **row})
+  return rows
 
 
 def distillation(sizes, cfg, params, internalized, budget) -> list[dict]:
@@ -260,7 +306,8 @@ def main() -> None:
   results = Results(out, {"machine": common.machine(), "model": name, "dtype": dtype, "smoke": args.smoke,
                           "sizes": dataclasses.asdict(sizes),
                           "hypernetwork": f"{hyper_name}, random init (untrained)"
-                          + ("" if args.smoke else "; and the shipped, trained one")})
+                          + ("" if args.smoke else "; and the shipped, trained one")
+                          + "; the published architecture on gemma-2-2b shapes (tiny shapes with --smoke), random"})
   log(f"devices {jax.devices()}; model {name}; {dtype}")
 
   # In order of priority: a section starts only while the budget lasts.
@@ -281,6 +328,10 @@ def main() -> None:
     results.add("train", guarded("train", train, sizes, cfg, train_hyper, params,
                                  results.data["peak"].get(f"{dtype}_tflops")))
   results.add("cd", distillation(sizes, cfg, params, rows, args.budget_s))
+  if sizes.published:  # after cd: its speedups compare the 270M base's rows only
+    got = guarded("the published architecture", published, sizes, dtype, args.smoke, args.budget_s)
+    rows += got if isinstance(got, list) else [{"hypernetwork": "d2l_paper gemma2_2b", **got}]
+    results.add("internalize", rows)
   rows += internalize(sizes.extra_lengths, ("batched",), hyper_name, hyper, hyper_variables, params,
                       sizes.rounds, args.budget_s)
   rows.sort(key=lambda r: (r["hypernetwork"], r.get("doc_tokens", 0), r.get("mode", "")))

@@ -19,22 +19,28 @@ Parts (`--parts`, default all three, in this order; each rewrites only its own e
                base)`, which checks the recorded base identity; without it, the same random
                variables), one chat-templated chunk of `--chunk_tokens` tokens as the encoder reads
                it (template included, so no padding): the first call (trace + compile + run), then the
-               median of `--repeats` calls, and the peak RSS growth of each.
+               median of `--repeats` calls, and the peak RSS growth of each. XLA:CPU runs a bfloat16
+               matmul in float32, and its loop-invariant code motion then converts all 26 layers'
+               weights to float32 before the layer loop (8 GB of temporaries, over this machine's
+               share): the run is made without that pass (`NO_LICM`), and XLA's memory analysis of the
+               program is reported with and without it (compiled from shapes, not run).
   loader       `base_model.load_base_model(folder, dtype="bfloat16")` on a random gemma-2-2b Hugging
                Face folder: gemma-2-2b-it's published config.json, bfloat16 safetensors in two shards
                with an index, no tokenizer. The config read must equal `config_lib.gemma2_2b` (bfloat16)
                and every loaded tensor the saved one, bit for bit (checked against the HF layout by
                index arithmetic, not by the loader's own transform). The loader reads every tensor as
-               float32 before casting, so all 26 layers need ~18 GB here: the folder is written with
-               `--loader_layers` layers (default 2 and 4; every tensor keeps its real shape, the full
-               26-layer config.json is read apart), and the peak is extrapolated to 26 layers.
+               float32 and stacks the layers in float32 before the bfloat16 cast, so all 26 layers
+               need ~18 GB here: the folder is written with `--loader_layers` layers (default 8 and 10;
+               every tensor keeps its real shape; the 26-layer config.json is read apart), and the
+               peak is extrapolated to 26 layers (and computed from the code, which the measured
+               points match).
 
 Random weights: latency and memory do not depend on their values. Timings are for this machine's
 cores and its load at the time (recorded). Scratch files go to a temporary folder (under /tmp by
-default, about 9 GB at most), deleted at the end.
+default, at most ~6 GB at a time), deleted at the end.
 
 Run: python -m benchmarks.sakana_d2l [--parts convert internalize loader] [--chunk_tokens 512]
-         [--repeats 3] [--loader_layers 2 4] [--max_rss_gb 14]
+         [--repeats 3] [--loader_layers 8 10] [--max_rss_gb 14]
 Writes benchmarks/results/sakana_d2l.json: one entry per processor (`runs`), each holding the latest
 result of every part run on it.
 """
@@ -263,7 +269,8 @@ def worker_internalize(scratch: Path, chunk_tokens: int, repeats: int) -> dict:
     times.append(time.perf_counter() - start)
     growth.append(common.peak_rss_mb() - before_call)
   steady = statistics.median(times)
-  return {"xla_flags": os.environ.get("XLA_FLAGS", ""), "chunk_tokens": chunk_tokens, "document_tokens": len(ids), "template_tokens": len(prefix) + len(suffix),
+  return {"xla_flags": os.environ.get("XLA_FLAGS", ""), "chunk_tokens": chunk_tokens, "document_tokens": len(ids),
+          "template_tokens": len(prefix) + len(suffix),
           "hypernetwork": source, "hypernetwork_params": count(variables["params"]),
           "hypernetwork_bytes": common.tree_bytes(variables), "base_params_bytes": common.tree_bytes(base.params),
           "base_compute_dtype": base.config.dtype, "perceiver_dtype": config.perceiver.dtype,
@@ -302,7 +309,8 @@ def _hf_layout_expected(name: str, w: np.ndarray, cfg: config_lib.GemmaConfig) -
   return w
 
 
-_OUR_PATHS = {"input_layernorm": ("pre_attention_norm", "scale"), "post_attention_layernorm": ("post_attention_norm", "scale"),
+_OUR_PATHS = {"input_layernorm": ("pre_attention_norm", "scale"),
+              "post_attention_layernorm": ("post_attention_norm", "scale"),
               "pre_feedforward_layernorm": ("pre_ffw_norm", "scale"),
               "post_feedforward_layernorm": ("post_ffw_norm", "scale"), "mlp.down_proj": ("mlp", "down"),
               "mlp.gate_proj": ("mlp", "gate"), "mlp.up_proj": ("mlp", "up"), "self_attn.k_proj": ("attn", "k"),
@@ -483,15 +491,12 @@ def part_internalize(scratch: Path, chunk_tokens: int, repeats: int, max_rss_mb:
 
 
 def loader_model_mb(layers: int) -> dict[str, float]:
-  """The loader's two high points, from the code: while `params_from_hf` stacks the layers, every
-  tensor read as float32 plus the stacked float32 layers (4 bytes x (all params + layer params));
-  then the float32 params plus their bfloat16 cast (6 bytes x all params). MiB."""
+  """The loader's high point, from the code: the file's bfloat16 tensors as read, beside the
+  bfloat16 params `params_from_hf` fills layer by layer (2 + 2 bytes a param). MiB."""
   cfg = gemma2_2b_bf16(num_layers=layers, sliding_layers=tuple(bool((i + 1) % 2) for i in range(layers)))
   shapes = jax.eval_shape(lambda: transformer.init_params(cfg, jax.random.key(0)))
   total = sum(math.prod(s.shape) for s in jax.tree.leaves(shapes))
-  in_layers = sum(math.prod(s.shape) for s in jax.tree.leaves(shapes["layers"]))
-  return {"float32_read_and_stacked": 4 * (total + in_layers) / common.MB, "float32_and_bf16_cast": 6 * total / common.MB,
-          "bf16_weights": 2 * total / common.MB}
+  return {"read_and_filled_bf16": 4 * total / common.MB, "bf16_weights": 2 * total / common.MB}
 
 
 def part_loader(scratch: Path, layers: list[int], max_rss_mb: float) -> dict:
@@ -502,13 +507,12 @@ def part_loader(scratch: Path, layers: list[int], max_rss_mb: float) -> dict:
   out: dict[str, Any] = {"full_config": full_config_check(scratch), "rows": rows}
   full = config_lib.gemma2_2b().num_layers
   out["model_mb_26_layers"] = loader_model_mb(full)
-  measured = [(r["layers"], r["load_peak_growth_mb"], r["load_s"]) for r in rows if "load_peak_growth_mb" in r]
+  measured = [(r["layers"], r["load_peak_growth_mb"]) for r in rows if "load_peak_growth_mb" in r]
   if len(measured) >= 2:
     # Linear in the layer count while one high point stays the higher (past 7 layers: the stacking).
-    (n0, m0, t0), (n1, m1, t1) = measured[0], measured[-1]
+    (n0, m0), (n1, m1) = measured[0], measured[-1]
     out["extrapolated_26_layers"] = {"from_layers": [n0, n1], "per_layer_mb": (m1 - m0) / (n1 - n0),
-                                     "load_peak_growth_mb": m1 + (m1 - m0) / (n1 - n0) * (full - n1),
-                                     "load_s": t1 + (t1 - t0) / (n1 - n0) * (full - n1)}
+                                     "load_peak_growth_mb": m1 + (m1 - m0) / (n1 - n0) * (full - n1)}
   return out
 
 
@@ -520,7 +524,8 @@ def save(parts: dict[str, dict]) -> Path:
   entry = data["runs"].setdefault(machine["processor"], {})
   entry["machine"] = machine
   stamp = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": common.command(),
-           "load_average_at_start": machine["load_average_at_start"], "load_average_at_end": machine["load_average_at_end"]}
+           "load_average_at_start": machine["load_average_at_start"],
+           "load_average_at_end": machine["load_average_at_end"]}
   for name, result in parts.items():
     entry[name] = {**stamp, **result}
   data["latest_processor"] = machine["processor"]
@@ -545,7 +550,8 @@ def table(parts: dict[str, dict]) -> str:
         continue
       lines.append(f"| {dtype} | {r['convert_s']:.1f} s | {r['rss_before_mb']:.0f} MiB "
                    f"| {r['conversion_peak_growth_mb']:.0f} MiB | {r['peak_growth_over_weights']:.2f}x "
-                   f"| {r['base_rss_mb']:.0f} MiB, digest {r['digest_s']:.1f} s (+{r['digest_peak_growth_mb']:.0f} MiB) |")
+                   f"| {r['base_rss_mb']:.0f} MiB, digest {r['digest_s']:.1f} s "
+                   f"(+{r['digest_peak_growth_mb']:.0f} MiB) |")
   i = parts.get("internalize")
   if i:
     x = i["xla_memory"]
@@ -559,7 +565,8 @@ def table(parts: dict[str, dict]) -> str:
                 f"{i['template_tokens']} template tokens), base {i['base_compute_dtype']}, hypernetwork "
                 f"float32 ({i['hypernetwork']})",
                 f"  first call {i['first_call_s']:.1f} s (peak +{i['first_call_peak_growth_mb']:.0f} MiB), steady "
-                f"{i['steady_s']:.1f} s (median of {len(i['steady_times_s'])}, peak +{i['steady_peak_growth_mb']:.0f} MiB), "
+                f"{i['steady_s']:.1f} s (median of {len(i['steady_times_s'])}, "
+                f"peak +{i['steady_peak_growth_mb']:.0f} MiB), "
                 f"{i['achieved_gflops']:.0f} GFLOP/s of matmuls; resident: base {i['base_rss_mb']:.0f} MiB + "
                 f"hypernetwork {i['hypernetwork_rss_mb']:.0f} MiB"]
   l = parts.get("loader")
@@ -571,20 +578,22 @@ def table(parts: dict[str, dict]) -> str:
       m = r["model_mb"]
       lines.append(f"loader: {r['layers']} layers ({r['weights_bytes'] / GB:.2f} GB bf16): load {r['load_s']:.1f} s, "
                    f"peak +{r['load_peak_growth_mb']:.0f} MiB (from the code: "
-                   f"{max(m['float32_read_and_stacked'], m['float32_and_bf16_cast']):.0f}), "
+                   f"{m['read_and_filled_bf16']:.0f}), "
                    f"{r['tensors_checked']} tensors bit-equal, config == gemma2_2b")
     e, m = l.get("extrapolated_26_layers"), l["model_mb_26_layers"]
     if e:
-      lines.append(f"loader, 26 layers (extrapolated from {e['from_layers']}): peak +{e['load_peak_growth_mb']:.0f} MiB "
-                   f"(from the code: {max(m['float32_read_and_stacked'], m['float32_and_bf16_cast']):.0f}) for "
-                   f"{m['bf16_weights']:.0f} MiB of bf16 weights, load ~{e['load_s']:.0f} s")
+      lines.append(f"loader, 26 layers (extrapolated from {e['from_layers']}): "
+                   f"peak +{e['load_peak_growth_mb']:.0f} MiB "
+                   f"(from the code: {m['read_and_filled_bf16']:.0f}) for "
+                   f"{m['bf16_weights']:.0f} MiB of bf16 weights")
   return "\n".join(lines)
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
-  parser.add_argument("--chunk_tokens", type=int, default=512, help="the chunk as the encoder reads it, template included")
+  parser.add_argument("--chunk_tokens", type=int, default=512,
+                      help="the chunk as the encoder reads it, template included")
   parser.add_argument("--repeats", type=int, default=3, help="timed internalize calls after the first")
   parser.add_argument("--loader_layers", type=int, nargs="+", default=[8, 10],
                       help="layer counts of the random HF folders (26: the whole model, ~18 GB to load)")

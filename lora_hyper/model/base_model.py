@@ -48,7 +48,7 @@ def load_base_model(source: str | os.PathLike | None = None, *, dtype: str = "fl
     config, params = weights.load_gguf(source, log=log)
     tokenizer, name = Tokenizer.from_gguf(source, log=log), Path(source).stem
   elif os.path.isdir(source):
-    config, params = weights.load_hf_checkpoint(source)
+    config, params = weights.load_hf_checkpoint(source, dtype=dtype, param_dtype=dtype)  # read in place
     has_tokenizer = os.path.exists(os.path.join(source, "tokenizer.json"))
     tokenizer = Tokenizer.from_hf_dir(source) if has_tokenizer else MissingTokenizer(source)
     name = Path(source).name

@@ -118,16 +118,24 @@ def params_from_hf(tensors: Mapping[str, np.ndarray], cfg: GemmaConfig) -> PyTre
   if not cfg.use_qk_norm:
     names = {k: v for k, v in names.items() if "_norm" not in k or "layernorm" in k}
   for hf_name, path in names.items():
-    stacked = np.stack([_to_our_layout(path, get(f"layers.{i}.{hf_name}"), cfg, f"{prefix}layers.{i}.{hf_name}")
-                        for i in range(cfg.num_layers)])
-    _set(params.setdefault("layers", {}), path, np.asarray(stacked, dtype))
+    # Filled layer by layer in the target dtype: no float32 copy of all layers on the way (a
+    # gemma-2-2b folder read in bfloat16 then holds its file's tensors and one bfloat16 copy).
+    stacked = None
+    for i in range(cfg.num_layers):
+      name = f"layers.{i}.{hf_name}"
+      layer = _to_our_layout(path, get(name), cfg, prefix + name)
+      if stacked is None:
+        stacked = np.empty((cfg.num_layers, *layer.shape), dtype)
+      stacked[i] = layer
+    _set(params.setdefault("layers", {}), path, stacked)
   return params
 
 
 def _checked(tensors: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+  """The tensor in its stored floating dtype (the caller casts it where it lands)."""
   if name not in tensors:
     raise MissingTensorError(f"checkpoint is missing tensor {name!r}")
-  return np.asarray(tensors[name], dtype=np.float32)
+  return np.asarray(tensors[name])
 
 
 def _shapes(params: PyTree) -> dict[str, tuple[int, ...]]:
@@ -190,7 +198,8 @@ def _safetensors_files(model_dir: Path) -> list[Path]:
 
 def load_hf_checkpoint(model_dir: str | os.PathLike, **overrides: Any) -> tuple[GemmaConfig, PyTree]:
   """A local Hugging Face folder (config.json + safetensors shards) of a Gemma 2/3 text model; the
-  params are numpy arrays on the host."""
+  params are numpy arrays on the host, in the config's `param_dtype` (an override: `param_dtype=
+  "bfloat16"` reads bfloat16 shards without ever widening them)."""
   model_dir = Path(model_dir)
   if not model_dir.is_dir():
     if model_dir.exists():
@@ -199,7 +208,7 @@ def load_hf_checkpoint(model_dir: str | os.PathLike, **overrides: Any) -> tuple[
   cfg = _hf_config(model_dir, overrides)
   tensors: dict[str, np.ndarray] = {}
   for path in _safetensors_files(model_dir):
-    tensors.update(_read_safetensors_as_float32(path))
+    tensors.update(_read_safetensors(path))
   try:
     return cfg, params_from_hf(tensors, cfg)
   except ValueError as e:  # a missing tensor or a wrong shape: say in which folder
@@ -225,8 +234,9 @@ def _hf_config(model_dir: Path, overrides: Mapping[str, Any]) -> GemmaConfig:
     raise ValueError(f"{str(file)!r}: {e}") from e
 
 
-def _read_safetensors_as_float32(path: Path) -> dict[str, np.ndarray]:
-  """Every tensor of one safetensors file as float32; errors name the file (and the tensor)."""
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+  """Every tensor of one safetensors file, in its stored floating dtype (bfloat16 as ml_dtypes);
+  errors name the file (and the tensor)."""
   # The numpy backend (bfloat16 as ml_dtypes since safetensors 0.8) keeps every tensor on the host;
   # the flax one would pass each through device 0 on its way to the sharded params.
   from safetensors import SafetensorError, safe_open
@@ -239,7 +249,7 @@ def _read_safetensors_as_float32(path: Path) -> dict[str, np.ndarray]:
         if not jnp.issubdtype(x.dtype, jnp.floating):
           raise ValueError(f"tensor {name!r} in {str(path)!r} holds {x.dtype} values, not floating-point weights "
                            "(a quantised or damaged checkpoint?)")
-        out[name] = np.asarray(x, dtype=np.float32)
+        out[name] = x
   except SafetensorError as e:
     raise CorruptFileError(f"{str(path)!r} is not a complete safetensors file ({e}): it may be truncated or "
                            "overwritten; download or copy it again") from e

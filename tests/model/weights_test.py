@@ -137,10 +137,21 @@ def test_params_from_hf_builds_numpy_in_the_config_dtype(tmp_path):
   np.testing.assert_array_equal(loaded["embedding"], np.asarray(params["embedding"]).astype(jnp.bfloat16))
 
 
-def test_bfloat16_safetensors_read_on_the_host_as_float32(tmp_path):
-  """Most Gemma shards are bfloat16: read as numpy (no device), widened exactly to float32."""
+def test_bfloat16_safetensors_read_on_the_host_in_their_dtype(tmp_path):
+  """Most Gemma shards are bfloat16: read as numpy (no device) as stored, never widened on the way."""
   values = np.asarray([[1.5, -2.25], [3.0e-3, 65504.0]], np.float32).astype(jnp.bfloat16)
   safetensors.numpy.save_file({"w": values}, str(tmp_path / "w.safetensors"))
-  read = weights._read_safetensors_as_float32(tmp_path / "w.safetensors")
-  assert type(read["w"]) is np.ndarray and read["w"].dtype == np.float32
-  np.testing.assert_array_equal(read["w"], values.astype(np.float32))
+  read = weights._read_safetensors(tmp_path / "w.safetensors")
+  assert type(read["w"]) is np.ndarray and read["w"].dtype == np.dtype(jnp.bfloat16)
+  np.testing.assert_array_equal(read["w"], values)
+
+
+def test_bfloat16_folders_load_in_either_dtype_exactly(tmp_path):
+  """A bfloat16 folder read as float32 widens exactly; read as bfloat16 it is the file's bits."""
+  params = transformer.init_params(CFG, jax.random.key(3))
+  folder = _hf_folder(tmp_path, jax.tree.map(lambda x: np.asarray(x).astype(jnp.bfloat16), params), CFG)
+  cfg32, as32 = weights.load_hf_checkpoint(folder)
+  cfg16, as16 = weights.load_hf_checkpoint(folder, dtype="bfloat16", param_dtype="bfloat16")
+  assert cfg32.param_dtype == "float32" and cfg16.param_dtype == "bfloat16"
+  assert {x.dtype for x in jax.tree.leaves(as16)} == {np.dtype(jnp.bfloat16)}
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b.astype(np.float32)), as32, as16)
