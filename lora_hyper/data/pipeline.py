@@ -121,7 +121,8 @@ def doc_example(record: Record, tokenizer, hyper: DocToLoraConfig, shapes: DocEx
   doc_ids = tokenizer.encode(record["document"], add_bos=False)
   needed = len(doc_to_lora.split_document(doc_ids, hyper))
   if needed > shapes.num_chunks:  # training's shapes are fixed: say which setting to raise
-    raise ValueError(f"a document of {len(doc_ids)} tokens needs {needed} chunks of {hyper.chunk_len - int(not hyper.templated)} tokens, "
+    per_chunk = hyper.chunk_len - int(not hyper.templated)  # BOS takes a place; a template is on top
+    raise ValueError(f"a document of {len(doc_ids)} tokens needs {needed} chunks of {per_chunk} tokens, "
                      f"more than DocExampleShapes.num_chunks={shapes.num_chunks}: raise it (up to the "
                      f"hypernetwork's max_chunks={hyper.max_chunks}) or shorten the document "
                      f"({record['document'][:40]!r}...)")

@@ -17,7 +17,7 @@ from lora_hyper.hypernetworks.doc_to_lora import sakana
 from lora_hyper.model.base_model import BaseModel
 from lora_hyper.model.tokenizer import MissingTokenizer
 
-Affixes = tuple[tuple[int, ...], tuple[int, ...]]
+Affixes = sakana.Affixes
 SAKANA_CHECKPOINT = "pytorch_model.bin"  # the file name their trainer writes
 
 

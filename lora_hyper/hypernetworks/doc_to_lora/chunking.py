@@ -78,10 +78,10 @@ def chunk_documents(documents: Sequence[Sequence[int]], *, config: DocToLoraConf
       raise ValueError(f"document {i} is empty: it has no tokens")
     chunks = split_document(ids, config)
     if len(chunks) > config.max_chunks:
+      per_chunk = config.chunk_len - int(not config.templated)  # BOS takes a place; a template is on top
       raise ValueError(
-          f"document {i} has {len(ids)} tokens, {len(chunks)} chunks of {config.chunk_len - int(not config.templated)}; "
-          f"the configured maximum is max_chunks={config.max_chunks} "
-          f"({config.max_chunks * (config.chunk_len - 1)} tokens)")
+          f"document {i} has {len(ids)} tokens, {len(chunks)} chunks of {per_chunk}; the configured maximum is "
+          f"max_chunks={config.max_chunks} ({config.max_chunks * (config.chunk_len - 1)} tokens)")
     split.append(chunks)
   return pad_chunks(split, config=config, num_chunks=num_chunks)
 

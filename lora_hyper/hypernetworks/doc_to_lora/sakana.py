@@ -25,6 +25,8 @@ from lora_hyper.hypernetworks.doc_to_lora.config import DocToLoraConfig
 from lora_hyper.hypernetworks.perceiver import PerceiverConfig
 from lora_hyper.model.config import GemmaConfig
 
+Affixes = tuple[tuple[int, ...], tuple[int, ...]]  # (prefix ids, suffix ids) around each chunk
+
 # The globals of their file, each read as an inert stand-in.
 HYPERNET_CONFIG = "ctx_to_lora.modeling.hypernet.HypernetConfig"
 AGGREGATOR_CONFIG = "ctx_to_lora.modeling.aggregator.AggregatorConfig"
@@ -98,7 +100,7 @@ def _field(state: Mapping[str, Any], name: str, what: str) -> Any:
 
 
 def config_from_checkpoint(entries: Mapping[str, Any], base: GemmaConfig, *,
-                           affixes: tuple[tuple[int, ...], tuple[int, ...]] | None = None) -> DocToLoraConfig:
+                           affixes: Affixes | None = None) -> DocToLoraConfig:
   """Their checkpoint's config objects -> our `DocToLoraConfig` on `base` (which must be the base
   model it was trained for, in shape). `affixes` (prefix, suffix ids) override the chunk template
   looked up by the checkpoint's base model name."""
@@ -165,10 +167,12 @@ def check_exportable(config: DocToLoraConfig) -> None:
           "last_feature": (config.last_feature, "final_norm"),
           "experimental": (config.experimental, type(config.experimental)()),
           "pre_head_mlp_dim": (config.pre_head_mlp_dim, WIDTH_FACTOR * latent),
-          "perceiver.num_heads": (p.num_heads, PERCEIVER_HEADS), "perceiver.num_kv_heads": (p.num_kv_heads,
-                                                                                            PERCEIVER_KV_HEADS),
-          "perceiver.head_dim": (p.head_dim, PERCEIVER_HEAD_DIM), "perceiver.mlp_dim": (p.mlp_dim, WIDTH_FACTOR * latent),
-          "perceiver.input_mlp_factor": (p.input_mlp_factor, WIDTH_FACTOR), "perceiver.decoder_blocks": (p.decoder_blocks, 1),
+          "perceiver.num_heads": (p.num_heads, PERCEIVER_HEADS),
+          "perceiver.num_kv_heads": (p.num_kv_heads, PERCEIVER_KV_HEADS),
+          "perceiver.head_dim": (p.head_dim, PERCEIVER_HEAD_DIM),
+          "perceiver.mlp_dim": (p.mlp_dim, WIDTH_FACTOR * latent),
+          "perceiver.input_mlp_factor": (p.input_mlp_factor, WIDTH_FACTOR),
+          "perceiver.decoder_blocks": (p.decoder_blocks, 1),
           "perceiver.rms_eps": (p.rms_eps, 1e-6)}
   wrong = [f"{name}={got!r} (theirs: {need!r})" for name, (got, need) in want.items() if got != need]
   if wrong:
@@ -358,7 +362,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
   return {k.removeprefix("_orig_mod."): v for k, v in entries.items()}
 
 
-def convert(entries: dict[str, Any], base: GemmaConfig, *, affixes: tuple[tuple[int, ...], tuple[int, ...]] | None = None,
+def convert(entries: dict[str, Any], base: GemmaConfig, *, affixes: Affixes | None = None,
             source: str = "the checkpoint") -> tuple[DocToLoraConfig, dict]:
   """`read_checkpoint`'s entries -> (our config on `base`, our variables as numpy float32). Takes
   the tensors out of `entries` as it converts them (one copy of the weights at a time)."""
