@@ -78,3 +78,26 @@ def test_batches_shuffle_records_or_keep_the_sources_order(shuffle):
   assert (list(order) == list(range(12))) == (not shuffle)
   if not shuffle:
     assert list(next(it)["i"]) == [0, 1, 2, 3]  # and starts over in the same order
+
+
+@pytest.mark.parametrize("random_chunking", [False, True])
+def test_chat_templated_hypernetworks_train_on_their_chat_turn_chunks(random_chunking):
+  """A published (templated) Doc-to-LoRA, e.g. one imported to fine-tune: every chunk slot holds a chat
+  turn around its piece, as wide as chunk_len plus the template."""
+  prefix, suffix = (2, 5, 6), (7, 8)
+  hyper = doc_to_lora.d2l_tiny(config_lib.tiny_gemma3(), chunk_len=40, max_chunks=8, chunk_prefix=prefix,
+                               chunk_suffix=suffix)
+  shapes = pipeline.DocExampleShapes(num_chunks=6, student_len=48, teacher_len=None, answer_len=8,
+                                     random_chunking=random_chunking)
+  tokenizer = ByteTokenizer()
+  record = {"document": "The grass is green. " * 6, "query": "Which?", "answer": "X"}
+  example = pipeline.doc_example(record, tokenizer, hyper, shapes)
+  tokens, mask = example["chunk_tokens"], example["chunk_mask"]
+  assert tokens.shape == (6, doc_to_lora.chunk_width(hyper)) == (6, 45)
+  body = []
+  for row, m in zip(tokens, mask):
+    if m.any():
+      turn = row[m].tolist()
+      assert turn[:3] == list(prefix) and turn[-2:] == list(suffix)
+      body += turn[3:-2]
+  assert body == tokenizer.encode(record["document"], add_bos=False)
