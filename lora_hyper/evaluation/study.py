@@ -336,6 +336,9 @@ def eval_sweep(out: str = gin.REQUIRED, axes: Mapping[str, Sequence[Any]] | None
   axes = dict(axes or {})
   command = cli_command() if command is None else command
   make_config = make_config or _gin_eval_config
+  if files.is_url(out):
+    raise ConfigError(f"lora_hyper.eval_sweep.out = {out!r}: a sweep writes to a local folder, or on several hosts "
+                      "to a mount they all share; gs:// and other URLs are not supported yet")
   out_dir = Path(out)
   check_axes(axes)
   points = grid(axes)
