@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Launches one `lora-hyper train` run on every worker of a Cloud TPU VM slice.
+# Launches one `lora-hyper train` run (or, with --eval, one `lora-hyper eval` sweep) on every
+# worker of a Cloud TPU VM slice.
 #
 # Usage:
-#   ./tpu_launch.sh [--dry-run] [--create] --gin_file gin_configs/X.gin [--gin_file ...] \
+#   ./tpu_launch.sh [--dry-run] [--create] [--eval] --gin_file gin_configs/X.gin [--gin_file ...] \
 #                   [--gin_param 'lora_hyper.train.steps = 100' ...]
 #
-# Hyperparameters travel only as gin arguments, forwarded verbatim to `lora-hyper train`
+# Hyperparameters travel only as gin arguments, forwarded verbatim to `lora-hyper train` / `eval`
 # (gin file paths are relative to the repository root, as on the workers).
 #
+#   --eval       run `lora-hyper eval` (gin_configs/niah_chunk_sweep.gin is one): every worker scores
+#                its share of the sweep's points into lora_hyper.eval_sweep.out, which all of them
+#                must see (OUTPUT_DIR: a mount all of them share; a sweep does not write to gs://),
+#                and worker 0 writes the table; rerunning skips finished points
 #   --create     create the slice first unless `gcloud compute tpus tpu-vm describe` finds it
 #   --dry-run    print each command (quoted, ready to paste) instead of running it
 #   -h, --help   show this text
@@ -25,13 +30,13 @@
 #   REPO_URL          git clone/fetch this URL on the workers (REPO_REF, default HEAD) instead
 #                     of copying the local checkout
 #   REMOTE_DIR        project folder on the workers, relative to home (default: lora-hyper)
-#   OUTPUT_DIR        bound as lora_hyper.train.workdir before the user's gin params: checkpoints
-#                     and logs. On a multi-host slice every worker must see the same folder:
+#   OUTPUT_DIR        bound as lora_hyper.train.workdir (with --eval: lora_hyper.eval_sweep.out)
+#                     before the user's gin params: checkpoints and logs (the sweep's results). On a multi-host slice every worker must see the same folder:
 #                     gs://bucket/run (the workers then also install gcsfs and google-cloud-storage)
 #                     or a mount they all share; a run whose workers see different folders stops
 #                     at start-up with an error naming the workdir
 #   PYTHON_VERSION    Python for the workers' venv, fetched by uv if the image lacks it (default: 3.11)
-#   DETACH=1          start the run under nohup (log in REMOTE_DIR/train.log) and return
+#   DETACH=1          start the run under nohup (log in REMOTE_DIR/train.log, or eval.log) and return
 #
 # Every worker runs the same command with LORA_HYPER_DISTRIBUTED=1, so the library calls
 # jax.distributed.initialize(), which finds the coordinator and its process id by itself.
@@ -84,6 +89,7 @@ run() {
 }
 
 create=0
+verb=train
 have_gin_file=0
 gin_args=()
 parse_args() {
@@ -91,6 +97,7 @@ parse_args() {
     case "$1" in
       --dry-run) dry_run=1 ;;
       --create) create=1 ;;
+      --eval) verb=eval ;;
       -h | --help) show_help; exit 0 ;;
       --gin_file | --gin_param)
         (($# >= 2)) || die_usage "$1 needs a value"
@@ -209,13 +216,14 @@ install_step() {
     " && python3 -m uv pip install -q --python .venv/bin/python $(quote "${packages[@]}")"
 }
 
-train_step() {
-  local train
-  train="LORA_HYPER_DISTRIBUTED=1 .venv/bin/lora-hyper train $(quote "${gin_args[@]}")"
+# The same command on every worker: `lora-hyper train`, or `lora-hyper eval` with --eval.
+run_step() {
+  local command
+  command="LORA_HYPER_DISTRIBUTED=1 .venv/bin/lora-hyper $verb $(quote "${gin_args[@]}")"
   if [[ "${DETACH:-0}" == 1 ]]; then
-    train="nohup env $train > train.log 2>&1 < /dev/null &"
+    command="nohup env $command > $verb.log 2>&1 < /dev/null &"
   fi
-  printf '%s' "cd $(quote "$remote_dir") && $train"
+  printf '%s' "cd $(quote "$remote_dir") && $command"
 }
 
 main() {
@@ -226,8 +234,10 @@ main() {
   fi
   choose_jax_version
   remote_dir="${REMOTE_DIR:-lora-hyper}"
-  if [[ -n "${OUTPUT_DIR:-}" ]]; then  # first, so a --gin_param naming the workdir still wins
-    gin_args=(--gin_param "lora_hyper.train.workdir = '$OUTPUT_DIR'" "${gin_args[@]}")
+  if [[ -n "${OUTPUT_DIR:-}" ]]; then  # first, so a --gin_param naming the folder still wins
+    local binding=lora_hyper.train.workdir
+    [[ "$verb" == eval ]] && binding=lora_hyper.eval_sweep.out
+    gin_args=(--gin_param "$binding = '$OUTPUT_DIR'" "${gin_args[@]}")
   fi
   flags=(--zone="$ZONE" --project="$PROJECT")
   if ((create)); then
@@ -235,7 +245,7 @@ main() {
   fi
   ship_code
   ssh_all "$ship_step && $(install_step)"
-  ssh_all "$(train_step)"
+  ssh_all "$(run_step)"
 }
 
 main "$@"

@@ -7,6 +7,8 @@
                                       data sources
   lora_hyper.prepare_data / PrepareConfig   `lora-hyper prepare-data` (lora_hyper/data/prepare.py), with its
   lora_hyper.text_contexts / jsonl_contexts / source_contexts / fictional_contexts   contexts
+  lora_hyper.eval_sweep / EvalConfig  `lora-hyper eval --gin_file` (lora_hyper/evaluation/study.py), with its
+  lora_hyper.BuiltinData / JsonlData / TfdsData / NiahData / DistillConfig   records and baselines
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from __future__ import annotations
 import gin
 
 from lora_hyper.data import fictional, jsonl_source, lora_library, niah, tasks, tfds_source
+from lora_hyper.baselines import context_distillation
 from lora_hyper.data import pipeline, prepare, prepared
+from lora_hyper.evaluation import data as eval_data
+from lora_hyper.evaluation import study  # noqa: F401  (registers lora_hyper.eval_sweep)
 from lora_hyper.training import trainer  # noqa: F401  (registers lora_hyper.train)
 from lora_hyper.training.optimizer import OptimizerConfig
 
@@ -27,6 +32,12 @@ gin.external_configurable(tfds_source.TfdsQASource, module="lora_hyper")
 gin.external_configurable(jsonl_source.JsonlQA, module="lora_hyper")
 gin.external_configurable(prepared.PreparedQA, module="lora_hyper")
 gin.external_configurable(prepare.PrepareConfig, module="lora_hyper")
+gin.external_configurable(study.EvalConfig, module="lora_hyper")
+gin.external_configurable(eval_data.BuiltinData, module="lora_hyper")
+gin.external_configurable(eval_data.JsonlData, module="lora_hyper")
+gin.external_configurable(eval_data.TfdsData, module="lora_hyper")
+gin.external_configurable(eval_data.NiahData, module="lora_hyper")
+gin.external_configurable(context_distillation.DistillConfig, module="lora_hyper")
 
 
 @gin.configurable(module="lora_hyper")

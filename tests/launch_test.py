@@ -168,6 +168,14 @@ def test_detach_runs_under_nohup(fake_bin: pathlib.Path):
                     "train", "--gin_file", "a.gin", ">", "train.log", "2>&1", "<", "/dev/null", "&"]
 
 
+def test_eval_launches_a_sweep_on_every_worker_into_the_output_dir(fake_bin: pathlib.Path):
+  gin = _gin_args("gin_configs/niah_chunk_sweep.gin")
+  remote = _ssh_commands(_dry_run(fake_bin, "--eval", *gin, OUTPUT_DIR="/mnt/shared/sweep", DETACH="1"))[-1]
+  assert remote == ["cd", "lora-hyper", "&&", "nohup", "env", "LORA_HYPER_DISTRIBUTED=1", ".venv/bin/lora-hyper",
+                    "eval", "--gin_param", "lora_hyper.eval_sweep.out = '/mnt/shared/sweep'", *gin,
+                    ">", "eval.log", "2>&1", "<", "/dev/null", "&"]
+
+
 @pytest.mark.parametrize("missing", [("ZONE",), ("TPU_NAME", "PROJECT")])
 def test_missing_environment_is_a_usage_error(fake_bin: pathlib.Path, missing: tuple[str, ...]):
   env = {k: v for k, v in SLICE_ENV.items() if k not in missing}

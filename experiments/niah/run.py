@@ -10,6 +10,8 @@ dropped) with the magic number.
 Run (about 25 minutes on 2 CPU cores):
   .venv/bin/python -m experiments.niah.run --hypernetwork lora_hyper/pretrained/d2l_gemma3_270m --name niah_stage3
 Writes experiments/results/NAME.{json,md,png} (default niah); with chunk gates, also their values.
+Its scores are the library evaluator's metrics; a chunk-length sweep of the same scores from one gin
+file: `lora-hyper eval --gin_file gin_configs/niah_chunk_sweep.gin`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import re
 import time
 
 import jax
@@ -27,6 +28,7 @@ import numpy as np
 from experiments import common
 from lora_hyper import qa
 from lora_hyper.data import niah
+from lora_hyper.evaluation import metrics
 from lora_hyper.hypernetworks import doc_to_lora, saved
 from lora_hyper.model import base_model, decoding
 
@@ -34,24 +36,19 @@ SAMPLING = decoding.SamplingConfig(max_new_tokens=12)
 TRAIN_MAX_TOKENS = 256  # experiments/niah/train.gin: haystacks of 32-256 tokens
 
 
-def normalise(answer: str) -> str:
-  return re.sub(r"[\s,]", "", answer).rstrip(".")
+# The scores are the library's (`lora_hyper.evaluation.metrics`, what `lora-hyper eval` reports):
+# the answer's first line, spaces and commas dropped and a final period removed, against the number.
+normalise = metrics.normalise
+digit_hits = metrics.digit_hits
 
 
 def exact_match(answers: list[str], records: list[dict]) -> float:
-  return sum(normalise(a) == r["answer"] for a, r in zip(answers, records)) / len(records)
-
-
-def digit_hits(answer: str, number: str) -> list[bool]:
-  """For each digit of the magic number: is it given at its position in the answer?"""
-  given = normalise(answer)
-  return [i < len(given) and given[i] == digit for i, digit in enumerate(number)]
+  return sum(metrics.exact_match(a, r["answer"]) for a, r in zip(answers, records)) / len(records)
 
 
 def digit_accuracy(answers: list[str], records: list[dict]) -> float:
   """Share of the magic numbers' digits given at their position: partial credit exact match lacks."""
-  hits = [digit_hits(a, r["answer"]) for a, r in zip(answers, records)]
-  return sum(sum(h) / len(h) for h in hits) / len(records)
+  return sum(metrics.digit_accuracy(a, r["answer"]) for a, r in zip(answers, records)) / len(records)
 
 
 def digit_accuracy_by_position(answers: list[str], records: list[dict]) -> list[float]:

@@ -256,7 +256,20 @@ def cmd_export_d2l(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- eval
 
 
+# The argparse options of `eval` without --gin_file, with their defaults: with gin they are bindings.
+_EVAL_OPTIONS = {"hypernetwork": ("--hypernetwork", None, "lora_hyper.EvalConfig.hypernetwork"),
+                 "data": ("--data", "builtin", "lora_hyper.EvalConfig.data"),
+                 "limit": ("--limit", 60, "the data source's limit"),
+                 "batch_size": ("--batch-size", 8, "lora_hyper.EvalConfig.batch_size"),
+                 "max_new_tokens": ("--max-new-tokens", 32, "lora_hyper.EvalConfig.max_new_tokens"),
+                 "answers": ("--answers", None, "lora_hyper.eval_sweep.out (answers.jsonl)"),
+                 "model": ("--model", None, "lora_hyper.EvalConfig.base_model"),
+                 "dtype": ("--dtype", "float32", "lora_hyper.EvalConfig.dtype")}
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+  if args.gin_file or args.gin_param:
+    return _eval_from_gin(args)
   from lora_hyper import evaluation, files
   from lora_hyper.model import decoding
 
@@ -273,4 +286,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
     files.write_json_lines(args.answers, result.answers)
     log(f"wrote {len(result.answers)} answers to {args.answers}")
   print(json.dumps({**result.report, "data": args.data}, indent=1))
+  return EXIT_OK
+
+
+def _eval_from_gin(args: argparse.Namespace) -> int:
+  """`eval --gin_file F`: lora_hyper.eval_sweep, every setting a binding."""
+  import gin
+
+  given = [f"{flag} (bind {binding})" for key, (flag, default, binding) in _EVAL_OPTIONS.items()
+           if getattr(args, key) != default]
+  if given:
+    raise UsageError(f"with --gin_file every setting is a gin binding; instead of {', '.join(given)}")
+  _parse_gin(args, [])
+  from lora_hyper.evaluation import study
+  from lora_hyper.training import distributed
+
+  try:
+    gin.query_parameter("lora_hyper.eval_sweep.out")
+  except ValueError:
+    raise UsageError("the gin configuration binds no lora_hyper.eval_sweep.out (the results folder)") from None
+  distributed.maybe_initialize()  # a sweep on a pod: every host runs this command and takes its share of points
+  try:
+    summary = study.eval_sweep()
+  except study.ConfigError as e:
+    raise UsageError(str(e)) from None
+  if summary is not None:
+    log(f"wrote {', '.join(summary['files'])}")
+    print(summary["out"])
   return EXIT_OK

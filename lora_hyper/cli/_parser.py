@@ -192,5 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
   ev.add_argument("--answers", metavar="FILE", default=None,
                   help="also write every answer, beside its reference and scores, to FILE (JSON Lines)")
   _add_model_args(ev)
+  ev.add_argument("--gin_file", action="append", default=[], metavar="FILE",
+                  help="evaluate from gin instead (repeatable): lora_hyper.EvalConfig says what to score and how, "
+                       "lora_hyper.eval_sweep where to write it and over which grid of bindings; see "
+                       "gin_configs/niah_chunk_sweep.gin. The options above are then bindings. A rerun skips the "
+                       "points already written; on several hosts (tpu_launch.sh --eval) each scores its share")
+  ev.add_argument("--gin_param", action="append", default=[], metavar="BINDING",
+                  help="one gin binding, e.g. \"lora_hyper.EvalConfig.chunk_len = 512\" (repeatable)")
   ev.set_defaults(run=_commands.cmd_eval)
   return parser

@@ -1,0 +1,143 @@
+"""Where evaluation records come from: the library's held-out generators, a JSON Lines file, a TFDS
+dataset prepared locally, or needle-in-a-haystack haystacks at given lengths. Each is a frozen
+dataclass (gin binds it as `lora_hyper.EvalConfig.data = @lora_hyper.NiahData()`) whose
+`records(kind, count_tokens)` lists the records; a record may carry a 'group' (a NIAH haystack's
+target length) that results are broken down by."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+from lora_hyper.hypernetworks import kinds
+
+TokenCounter = Callable[[str], int]
+
+
+def builtin_records(kind: str, limit: int) -> list[dict]:
+  """`limit` held-out records: fictional documents' questions, or held-out tasks with held-out descriptions."""
+  from lora_hyper.data import fictional, tasks  # pylint: disable=import-outside-toplevel
+
+  if kind == "doc_to_lora":
+    source = fictional.FictionalQA(num_docs=math.ceil(limit / fictional.FACTS_PER_DOC), split="test")
+    return [source[i] for i in range(limit)]
+  held_out = tasks.held_out_tasks()
+  per_task = math.ceil(limit / len(held_out))
+  source = tasks.TaskExamples(held_out, num_examples_per_task=per_task, descriptions="test")
+  # Task-major indices; take them example-major so a small limit still covers many tasks.
+  return [source[t * per_task + j] for j in range(per_task) for t in range(len(held_out))][:limit]
+
+
+def read_records(data: str, kind: str, limit: int) -> list[dict]:
+  """`limit` records: 'builtin' held-out data, or the lines of a JSONL file with the kind's fields."""
+  if data == "builtin":
+    return builtin_records(kind, limit)
+  fields = kinds.get(kind).record_fields
+  path = Path(data)
+  if not path.is_file():
+    raise FileNotFoundError(f"data file {data!r} does not exist (or pass --data builtin)")
+  records = []
+  for number, line in enumerate(path.read_text().splitlines(), start=1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{data}:{number}: not a JSON object: {e}") from e
+    if not isinstance(record, dict) or any(not isinstance(record.get(f), str) for f in fields):
+      raise ValueError(f"{data}:{number}: a {kind} record needs string fields {', '.join(fields)}")
+    records.append(record)
+  if not records:
+    raise ValueError(f"{data} holds no records")
+  return records[:limit]
+
+
+def _positive(name: str, value: int) -> None:
+  if not isinstance(value, int) or value < 1:
+    raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class BuiltinData:
+  """Held-out fictional documents' questions (Doc-to-LoRA) or held-out tasks (Text-to-LoRA)."""
+
+  limit: int = 60
+
+  def __post_init__(self):
+    _positive("BuiltinData.limit", self.limit)
+
+  def records(self, kind: str, count_tokens: TokenCounter) -> list[dict]:
+    del count_tokens
+    return builtin_records(kind, self.limit)
+
+
+@dataclasses.dataclass(frozen=True)
+class JsonlData:
+  """The first `limit` lines of a JSON Lines file holding the hypernetwork kind's record fields."""
+
+  path: str
+  limit: int = 1_000_000
+
+  def __post_init__(self):
+    _positive("JsonlData.limit", self.limit)
+
+  def records(self, kind: str, count_tokens: TokenCounter) -> list[dict]:
+    del count_tokens
+    return read_records(self.path, kind, self.limit)
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsData:
+  """The first `limit` examples of a TFDS split prepared under `data_dir` (`data.tfds_source`)."""
+
+  name: str
+  split: str
+  data_dir: str
+  limit: int = 1_000
+
+  def __post_init__(self):
+    _positive("TfdsData.limit", self.limit)
+
+  def records(self, kind: str, count_tokens: TokenCounter) -> list[dict]:
+    from lora_hyper.data import tfds_source  # pylint: disable=import-outside-toplevel  (tensorflow_datasets)
+
+    del count_tokens
+    if kind != "doc_to_lora":
+      raise ValueError("TfdsData holds {document, query, answer} records: it needs a doc_to_lora hypernetwork")
+    source = tfds_source.TfdsQASource(self.name, self.split, self.data_dir)
+    return [source[i] for i in range(min(self.limit, len(source)))]
+
+
+@dataclasses.dataclass(frozen=True)
+class NiahData:
+  """`per_length` held-out haystacks at each target length in base-model tokens (seed 1: training used 0),
+  every depth bin covered evenly; each record's 'group' is its target length."""
+
+  lengths: tuple[int, ...] = (256, 1024)
+  per_length: int = 10
+  seed: int = 1
+  digits: tuple[int, int] = (4, 4)
+
+  def __post_init__(self):
+    object.__setattr__(self, "lengths", tuple(self.lengths))
+    object.__setattr__(self, "digits", tuple(self.digits))
+    for length in self.lengths:
+      _positive("NiahData.lengths", length)
+    _positive("NiahData.per_length", self.per_length)
+    if not self.lengths:
+      raise ValueError("NiahData.lengths is empty")
+
+  def records(self, kind: str, count_tokens: TokenCounter) -> list[dict]:
+    from lora_hyper.data import niah  # pylint: disable=import-outside-toplevel
+
+    if kind != "doc_to_lora":
+      raise ValueError("NiahData holds haystacks: it needs a doc_to_lora hypernetwork")
+    out = []
+    for length in self.lengths:
+      source = niah.NiahSource(self.per_length, length=length, seed=self.seed, count_tokens=count_tokens,
+                               digits=self.digits)
+      out += [{**source[i], "group": length} for i in range(self.per_length)]
+    return out

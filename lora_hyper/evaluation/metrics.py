@@ -1,0 +1,54 @@
+"""Per-answer scores, by name (what `EvalConfig.metrics` lists): each (answer, reference) -> [0, 1].
+
+  rouge_l         ROUGE-L F1 over lowercased words (the papers' QA metric)
+  contains        1 when the reference's words appear, in order and adjacent, in the answer
+  exact_match     1 when the answer's first line equals the reference, spaces and commas dropped and a
+                  final period removed (needle in a haystack: "1,234." is the number 1234)
+  digit_accuracy  the share of the reference's characters given at their position in the normalised
+                  answer: partial credit for a magic number exact match lacks
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from lora_hyper import qa
+
+
+def normalise(answer: str) -> str:
+  """The first line with spaces and commas dropped and a final period removed."""
+  return re.sub(r"[\s,]", "", qa.first_line(answer)).rstrip(".")
+
+
+def exact_match(answer: str, reference: str) -> float:
+  return float(normalise(answer) == reference)
+
+
+def digit_hits(answer: str, reference: str) -> list[bool]:
+  """For each character of the reference: is it given at its position in the normalised answer?"""
+  given = normalise(answer)
+  return [i < len(given) and given[i] == c for i, c in enumerate(reference)]
+
+
+def digit_accuracy(answer: str, reference: str) -> float:
+  hits = digit_hits(answer, reference)
+  return sum(hits) / len(hits) if hits else float(not normalise(answer))
+
+
+METRICS: dict[str, Callable[[str, str], float]] = {
+    "rouge_l": qa.rouge_l,
+    "contains": lambda a, r: float(qa.contains(a, r)),
+    "exact_match": exact_match,
+    "digit_accuracy": digit_accuracy,
+}
+
+
+def check(names: tuple[str, ...]) -> None:
+  unknown = [n for n in names if n not in METRICS]
+  if unknown or not names:
+    raise ValueError(f"unknown metric(s) {unknown} (known: {', '.join(METRICS)})" if unknown else "no metric given")
+
+
+def scores(answer: str, reference: str, names: tuple[str, ...]) -> dict[str, float]:
+  return {n: float(METRICS[n](answer, reference)) for n in names}

@@ -1,0 +1,374 @@
+"""Evaluation as gin data: `EvalConfig` says what to score and how, `eval_sweep` a grid of bindings to
+score it at, into one results table and plot (what `lora-hyper eval --gin_file F` runs).
+
+  lora_hyper.EvalConfig.hypernetwork = 'lora_hyper/pretrained/d2l_gemma3_270m'
+  lora_hyper.EvalConfig.data = @lora_hyper.NiahData()
+  lora_hyper.eval_sweep.out = 'experiments/results/niah_chunk_sweep'
+  lora_hyper.eval_sweep.axes = {'lora_hyper.EvalConfig.chunk_len': [128, 1024]}
+
+A sweep point is one assignment of every axis; no axes is one point. Each point is written to
+OUT/points/ as it finishes (whole, renamed into place), so a rerun skips finished points, and a
+point file written under other settings stops the rerun before any compute. With several
+processes (`training.distributed`), process i scores points i, i + P, ... of the grid and process
+0 gathers every point file into OUT/results.{json,md,png} and OUT/answers.jsonl, each naming the
+command that made it. Every axis, every point's settings, the hypernetwork folders and the plot's
+matplotlib are checked before anything loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import itertools
+import json
+import os
+import re
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import gin
+
+from lora_hyper import files
+from lora_hyper.evaluation import data as data_lib
+from lora_hyper.evaluation import evaluator, metrics as metrics_lib
+
+POINTS = "points"
+
+
+class ConfigError(ValueError):
+  """A configuration that cannot run, found before any compute (the CLI's usage error)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """One evaluation: the hypernetwork, the base model, the records and how they are scored."""
+
+  hypernetwork: str | None = None  # a saved folder; None: the shipped Doc-to-LoRA
+  base_model: str | None = None  # as `lora-hyper --model`; None: the embedded gemma3-270m
+  dtype: str = "float32"
+  data: Any = data_lib.BuiltinData()  # a lora_hyper.*Data
+  conditions: tuple[str, ...] | None = None  # None: adapter, base (and context for documents)
+  metrics: tuple[str, ...] = evaluator.DEFAULT_METRICS
+  chunk_len: int | None = None  # Doc-to-LoRA: chunk documents at this length instead of the saved one
+  iterative: bool = False  # Doc-to-LoRA: encode one base layer at a time (less memory, same adapter)
+  batch_size: int = 8  # documents / descriptions turned into adapters at once
+  max_new_tokens: int = 32
+  distill: Any = None  # a lora_hyper.DistillConfig for the cd_* conditions (None: its defaults)
+  distill_queries: int = 4  # cd_generated: queries generated per document
+  seed: int = 0  # random_source's words
+
+  def __post_init__(self):
+    if self.conditions is not None:
+      object.__setattr__(self, "conditions", tuple(self.conditions))
+      evaluator.check_conditions(self.conditions, "doc_to_lora")  # names only; the kind is checked on load
+    object.__setattr__(self, "metrics", tuple(self.metrics))
+    metrics_lib.check(self.metrics)
+    if self.dtype not in ("float32", "bfloat16"):
+      raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+    if not hasattr(self.data, "records"):
+      raise ValueError(f"data must be a lora_hyper.*Data (e.g. @lora_hyper.NiahData()), got {self.data!r}")
+    for name in ("batch_size", "max_new_tokens", "distill_queries"):
+      if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+        raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+    if self.chunk_len is not None and (not isinstance(self.chunk_len, int) or self.chunk_len < 2):
+      raise ValueError(f"chunk_len must be an integer >= 2 or None, got {self.chunk_len!r}")
+    if self.hypernetwork is not None and not Path(self.hypernetwork).is_dir():
+      raise ValueError(f"hypernetwork folder {self.hypernetwork!r} does not exist")
+
+
+# ----------------------------------------------------------------------------- pure helpers
+
+
+def grid(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+  """Every assignment of the axes, the first axis varying slowest; no axes: one empty point."""
+  names = list(axes)
+  return [dict(zip(names, values)) for values in itertools.product(*(axes[n] for n in names))]
+
+
+def short(value: Any) -> str:
+  """An axis value as a table shows it: a folder by its name."""
+  if isinstance(value, str) and "/" in value:
+    return Path(value.rstrip("/")).name
+  return str(value)
+
+
+def axis_label(binding: str) -> str:
+  """'lora_hyper.EvalConfig.chunk_len' -> 'chunk_len'."""
+  return binding.rsplit(".", 1)[-1]
+
+
+def point_name(point: Mapping[str, Any]) -> str:
+  """A file name for the point: readable, and unique by a digest of its exact values."""
+  digest = hashlib.sha1(json.dumps(point, sort_keys=True, default=repr).encode()).hexdigest()[:10]
+  readable = ",".join(f"{axis_label(k)}={short(v)}" for k, v in point.items())
+  return (re.sub(r"[^A-Za-z0-9_.=,-]", "_", readable)[:120] + "-" if readable else "") + digest
+
+
+def jsonable(value: Any) -> Any:
+  """A config as plain JSON: dataclasses as {'type': ..., fields}, tuples as lists."""
+  if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    return {"type": type(value).__name__, **{f.name: jsonable(getattr(value, f.name))
+                                             for f in dataclasses.fields(value)}}
+  if isinstance(value, (list, tuple)):
+    return [jsonable(v) for v in value]
+  if isinstance(value, dict):
+    return {str(k): jsonable(v) for k, v in value.items()}
+  if value is None or isinstance(value, (bool, int, float, str)):
+    return value
+  return repr(value)
+
+
+def cli_command() -> str:
+  """This process's command line, as a user would type it."""
+  name = "lora-hyper" if Path(sys.argv[0]).name in ("lora-hyper", "__main__.py") else sys.argv[0]
+  return " ".join([name, *map(shlex.quote, sys.argv[1:])])
+
+
+# ----------------------------------------------------------------------------- checks before compute
+
+
+def _bind(point: Mapping[str, Any]) -> None:
+  with gin.unlock_config():
+    for binding, value in point.items():
+      gin.bind_parameter(binding, value)
+
+
+def check_axes(axes: Mapping[str, Sequence[Any]]) -> None:
+  """Every axis is a binding gin knows (an existing configurable and parameter) with a list of values."""
+  if not isinstance(axes, Mapping):
+    raise ConfigError(f"lora_hyper.eval_sweep.axes must be a dict of binding -> values, got {axes!r}")
+  for binding, values in axes.items():
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+      raise ConfigError(f"sweep axis {binding!r} needs a non-empty list of values, got {values!r}")
+    try:
+      _bind({binding: values[0]})
+    except (ValueError, KeyError) as e:
+      raise ConfigError(f"sweep axis {binding!r} is not a gin binding that exists: {e}") from None
+
+
+def point_configs(points: Sequence[Mapping[str, Any]], make: Callable[[], EvalConfig]) -> list[EvalConfig]:
+  """Each point's EvalConfig, built under its bindings (which checks them)."""
+  configs = []
+  for point in points:
+    _bind(point)
+    try:
+      configs.append(make())
+    except (ValueError, TypeError) as e:
+      where = f" at sweep point {point}" if point else ""
+      raise ConfigError(f"lora_hyper.EvalConfig{where}: {e}") from None
+  return configs
+
+
+def finished(out: Path, point: Mapping[str, Any], config: EvalConfig) -> bool:
+  """Whether the point's file is there; one written under other settings is an error, not a skip."""
+  path = out / POINTS / f"{point_name(point)}.json"
+  if not path.is_file():
+    return False
+  written = files.read_json_file(path, str(path))
+  if written.get("config") != jsonable(config):
+    changed = sorted(k for k in set(written.get("config", {})) | set(jsonable(config))
+                     if written.get("config", {}).get(k) != jsonable(config).get(k))
+    raise ConfigError(f"{path} was written with other settings ({', '.join(changed)} differ): use another "
+                      "lora_hyper.eval_sweep.out, or delete it to score the point again")
+  return True
+
+
+def check_plot_backend() -> None:
+  try:
+    import matplotlib  # noqa: F401 pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:
+    raise ConfigError("the results plot needs matplotlib: pip install 'lora-hyper[experiments]', or bind "
+                      "lora_hyper.eval_sweep.plot_results = False") from None
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+@functools.lru_cache(maxsize=2)
+def _base(source: str | None, dtype: str):
+  from lora_hyper.model import base_model  # pylint: disable=import-outside-toplevel
+
+  return base_model.load_base_model(source, dtype=dtype, log=lambda m: print(m, file=sys.stderr))
+
+
+@functools.lru_cache(maxsize=4)
+def _hypernetwork(folder: str, source: str | None, dtype: str):
+  from lora_hyper.hypernetworks import saved  # pylint: disable=import-outside-toplevel
+
+  return saved.load_hypernetwork(folder, _base(source, dtype))
+
+
+def score_point(config: EvalConfig) -> evaluator.Evaluation:
+  """Loads (once per process) what the config names and evaluates it."""
+  from lora_hyper.hypernetworks import saved  # pylint: disable=import-outside-toplevel
+  from lora_hyper.model import decoding  # pylint: disable=import-outside-toplevel
+
+  base = _base(config.base_model, config.dtype)
+  hyper = _hypernetwork(config.hypernetwork or str(saved.shipped("doc_to_lora")), config.base_model, config.dtype)
+  records = config.data.records(hyper.kind, lambda text: len(base.tokenizer.encode(text, add_bos=False)))
+  return evaluator.evaluate(hyper, base, records, batch_size=config.batch_size,
+                            sampling=decoding.SamplingConfig(max_new_tokens=config.max_new_tokens),
+                            conditions=config.conditions, metrics=config.metrics, chunk_len=config.chunk_len,
+                            iterative=config.iterative, distill=config.distill,
+                            distill_queries=config.distill_queries, seed=config.seed)
+
+
+def write_point(out: Path, point: Mapping[str, Any], config: EvalConfig, result: evaluator.Evaluation,
+                seconds: float, command: str) -> Path:
+  path = out / POINTS / f"{point_name(point)}.json"
+  body = {"point": jsonable(dict(point)), "config": jsonable(config), "command": command,
+          "date": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": seconds, "report": result.report,
+          "answers": result.answers}
+  files.atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8"))
+  return path
+
+
+# ----------------------------------------------------------------------------- the results
+
+
+def result_rows(points: Sequence[dict]) -> list[dict[str, Any]]:
+  """One row per point (and per group, when its records have groups): the axes' values, the group
+  and each condition's mean of each metric."""
+  rows = []
+  for p in points:
+    report = p["report"]
+    groups = report.get("by_group") or {None: report["scores"]}
+    for group, scores in groups.items():
+      rows.append({"point": p["point"], "group": group, "scores": scores})
+  return rows
+
+
+def markdown(title: str, command: str, axes: Sequence[str], rows: Sequence[dict]) -> str:
+  grouped = any(r["group"] is not None for r in rows)
+  columns = [(c, m) for c, ms in rows[0]["scores"].items() for m in ms]
+  header = [*map(axis_label, axes), *(["group"] if grouped else []), *(f"{c} {m}" for c, m in columns)]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for r in rows:
+    cells = [short(r["point"][a]) for a in axes] + ([str(r["group"])] if grouped else [])
+    cells += [f"{r['scores'][c][m]:.3f}" for c, m in columns]
+    lines.append("| " + " | ".join(cells) + " |")
+  return f"# {title}\n\nProduced by `{command}` on {time.strftime('%Y-%m-%d')}.\n\n" + "\n".join(lines) + "\n"
+
+
+def plot(path: Path, title: str, command: str, axes: Sequence[str], rows: Sequence[dict]) -> None:
+  """One panel per metric: x the first axis whose values are all numbers (else the point), one line
+  per value of the other axes, group and condition."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  numeric = [a for a in axes if all(isinstance(r["point"][a], (int, float)) for r in rows)]
+  x_axis = numeric[0] if numeric else None
+  metric_names = list(next(iter(rows[0]["scores"].values())))
+  fig, panels = plt.subplots(1, len(metric_names), figsize=(5.5 * len(metric_names), 4), squeeze=False)
+  for panel, metric in zip(panels[0], metric_names):
+    lines: dict[str, list[tuple[Any, float]]] = {}
+    for i, r in enumerate(rows):
+      others = [f"{axis_label(a)}={short(r['point'][a])}" for a in axes if a != x_axis]
+      group = [f"group {r['group']}"] if r["group"] is not None else []
+      for condition, scores in r["scores"].items():
+        label = ", ".join([*others, *group, condition])
+        lines.setdefault(label, []).append((r["point"][x_axis] if x_axis else i, scores[metric]))
+    for label, xy in lines.items():
+      panel.plot([x for x, _ in xy], [y for _, y in xy], marker="o", label=label)
+    xs = sorted({r["point"][x_axis] for r in rows}) if x_axis else []
+    if len(xs) > 1 and xs[0] > 0:
+      panel.set_xscale("log", base=2)
+      panel.set_xticks(xs, [str(x) for x in xs])
+    panel.set_xlabel(axis_label(x_axis) if x_axis else "point")
+    panel.set_ylabel(metric.replace("_", " "))
+    panel.set_ylim(-0.02, 1.02)
+  panels[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+  fig.suptitle(title)
+  fig.text(0.01, 0.005, command, fontsize=6, family="monospace")
+  fig.tight_layout(rect=(0, 0.04, 1, 1))
+  files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png", metadata={"Description": command}))
+  plt.close(fig)
+
+
+def write_results(out: Path, title: str, command: str, axes: Sequence[str], points: Sequence[Mapping[str, Any]],
+                  with_plot: bool) -> dict[str, Any]:
+  """OUT/results.{json,md,png} and OUT/answers.jsonl from every point's file, in grid order."""
+  written = [files.read_json_file(out / POINTS / f"{point_name(p)}.json", "missing point") for p in points]
+  rows = result_rows(written)
+  summary = {"title": title, "command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "axes": list(axes),
+             "points": [{"point": w["point"], "config": w["config"], "report": w["report"], "seconds": w["seconds"],
+                         "command": w["command"]} for w in written],
+             "rows": rows}
+  save = lambda name, text: files.atomic_write(out / name, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+  save("results.json", json.dumps(summary, indent=1) + "\n")
+  save("results.md", markdown(title, command, axes, rows))
+  files.write_json_lines(out / "answers.jsonl", [{"point": w["point"], "command": command, **a}
+                                                 for w in written for a in w["answers"]])
+  if with_plot:
+    plot(out / "results.png", title, command, axes, rows)
+  names = ["results.json", "results.md", "answers.jsonl", *(["results.png"] if with_plot else [])]
+  return {**summary, "out": str(out), "files": [str(out / n) for n in names]}
+
+
+# ----------------------------------------------------------------------------- the entry point
+
+
+def _sync(name: str) -> None:
+  import jax  # pylint: disable=import-outside-toplevel
+
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
+    multihost_utils.sync_global_devices(name)
+
+
+@gin.configurable("eval_sweep", module="lora_hyper")
+def eval_sweep(out: str = gin.REQUIRED, axes: Mapping[str, Sequence[Any]] | None = None, title: str = "Evaluation",
+               plot_results: bool = True, command: str | None = None,
+               make_config: Callable[[], EvalConfig] | None = None,
+               score: Callable[[EvalConfig], evaluator.Evaluation] = score_point) -> dict[str, Any]:
+  """Scores every point of the grid `axes` (binding -> values) not yet in OUT/points/, then (process 0)
+  writes the results; returns their summary (None on other processes). `make_config` builds the
+  point's EvalConfig under its bindings (default: the gin-configured `lora_hyper.EvalConfig`)."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  axes = dict(axes or {})
+  command = cli_command() if command is None else command
+  make_config = make_config or _gin_eval_config
+  if files.is_url(out):
+    raise ConfigError(f"lora_hyper.eval_sweep.out = {out!r}: a sweep writes to a local folder, or on several hosts "
+                      "to a mount they all share; gs:// and other URLs are not supported yet")
+  out_dir = Path(out)
+  check_axes(axes)
+  points = grid(axes)
+  configs = point_configs(points, make_config)
+  if plot_results:
+    check_plot_backend()
+  todo = [k for k, (p, c) in enumerate(zip(points, configs)) if not finished(out_dir, p, c)]
+  from lora_hyper.training import checkpointing  # pylint: disable=import-outside-toplevel
+
+  checkpointing.check_shared_workdir(out_dir)  # several processes: one folder that all of them see
+  index, count = jax.process_index(), jax.process_count()
+  mine = [k for k in todo if k % count == index]
+  print(f"sweep of {len(points)} point(s) into {out_dir}: {len(points) - len(todo)} finished before, "
+        f"{len(mine)} to score here (process {index} of {count})", file=sys.stderr, flush=True)
+  for k in mine:
+    start = time.perf_counter()
+    result = score(configs[k])
+    seconds = time.perf_counter() - start
+    path = write_point(out_dir, points[k], configs[k], result, seconds, command)
+    shown = "  ".join(f"{c}: " + ", ".join(f"{m} {v:.3f}" for m, v in s.items())
+                      for c, s in result.report["scores"].items())
+    print(f"point {k + 1}/{len(points)} {points[k] or ''} in {seconds:.1f}s: {shown} -> {path}", file=sys.stderr,
+          flush=True)
+  _sync("lora_hyper: every sweep point written")
+  if index != 0:
+    return None
+  return write_results(out_dir, title, command, list(axes), points, plot_results)
+
+
+def _gin_eval_config() -> EvalConfig:
+  from lora_hyper import configurables  # noqa: F401 pylint: disable=import-outside-toplevel,unused-import
+
+  return gin.get_configurable("lora_hyper.EvalConfig")()
