@@ -1,0 +1,153 @@
+"""Internalize on long documents: the shipped Doc-to-LoRA's `internalize` against its floor.
+
+The shipped hypernetwork (`lora_hyper/pretrained/d2l_gemma3_270m`) reads the document through an
+early exit: the base model's first L/4 layers (4 of Gemma 3 270M's 18) over every 128-token chunk.
+That forward is the floor: whatever `internalize` spends beyond it is tokenizing, chunking, the
+hypernetwork (Perceiver, heads), building the adapter, and dispatch. Per document length:
+
+  internalize       the whole call as a user makes it (text in, adapter out), compile excluded;
+  floor             the jitted `transformer.layer_input` of the first L/4 layers over the same [K, T]
+                    chunk tokens, in the same interleaved rounds;
+  parts             tokenize and chunk (Python, timed apart), and two separately jitted pieces of the
+                    generation: `encode_context` (the floor plus the feature norm) and the Perceiver,
+                    heads and adapter assembly on its features;
+  first_call_s      the first `internalize` of that length (its compiles included);
+  new_length_s      then the first call on a document one chunk longer (a length not seen before):
+                    what a warm process pays for a new length.
+
+The shipped config allows 64 chunks (8K tokens); longer documents are measured with max_chunks
+raised (`config.replace(max_chunks=...)`), which changes no weight. Float32 on this CPU.
+
+`--label` names the code path measured (e.g. "before" on the commit before a change, "after"):
+benchmarks/results/internalize_scaling.json keeps the latest run of each label, all on one
+processor (a run on another CPU drops the labels measured elsewhere: ratios compare within a CPU).
+
+Run: python -m benchmarks.internalize_scaling [--lengths 2048 4096 8192 16384] [--rounds 3] [--label after]
+Writes benchmarks/results/internalize_scaling.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import statistics
+import sys
+import time
+
+import jax
+
+from benchmarks import common
+from lora_hyper.hypernetworks import doc_to_lora, saved
+from lora_hyper.hypernetworks.doc_to_lora import generation
+from lora_hyper.hypernetworks.doc_to_lora.modules import DocToLora
+from lora_hyper.model import transformer
+
+NAME = "internalize_scaling"
+
+
+def log(*args):
+  print(*args, file=sys.stderr, flush=True)
+
+
+def python_seconds(fn, repeats: int = 5) -> float:
+  """Median wall time of a host-only call (tokenizer, chunking)."""
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def perceiver_heads(variables, features, mask, *, config):
+  """What `internalize` runs after the base model's features: Perceiver, heads, adapter assembly."""
+  codes = generation.chunk_codes(variables, features, mask, config=config)
+  valid = mask.any(axis=-1)[None]
+  weights, _ = DocToLora(config).apply(variables, codes, valid, method=DocToLora.decode)
+  return generation.combine(variables, jax.tree.map(lambda w: w[None], weights), valid, config=config)
+
+
+def measure(length: int, shipped: saved.SavedHypernetwork, model, rounds: int) -> dict:
+  tok, params, variables = model.tokenizer, model.params, shipped.variables
+  ids, _ = common.document_tokens(tok, length)
+  text = tok.decode(ids)
+  doc_ids = tok.encode(text, add_bos=False)
+  per_chunk = shipped.config.chunk_len - 1
+  chunks_needed = -(-(len(doc_ids) + per_chunk) // per_chunk)  # room for the one-chunk-longer document
+  config = shipped.config.replace(max_chunks=max(shipped.config.max_chunks, chunks_needed))
+  chunks = doc_to_lora.chunk_documents([doc_ids], config=config)
+  k, t = chunks.tokens.shape[1:]
+  tokens, mask = jax.numpy.asarray(chunks.tokens[0]), jax.numpy.asarray(chunks.mask[0])
+
+  internalize = lambda doc=text: doc_to_lora.internalize(variables, params, doc, config=config, tokenizer=tok)
+  first_call_s, adapter = common.timed(internalize)
+  floor = jax.jit(functools.partial(transformer.layer_input, layer=config.feature_layer, config=config.base))
+  encode = jax.jit(functools.partial(generation.encode_context, config=config))
+  features = encode(params, tokens, mask)
+  hyper = jax.jit(functools.partial(perceiver_heads, config=config))
+  timings = common.interleaved({
+      "internalize": internalize,
+      "floor": lambda: floor(params, tokens, mask=mask),
+      "encode_context": lambda: encode(params, tokens, mask),
+      "perceiver_heads": lambda: hyper(variables, features, mask),
+  }, rounds)
+  longer, _ = common.document_tokens(tok, length + per_chunk)
+  longer_text = tok.decode(longer)
+  new_length_s, _ = common.timed(lambda: internalize(longer_text))
+  row = {
+      "doc_tokens": len(doc_ids), "chunks": k, "chunk_len": t, "max_chunks": config.max_chunks,
+      "adapter_rank": adapter.weights[config.modules[0]]["b"].shape[-2],
+      "tokenize_s": python_seconds(lambda: tok.encode(text, add_bos=False)),
+      "chunk_s": python_seconds(lambda: doc_to_lora.chunk_documents([doc_ids], config=config)),
+      **{f"{name}_s": v for name, v in timings.items()},
+      "first_call_s": first_call_s,
+      "compile_s": first_call_s - timings["internalize"]["median_s"],
+      "new_length_chunks": len(doc_to_lora.chunk_documents([tok.encode(longer_text, add_bos=False)],
+                                                           config=config).tokens[0]),
+      "new_length_s": new_length_s,
+      "ratio_to_floor": timings["internalize"]["median_s"] / timings["floor"]["median_s"],
+  }
+  log(f"{row['doc_tokens']} tokens, {k} chunks: internalize {timings['internalize']['median_s']:.3f} s, floor "
+      f"{timings['floor']['median_s']:.3f} s ({row['ratio_to_floor']:.3f}x); encode "
+      f"{timings['encode_context']['median_s']:.3f} s, perceiver+heads {timings['perceiver_heads']['median_s']:.3f} s; "
+      f"first call {first_call_s:.2f} s, new length {new_length_s:.2f} s")
+  return row
+
+
+def previous_runs() -> dict:
+  """The labels already recorded on this processor (others are dropped: see the docstring)."""
+  path = common.RESULTS / f"{NAME}.json"
+  if not path.exists():
+    return {}
+  runs = json.loads(path.read_text()).get("runs", {})
+  here = common.cpu_model()
+  return {label: r for label, r in runs.items() if r["machine"].get("processor") == here}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096, 8192, 16384])
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--label", default="after", help="the code path measured, e.g. before / after")
+  args = parser.parse_args()
+
+  model = common.base()
+  shipped = saved.load_hypernetwork(saved.shipped("doc_to_lora"), model)
+  rows = [measure(length, shipped, model, args.rounds) for length in args.lengths]
+  run = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": common.machine(), "command": common.command(),
+         "rows": rows, "max_ratio_to_floor": max(r["ratio_to_floor"] for r in rows)}
+  runs = {**previous_runs(), args.label: run}
+  common.write_result(NAME, {
+      "model": model.name, "dtype": "float32", "label": args.label,
+      "shipped_hypernetwork": {**shipped.describe(), "context_encoder": shipped.config.context_encoder,
+                               "feature_layer": shipped.config.feature_layer, "chunk_len": shipped.config.chunk_len,
+                               "max_chunks": shipped.config.max_chunks},
+      "goal": "internalize / floor (the jitted first L/4 layers over the same chunks): reported, the closer to 1 "
+              "the better",
+      "runs": runs,
+  })
+
+
+if __name__ == "__main__":
+  main()
