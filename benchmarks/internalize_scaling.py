@@ -13,7 +13,10 @@ hypernetwork (Perceiver, heads), building the adapter, and dispatch. Per documen
                     heads and adapter assembly on its features;
   first_call_s      the first `internalize` of that length (its compiles included);
   new_length_s      then the first call on a document one chunk longer (a length not seen before):
-                    what a warm process pays for a new length.
+                    what a warm process pays for a new length;
+  one_batch         `internalize` as it was before issue 66 part 3 (one jitted program over all [1, K, T]
+                    chunk slots, compiled for every chunk count K), in the same rounds, with its own
+                    first call and new length.
 
 The shipped config allows 64 chunks (8K tokens); longer documents are measured with max_chunks
 raised (`config.replace(max_chunks=...)`), which changes no weight. Float32 on this CPU.
@@ -38,6 +41,7 @@ import time
 import jax
 
 from benchmarks import common
+from lora_hyper.adapters import lora
 from lora_hyper.hypernetworks import doc_to_lora, saved
 from lora_hyper.hypernetworks.doc_to_lora import generation
 from lora_hyper.hypernetworks.doc_to_lora.modules import DocToLora
@@ -68,6 +72,15 @@ def perceiver_heads(variables, features, mask, *, config):
   return generation.combine(variables, jax.tree.map(lambda w: w[None], weights), valid, config=config)
 
 
+def one_batch_internalize(variables, params, text, *, config, tokenizer):
+  """`internalize` before issue 66 part 3: tokenize, chunk, `adapter_from_chunks` (one program for all
+  [1, K, T] slots), then the document's adapter taken outside the program."""
+  chunks = doc_to_lora.chunk_documents([tokenizer.encode(text, add_bos=False)], config=config)
+  adapter = doc_to_lora.adapter_from_chunks(variables, params, jax.numpy.asarray(chunks.tokens),
+                                            jax.numpy.asarray(chunks.mask), config=config)
+  return lora.take(adapter, 0)
+
+
 def measure(length: int, shipped: saved.SavedHypernetwork, model, rounds: int) -> dict:
   tok, params, variables = model.tokenizer, model.params, shipped.variables
   ids, _ = common.document_tokens(tok, length)
@@ -81,7 +94,9 @@ def measure(length: int, shipped: saved.SavedHypernetwork, model, rounds: int) -
   tokens, mask = jax.numpy.asarray(chunks.tokens[0]), jax.numpy.asarray(chunks.mask[0])
 
   internalize = lambda doc=text: doc_to_lora.internalize(variables, params, doc, config=config, tokenizer=tok)
+  one_batch = lambda doc=text: one_batch_internalize(variables, params, doc, config=config, tokenizer=tok)
   first_call_s, adapter = common.timed(internalize)
+  one_batch_first_call_s, _ = common.timed(one_batch)
   floor = jax.jit(functools.partial(transformer.layer_input, layer=config.feature_layer, config=config.base))
   encode = jax.jit(functools.partial(generation.encode_context, config=config))
   features = encode(params, tokens, mask)
@@ -91,10 +106,12 @@ def measure(length: int, shipped: saved.SavedHypernetwork, model, rounds: int) -
       "floor": lambda: floor(params, tokens, mask=mask),
       "encode_context": lambda: encode(params, tokens, mask),
       "perceiver_heads": lambda: hyper(variables, features, mask),
+      "one_batch": one_batch,
   }, rounds)
   longer, _ = common.document_tokens(tok, length + per_chunk)
   longer_text = tok.decode(longer)
   new_length_s, _ = common.timed(lambda: internalize(longer_text))
+  one_batch_new_length_s, _ = common.timed(lambda: one_batch(longer_text))
   row = {
       "doc_tokens": len(doc_ids), "chunks": k, "chunk_len": t, "max_chunks": config.max_chunks,
       "adapter_rank": adapter.weights[config.modules[0]]["b"].shape[-2],
@@ -107,11 +124,17 @@ def measure(length: int, shipped: saved.SavedHypernetwork, model, rounds: int) -
                                                            config=config).tokens[0]),
       "new_length_s": new_length_s,
       "ratio_to_floor": timings["internalize"]["median_s"] / timings["floor"]["median_s"],
+      "one_batch_first_call_s": one_batch_first_call_s,
+      "one_batch_compile_s": one_batch_first_call_s - timings["one_batch"]["median_s"],
+      "one_batch_new_length_s": one_batch_new_length_s,
+      "one_batch_ratio_to_floor": timings["one_batch"]["median_s"] / timings["floor"]["median_s"],
   }
   log(f"{row['doc_tokens']} tokens, {k} chunks: internalize {timings['internalize']['median_s']:.3f} s, floor "
       f"{timings['floor']['median_s']:.3f} s ({row['ratio_to_floor']:.3f}x); encode "
       f"{timings['encode_context']['median_s']:.3f} s, perceiver+heads {timings['perceiver_heads']['median_s']:.3f} s; "
-      f"first call {first_call_s:.2f} s, new length {new_length_s:.2f} s")
+      f"first call {first_call_s:.2f} s, new length {new_length_s:.2f} s; one batch "
+      f"{timings['one_batch']['median_s']:.3f} s ({row['one_batch_ratio_to_floor']:.3f}x), first call "
+      f"{one_batch_first_call_s:.2f} s, new length {one_batch_new_length_s:.2f} s")
   return row
 
 
@@ -136,7 +159,8 @@ def main() -> None:
   shipped = saved.load_hypernetwork(saved.shipped("doc_to_lora"), model)
   rows = [measure(length, shipped, model, args.rounds) for length in args.lengths]
   run = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": common.machine(), "command": common.command(),
-         "rows": rows, "max_ratio_to_floor": max(r["ratio_to_floor"] for r in rows)}
+         "rows": rows, "max_ratio_to_floor": max(r["ratio_to_floor"] for r in rows),
+         "max_one_batch_ratio_to_floor": max(r["one_batch_ratio_to_floor"] for r in rows)}
   runs = {**previous_runs(), args.label: run}
   common.write_result(NAME, {
       "model": model.name, "dtype": "float32", "label": args.label,

@@ -156,16 +156,17 @@ def adapter_from_chunks(variables: PyTree, base_params: PyTree, tokens: Array, m
 
 
 # Generation runs the base model and the Perceiver over the documents' real chunks in groups of this
-# many (the rest one chunk at a time): those two programs are compiled once for every document length,
-# where one [K, T] program was compiled for each new chunk count K (2-6 s each on a CPU), and groups of
-# 8 chunks of 128 tokens keep the CPU's matmuls as fast as one batch of all K (measured: 66 ms a chunk
-# against 67; a lone chunk 79). Empty chunk slots of shorter documents in a batch are not computed.
+# many, then the rest in one group: one [K, T] program was compiled for each new chunk count K (2-6 s
+# each on a CPU), where these are at most CHUNK_GROUP programs for every document length (a document
+# needs one or two; fewer than CHUNK_GROUP chunks run in one batch as before). Groups of 8 chunks of
+# 128 tokens keep the CPU's matmuls as fast as one batch of all K (measured: 66 ms a chunk against 67;
+# a lone chunk 79). Empty chunk slots of shorter documents in a batch are not computed.
 CHUNK_GROUP = 8
 
 
 def group_sizes(count: int, group: int = CHUNK_GROUP) -> list[int]:
-  """`count` chunks -> the sizes of the groups they run in: full groups, then single chunks."""
-  return [group] * (count // group) + [1] * (count % group)
+  """`count` chunks -> the sizes of the groups they run in: full groups, then the rest together."""
+  return [group] * (count // group) + ([count % group] if count % group else [])
 
 
 @functools.partial(jax.jit, static_argnames=("config", "iterative"))
