@@ -81,14 +81,20 @@ def one_batch_internalize(variables, params, text, *, config, tokenizer):
   return lora.take(adapter, 0)
 
 
-def measure(length: int, shipped: saved.SavedHypernetwork, model, rounds: int) -> dict:
+def long_config(shipped: saved.SavedHypernetwork, lengths) -> "doc_to_lora.DocToLoraConfig":
+  """The shipped config with room for the longest length and one chunk more. One config for every
+  length: max_chunks is part of the programs' jit key, so one per length would recompile them all."""
+  per_chunk = shipped.config.chunk_len - 1
+  needed = -(-(max(lengths) + 2 * per_chunk) // per_chunk)  # + decoding's drift + the one-chunk-longer doc
+  return shipped.config.replace(max_chunks=max(shipped.config.max_chunks, needed))
+
+
+def measure(length: int, shipped: saved.SavedHypernetwork, model, rounds: int, config) -> dict:
   tok, params, variables = model.tokenizer, model.params, shipped.variables
   ids, _ = common.document_tokens(tok, length)
   text = tok.decode(ids)
   doc_ids = tok.encode(text, add_bos=False)
   per_chunk = shipped.config.chunk_len - 1
-  chunks_needed = -(-(len(doc_ids) + per_chunk) // per_chunk)  # room for the one-chunk-longer document
-  config = shipped.config.replace(max_chunks=max(shipped.config.max_chunks, chunks_needed))
   chunks = doc_to_lora.chunk_documents([doc_ids], config=config)
   k, t = chunks.tokens.shape[1:]
   tokens, mask = jax.numpy.asarray(chunks.tokens[0]), jax.numpy.asarray(chunks.mask[0])
@@ -138,6 +144,35 @@ def measure(length: int, shipped: saved.SavedHypernetwork, model, rounds: int) -
   return row
 
 
+def compile_seconds(jitted, *args, **kwargs) -> float:
+  """Time to lower and compile `jitted` for these shapes (ahead of time: the jit cache is not used)."""
+  start = time.perf_counter()
+  jitted.lower(*args, **kwargs).compile()
+  return time.perf_counter() - start
+
+
+def measure_compiles(length: int, shipped: saved.SavedHypernetwork, model, config) -> dict:
+  """What a document of `length` tokens compiles on each path, timed ahead of time (first-call times
+  are too noisy under load for a second of compile within a 10 s call)."""
+  tok, params, variables = model.tokenizer, model.params, shipped.variables
+  ids, _ = common.document_tokens(tok, length)
+  chunks = doc_to_lora.chunk_documents([ids], config=config)
+  k, t = chunks.tokens.shape[1:]
+  spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype)
+  codes = lambda g: spec((g, config.base.num_layers, len(config.modules), config.rank, config.perceiver.latent_dim),
+                         jax.numpy.float32)
+  sizes = generation.group_sizes(k)
+  return {
+      "doc_tokens": len(ids), "chunks": k, "group_sizes": sizes,
+      "one_batch_s": compile_seconds(doc_to_lora.adapter_from_chunks, variables, params, spec((1, k, t), "int32"),
+                                     spec((1, k, t), bool), config=config),
+      "assemble_s": compile_seconds(generation._assemble, variables, tuple(codes(g) for g in sizes),
+                                    spec((k,), "int32"), spec((1, k), bool), config=config, single=True),
+      "group_s": {g: compile_seconds(generation._group_codes, variables, params, spec((g, t), "int32"),
+                                     spec((g, t), bool), config=config) for g in sorted(set(sizes))},
+  }
+
+
 def previous_runs() -> dict:
   """The labels already recorded on this processor (others are dropped: see the docstring)."""
   path = common.RESULTS / f"{NAME}.json"
@@ -153,11 +188,21 @@ def main() -> None:
   parser.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096, 8192, 16384])
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--label", default="after", help="the code path measured, e.g. before / after")
+  parser.add_argument("--compile_only", action="store_true",
+                      help="only time each path's compiles ahead of time, added to the label's recorded run")
   args = parser.parse_args()
 
   model = common.base()
   shipped = saved.load_hypernetwork(saved.shipped("doc_to_lora"), model)
-  rows = [measure(length, shipped, model, args.rounds) for length in args.lengths]
+  config = long_config(shipped, args.lengths)
+  if args.compile_only:
+    compiles = [measure_compiles(length, shipped, model, config) for length in args.lengths]
+    log(json.dumps(compiles))
+    d = json.loads((common.RESULTS / f"{NAME}.json").read_text())
+    d["runs"][args.label]["compiles"] = {"command": common.command(), "machine": common.machine(), "rows": compiles}
+    (common.RESULTS / f"{NAME}.json").write_text(json.dumps(d, indent=2) + "\n")
+    return
+  rows = [measure(length, shipped, model, args.rounds, config) for length in args.lengths]
   run = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": common.machine(), "command": common.command(),
          "rows": rows, "max_ratio_to_floor": max(r["ratio_to_floor"] for r in rows),
          "max_one_batch_ratio_to_floor": max(r["one_batch_ratio_to_floor"] for r in rows)}
