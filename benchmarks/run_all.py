@@ -21,6 +21,7 @@ from benchmarks import report
 # The commands of the README's table, defaults written out.
 COMMANDS = {
     "update_latency": "--lengths 255 511 1023 2046 --cd_steps 300 --timed_steps 30 --rounds 2",
+    "internalize_scaling": "--lengths 2048 4096 8192 16384 --rounds 3 --label after",
     "memory": "--measured 1024 2048 4096 --rss_length 2048",
     "decode_latency": "--lengths 256 1024 4096 --new_tokens 32 --rounds 5",
     "forward": "--tokens 512 --repeats 5",

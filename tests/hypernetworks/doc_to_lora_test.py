@@ -236,6 +236,46 @@ def test_different_documents_give_different_adapters_in_one_batch(base_cfg, base
   assert not np.allclose(b[0, :, :r], b[1, :, :r])
 
 
+@pytest.mark.parametrize("encoder,options", [(ENCODERS[0], {}), (ENCODERS[1], EVERY_OPTION)])
+def test_generating_in_chunk_groups_equals_one_batch(base_cfg, base_params, encoder, options):
+  """`generate` (what `internalize` runs) encodes the real chunks in CHUNK_GROUP groups, then the rest,
+  and skips empty slots: its adapters are `adapter_from_chunks`'s one batch of all [N, K] slots, rank
+  K*r + r, empty slots exact zeros."""
+  cfg = _tiny(base_cfg, encoder, **options).replace(max_chunks=32)
+  variables = _random_b_head(doc_to_lora.init(cfg, jax.random.key(1)))
+  if options:  # a running mean, and gates that keep some chunks and cut others
+    gates = variables["params"]["gates_down"]
+    variables = _with(variables, "gates_down", w=jax.random.normal(jax.random.key(4), gates["w"].shape) / 8)
+    variables = {**variables, "code_stats": jax.tree.map(lambda x: x + 0.1, variables["code_stats"])}
+  ids = list(range(3, 3 + 7 * 19))  # 19 chunks of 7: two groups of 8, then one of 3
+  assert doc_to_lora.generation.group_sizes(19) == [8, 8, 3]
+  chunks = doc_to_lora.chunk_documents([ids, ids[:30]], config=cfg)  # the second: 5 chunks, 14 empty slots
+  expected = doc_to_lora.adapter_from_chunks(variables, base_params, *_chunk_arrays(chunks), config=cfg)
+  batched = doc_to_lora.generate(variables, base_params, chunks, config=cfg)
+  single = doc_to_lora.generate(variables, base_params, doc_to_lora.chunk_documents([ids], config=cfg),
+                                config=cfg, single=True)
+  assert batched.rank == single.rank == expected.rank == 20 * cfg.rank
+  # Within float rounding (XLA's CPU matmuls round a batch of 8 rows and of 19 differently: 3e-6 seen),
+  # the tolerance of the per-chunk equivalence above.
+  chex_tree_close(batched.weights, expected.weights, atol=1e-5)
+  chex_tree_close(single.weights, lora.take(expected, 0).weights, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(batched.weights["down"]["b"][1, :, 5 * cfg.rank:-cfg.rank]), 0.0)
+
+
+def test_a_new_document_length_compiles_no_new_encoder(base_cfg, base_params):
+  """The base model and Perceiver run in groups of CHUNK_GROUP chunks and the rest: a document with a
+  chunk count not seen before compiles only the adapter's assembly once its group sizes ran (an
+  [N, K, T] program was compiled for every K)."""
+  cfg = _tiny(base_cfg, "early_exit").replace(max_chunks=32)
+  variables = doc_to_lora.init(cfg, jax.random.key(1))
+  make = lambda k: doc_to_lora.generate(variables, base_params, doc_to_lora.chunk_documents(
+      [list(range(3, 3 + 7 * k))], config=cfg), config=cfg, single=True)
+  assert make(17).rank == 18 * cfg.rank
+  compiled = doc_to_lora.generation._group_codes._cache_size()
+  assert make(25).rank == 26 * cfg.rank and make(9).rank == 10 * cfg.rank  # groups 8, 8, 8, 1 and 8, 1
+  assert doc_to_lora.generation._group_codes._cache_size() == compiled
+
+
 # ----------------------------------------------------------------------------- experimental options
 
 

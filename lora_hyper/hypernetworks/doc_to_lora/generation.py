@@ -22,6 +22,7 @@ from typing import Any, NamedTuple, Sequence
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lora_hyper.adapters import lora
 from lora_hyper.hypernetworks.doc_to_lora import chunking, experimental
@@ -126,6 +127,12 @@ def document_adapters(variables: PyTree, base_params: PyTree, tokens: Array, mas
   """
   _check_variables(variables, config)
   codes, chunk_valid = _document_codes(variables, base_params, tokens, mask, config=config, iterative=iterative)
+  return adapters_from_codes(variables, codes, chunk_valid, config=config, train=train)
+
+
+def adapters_from_codes(variables: PyTree, codes: Array, chunk_valid: Array, *, config: DocToLoraConfig,
+                        train: bool = False) -> GeneratedAdapters:
+  """Chunk codes [N*K, L, modules, r, d] (chunk_valid [N, K]) -> adapters: heads, gates, concatenation."""
   n, k = chunk_valid.shape
   model = DocToLora(config)
   stats = None
@@ -148,6 +155,60 @@ def adapter_from_chunks(variables: PyTree, base_params: PyTree, tokens: Array, m
   return document_adapters(variables, base_params, tokens, mask, config=config, iterative=iterative).adapter
 
 
+# Generation runs the base model and the Perceiver over the documents' real chunks in groups of this
+# many, then the rest in one group: one [K, T] program was compiled for each new chunk count K (2-6 s
+# each on a CPU), where these are at most CHUNK_GROUP programs for every document length (a document
+# needs one or two; fewer than CHUNK_GROUP chunks run in one batch as before). Groups of 8 chunks of
+# 128 tokens keep the CPU's matmuls as fast as one batch of all K (measured on 2 cores at 2K tokens:
+# 66 ms a chunk against 67; a lone chunk 79). On an accelerator one batch of all K may be faster. Empty chunk slots of shorter documents in a batch are not computed.
+CHUNK_GROUP = 8
+
+
+def group_sizes(count: int, group: int = CHUNK_GROUP) -> list[int]:
+  """`count` chunks -> the sizes of the groups they run in: full groups, then the rest together."""
+  return [group] * (count // group) + ([count % group] if count % group else [])
+
+
+@functools.partial(jax.jit, static_argnames=("config", "iterative"))
+def _group_codes(variables: PyTree, base_params: PyTree, tokens: Array, mask: Array, *,
+                 config: DocToLoraConfig, iterative: bool = False) -> Array:
+  """Chunks tokens/mask [G, T] -> codes [G, L, modules, r, d]: the base model's features, the Perceiver."""
+  features = encode_context(base_params, tokens, mask, config=config)
+  return chunk_codes(variables, features, mask, config=config, iterative=iterative)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "single"))
+def _assemble(variables: PyTree, group_codes: tuple[Array, ...], slots: Array, chunk_valid: Array, *,
+              config: DocToLoraConfig, single: bool) -> lora.LoraAdapter:
+  """Codes of the real chunks, in groups, placed in their slots (index into N*K; chunk_valid [N, K])
+  -> adapters [N, L, K*r + r, d], or the one adapter [L, K*r + r, d] if `single`. Empty slots get
+  zero codes, which `combine` then replaces by exact zeros, as it does any empty slot's factors."""
+  codes = jnp.concatenate(group_codes)
+  if codes.shape[0] != chunk_valid.size:
+    codes = jnp.zeros((chunk_valid.size, *codes.shape[1:]), codes.dtype).at[slots].set(codes)
+  adapter = adapters_from_codes(variables, codes, chunk_valid, config=config).adapter
+  return lora.take(adapter, 0) if single else adapter
+
+
+def generate(variables: PyTree, base_params: PyTree, chunks: chunking.Chunks, *, config: DocToLoraConfig,
+             iterative: bool = False, single: bool = False) -> lora.LoraAdapter:
+  """Chunked documents (tokens/mask [N, K, T]) -> adapters [N, L, K*r + r, d] (or [L, K*r + r, d] for
+  one document if `single`), as `adapter_from_chunks` gives them, within float rounding: the real
+  chunks run in `CHUNK_GROUP` groups and the rest, so a new document length compiles the small
+  `_assemble` (and a group size not run before, at most CHUNK_GROUP of them)."""
+  _check_variables(variables, config)
+  chunk_valid = chunks.mask.any(axis=-1)
+  slots = np.flatnonzero(chunk_valid)
+  width = chunks.tokens.shape[-1]
+  tokens, mask = chunks.tokens.reshape(-1, width)[slots], chunks.mask.reshape(-1, width)[slots]
+  group_codes, start = [], 0
+  for size in group_sizes(len(slots)):
+    group_codes.append(_group_codes(variables, base_params, tokens[start:start + size], mask[start:start + size],
+                                    config=config, iterative=iterative))
+    start += size
+  return _assemble(variables, tuple(group_codes), slots.astype(np.int32), chunk_valid, config=config, single=single)
+
+
 def internalize(variables: PyTree, base_params: PyTree, documents: str | Sequence[str], *,
                 config: DocToLoraConfig, tokenizer: TextTokenizer, iterative: bool = False) -> lora.LoraAdapter:
   """Document(s) -> adapter: tokenize, chunk, encode, generate.
@@ -163,9 +224,7 @@ def internalize(variables: PyTree, base_params: PyTree, documents: str | Sequenc
   # A templated (published) hypernetwork reads the text as a chat turn, which trims it.
   ids = [tokenizer.encode(text.strip() if config.templated else text, add_bos=False) for text in texts]
   chunks = chunking.chunk_documents(ids, config=config)
-  adapter = adapter_from_chunks(variables, base_params, jnp.asarray(chunks.tokens), jnp.asarray(chunks.mask),
-                                config=config, iterative=iterative)
-  return lora.take(adapter, 0) if single else adapter
+  return generate(variables, base_params, chunks, config=config, iterative=iterative, single=single)
 
 
 def internalize_chunk_ids(variables: PyTree, base_params: PyTree, documents: Sequence[Sequence[Sequence[int]]], *,
@@ -174,8 +233,7 @@ def internalize_chunk_ids(variables: PyTree, base_params: PyTree, documents: Seq
   template of a published hypernetwork, e.g. from the official pipeline) -> adapters [N, L, K*r + r, d].
   No tokenizer needed."""
   chunks = chunking.pad_chunks(documents, config=config)
-  return adapter_from_chunks(variables, base_params, jnp.asarray(chunks.tokens), jnp.asarray(chunks.mask),
-                             config=config, iterative=iterative)
+  return generate(variables, base_params, chunks, config=config, iterative=iterative)
 
 
 # ----------------------------------------------------------------------------- experimental options
