@@ -51,6 +51,6 @@ __all__ = [
     "CONTEXT_ENCODERS", "Chunks", "DocToLora", "DocToLoraConfig", "Experimental", "GeneratedAdapters", "PRESETS",
     "STATS", "abstract_variables", "adapter_from_chunks", "chunk_codes", "chunk_documents", "chunk_gates",
     "chunk_width", "combine", "d2l_compact", "d2l_paper", "d2l_small", "d2l_tiny", "document_adapters",
-    "encode_context", "generate", "init", "internalize", "internalize_chunk_ids", "num_params", "pack_chunks", "pad_chunks",
-    "param_shapes", "param_specs", "recompute_center", "split_document", "variable_shapes",
+    "encode_context", "generate", "init", "internalize", "internalize_chunk_ids", "num_params", "pack_chunks",
+    "pad_chunks", "param_shapes", "param_specs", "recompute_center", "split_document", "variable_shapes",
 ]
