@@ -209,7 +209,8 @@ def main() -> None:
   runs = {**previous_runs(), args.label: run}
   common.write_result(NAME, {
       "model": model.name, "dtype": "float32", "label": args.label,
-      "shipped_hypernetwork": {**shipped.describe(), "context_encoder": shipped.config.context_encoder,
+      "shipped_hypernetwork": {**shipped.describe(), "path": "lora_hyper/pretrained/d2l_gemma3_270m",
+                               "context_encoder": shipped.config.context_encoder,
                                "feature_layer": shipped.config.feature_layer, "chunk_len": shipped.config.chunk_len,
                                "max_chunks": shipped.config.max_chunks},
       "goal": "internalize / floor (the jitted first L/4 layers over the same chunks): reported, the closer to 1 "

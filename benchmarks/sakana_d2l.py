@@ -177,7 +177,7 @@ def worker_checkpoint(scratch: Path) -> dict:
   if shapes != sakana.expected_shapes(config):
     raise AssertionError("the written checkpoint's tensors are not sakana.expected_shapes(config)")
   tensors = sum(math.prod(s) for s in shapes.values())
-  return {"path": str(path), "file_bytes": path.stat().st_size, "tensors": len(shapes), "tensor_params": tensors,
+  return {"file": path.name, "file_bytes": path.stat().st_size, "tensors": len(shapes), "tensor_params": tensors,
           "params": params, "init_s": init_s, "write_s": write_s, "peak_rss_mb": common.peak_rss_mb()}
 
 
