@@ -1,6 +1,7 @@
 """Everything a gin file may name, registered in one place (gin binds at the edge, not in the math).
 
   lora_hyper.train                    the meta-training loop (lora_hyper/training/trainer.py)
+  lora_hyper.train_study              stages of training in one gin file (lora_hyper/training/stages.py)
   lora_hyper.OptimizerConfig          AdamW, schedule, clipping, accumulation
   lora_hyper.DocExampleShapes / TaskExampleShapes
   lora_hyper.FictionalQA / NiahSource / TfdsQASource / JsonlQA / PreparedQA / task_library / task_lora_library
@@ -21,6 +22,7 @@ from lora_hyper.data import pipeline, prepare, prepared
 from lora_hyper.evaluation import data as eval_data
 from lora_hyper.evaluation import study  # noqa: F401  (registers lora_hyper.eval_sweep)
 from lora_hyper.training import trainer  # noqa: F401  (registers lora_hyper.train)
+from lora_hyper.training import stages  # noqa: F401  (registers lora_hyper.train_study)
 from lora_hyper.training.optimizer import OptimizerConfig
 
 gin.external_configurable(OptimizerConfig, module="lora_hyper")

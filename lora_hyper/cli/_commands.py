@@ -59,19 +59,55 @@ def _parse_gin(args: argparse.Namespace, bindings: list[str]) -> None:
     raise UsageError(f"in the gin configuration: {e}") from None
 
 
+def _binds(name: str) -> bool:
+  import gin
+
+  try:
+    gin.query_parameter(name)
+  except ValueError:  # not bound
+    return False
+  return True
+
+
+def _train_study(args: argparse.Namespace) -> int:
+  """`train --gin_file F` where F binds lora_hyper.train_study.stages: every stage, in order."""
+  from lora_hyper.training import stages
+
+  if args.out is not None or args.save_dtype != "float32":
+    raise UsageError("a study saves each stage to ROOT/STAGE/hypernetwork: instead of --out / --save-dtype, bind "
+                     "lora_hyper.train_study.root / save_dtype")
+  if not _binds("lora_hyper.train_study.root"):
+    raise UsageError("the gin configuration binds no lora_hyper.train_study.root (the study's folder), e.g. "
+                     "--gin_param \"lora_hyper.train_study.root = '/tmp/study'\"")
+  try:
+    result = stages.train_study()
+  except stages.StudyError as e:
+    raise UsageError(str(e)) from None
+  if result.preempted:
+    log(f"stage {result.preempted} was preempted; rerun the same command to resume it")
+    return EXIT_PREEMPTED
+  last = list(result.outputs.values())[-1]
+  log(f"trained {', '.join(result.trained) or 'no stage'}" +
+      (f" (already saved: {', '.join(result.skipped)})" if result.skipped else "") + f"; the last stage is {last}")
+  print(last)
+  return EXIT_OK
+
+
 def cmd_train(args: argparse.Namespace) -> int:
   import gin
 
   from lora_hyper.training import distributed, trainer
 
-  if args.out is not None:
-    from lora_hyper.hypernetworks import saved
-
-    check_output(args.out, {saved.MANIFEST, saved.VARIABLES, saved.GIN}, args.overwrite)
   _parse_gin(args, ["lora_hyper.train.resume_from_previous = True"] if args.resume_from_previous else [])
   # Before gin builds train's arguments (data sources may touch JAX): on a pod, joining the run must
   # come before anything initialises a JAX backend.
   distributed.maybe_initialize()
+  if _binds("lora_hyper.train_study.stages"):
+    return _train_study(args)
+  if args.out is not None:
+    from lora_hyper.hypernetworks import saved
+
+    check_output(args.out, {saved.MANIFEST, saved.VARIABLES, saved.GIN}, args.overwrite)
   result = trainer.train()
   loss = f"; final loss {result.metrics['loss']:.4g}" if "loss" in result.metrics else "; no step run"
   log(f"stopped at step {result.step}" + (" (preempted; rerun the same command to resume)" if result.preempted

@@ -25,8 +25,9 @@ import numpy as np
 from lora_hyper import configurables  # noqa: F401  (registers the names gin files bind)
 from lora_hyper import prompts, sharding
 from lora_hyper.data import pipeline
+from lora_hyper.hypernetworks import saved
 from lora_hyper.model import config as config_lib
-from lora_hyper.training import objectives, program as program_lib, trainer
+from lora_hyper.training import objectives, optimizer as optimizer_lib, program as program_lib, trainer
 
 GiB = 2**30
 REPLICATED_REPORT_BYTES = 100 * 10**6  # arrays above this held whole by every chip are listed
@@ -163,6 +164,13 @@ class StepMemory:
     return "\n".join(lines)
 
 
+def _saved_architecture(settings: dict[str, Any]) -> Any:
+  """The config of `init_from`'s folder when no preset is named (the trainer then trains that architecture)."""
+  if settings["init_from"] is None or settings["hypernetwork"] is not None:
+    return None
+  return saved.load_hypernetwork(settings["init_from"]).config
+
+
 def compile_train_step(settings: dict[str, Any], devices: Sequence[jax.Device], topology: str,
                        base_config: config_lib.GemmaConfig) -> StepMemory:
   """Builds `train`'s step from `settings` (see `train_settings`) on a mesh of `devices` and compiles it."""
@@ -172,8 +180,8 @@ def compile_train_step(settings: dict[str, Any], devices: Sequence[jax.Device], 
       base_config.replace(dtype=settings["base_dtype"], param_dtype=settings["base_dtype"]), mesh,
       hypernetwork=settings["hypernetwork"], hyper_overrides=settings["hyper_overrides"],
       objective=settings["objective"], objective_overrides=settings["objective_overrides"],
-      optimizer=settings["optimizer"], remat=settings["remat"], compute_dtype=settings["compute_dtype"],
-      seed=settings["seed"])
+      optimizer=optimizer_lib.for_steps(settings["optimizer"], settings["steps"]), remat=settings["remat"],
+      compute_dtype=settings["compute_dtype"], seed=settings["seed"], architecture=_saved_architecture(settings))
   state = program.abstract_state()
   base_params = program.abstract_base_params(settings["base_dtype"])
   batch = example_batch(program, settings)

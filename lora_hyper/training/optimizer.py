@@ -15,8 +15,9 @@ class OptimizerConfig:
   learning_rate: float = 4e-5
   end_learning_rate: float = 1e-7
   warmup_steps: int = 0
-  # Optimizer updates the schedule spans (after accumulation); decay ends there.
-  total_steps: int = 1000
+  # Optimizer updates the schedule spans (after accumulation); decay ends there. None: the run's
+  # steps / accumulation_steps (`for_steps`, which the trainer applies), so a stage states its length once.
+  total_steps: int | None = None
   schedule: str = "cosine"  # cosine | linear | constant
   weight_decay: float = 0.01
   b1: float = 0.9
@@ -34,7 +35,8 @@ class OptimizerConfig:
   def __post_init__(self):
     if self.schedule not in ("cosine", "linear", "constant"):
       raise ValueError(f"schedule must be cosine, linear or constant, got {self.schedule!r}")
-    if self.warmup_steps < 0 or self.total_steps < 1 or self.warmup_steps > self.total_steps:
+    if self.warmup_steps < 0 or (self.total_steps is not None and
+                                 (self.total_steps < 1 or self.warmup_steps > self.total_steps)):
       raise ValueError(f"need 0 <= warmup_steps ({self.warmup_steps}) <= total_steps ({self.total_steps})")
     if self.accumulation_steps < 1:
       raise ValueError(f"accumulation_steps must be >= 1, got {self.accumulation_steps}")
@@ -47,7 +49,20 @@ class OptimizerConfig:
       raise ValueError(f"param_groups names a module twice: {names}")
 
 
+def for_steps(cfg: OptimizerConfig, steps: int) -> OptimizerConfig:
+  """`cfg` with an unset total_steps made the updates of a run of `steps` micro-batches."""
+  if cfg.total_steps is not None:
+    return cfg
+  if steps < 1 or steps % cfg.accumulation_steps:
+    raise ValueError(f"OptimizerConfig.total_steps is unset, so it is steps / accumulation_steps, but steps={steps} "
+                     f"is not a positive multiple of accumulation_steps={cfg.accumulation_steps}; bind "
+                     "lora_hyper.OptimizerConfig.total_steps or change the steps")
+  return dataclasses.replace(cfg, total_steps=steps // cfg.accumulation_steps)
+
+
 def learning_rate_schedule(cfg: OptimizerConfig) -> optax.Schedule:
+  if cfg.total_steps is None:
+    raise ValueError("OptimizerConfig.total_steps is unset: resolve it with optimizer.for_steps(cfg, steps)")
   warmup = optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps) if cfg.warmup_steps else None
   decay_steps = max(cfg.total_steps - cfg.warmup_steps, 1)
   if cfg.schedule == "cosine":

@@ -20,6 +20,8 @@ from lora_hyper.training.optimizer import OptimizerConfig, learning_rate_schedul
 
 PyTree = Any
 
+DEFAULT_HYPERNETWORK = "d2l_small"  # a run that names no preset and starts from no saved one
+
 OBJECTIVES = {"d2l_kl": (objectives.DocDistillation, {"loss": "kl"}),
               "d2l_topk": (objectives.DocDistillation, {"loss": "topk"}),
               "d2l_ce": (objectives.DocDistillation, {"loss": "ce"}),
@@ -72,11 +74,24 @@ class StepProgram:
                                    batch_example)
 
 
-def build(base_config: GemmaConfig, mesh: Mesh, *, hypernetwork: str, hyper_overrides: dict | None,
+def hyper_config(base_config: GemmaConfig, hypernetwork: str | None, hyper_overrides: dict | None,
+                 architecture: Any = None) -> tuple[kinds.Kind, Any]:
+  """(kind, config) of a preset with overrides, or, with no preset, of `architecture` (a saved
+  hypernetwork's config) with the overrides on top; the base is `base_config` either way."""
+  if hypernetwork is not None or architecture is None:
+    return kinds.from_preset(hypernetwork or DEFAULT_HYPERNETWORK, base_config, hyper_overrides)
+  kind = kinds.of_config(architecture)
+  try:
+    return kind, architecture.replace(base=base_config, **(hyper_overrides or {}))
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"hyper_overrides {hyper_overrides!r} do not apply to the saved {kind.name} config: {e}") from None
+
+
+def build(base_config: GemmaConfig, mesh: Mesh, *, hypernetwork: str | None, hyper_overrides: dict | None,
           objective: str, objective_overrides: dict | None, optimizer: OptimizerConfig, remat: bool,
-          compute_dtype: str, seed: int) -> StepProgram:
+          compute_dtype: str, seed: int, architecture: Any = None) -> StepProgram:
   config = base_config.replace(remat=remat, dtype=compute_dtype)
-  kind, hyper = kinds.from_preset(hypernetwork, config, hyper_overrides)
+  kind, hyper = hyper_config(config, hypernetwork, hyper_overrides, architecture)
   objective_fn = make_objective(objective, hyper, objective_overrides)
   tx = make_optimizer(optimizer)
   schedule = learning_rate_schedule(optimizer)

@@ -24,7 +24,8 @@ from lora_hyper.errors import NonFiniteLossError
 from lora_hyper.hypernetworks import kinds, saved, text_to_lora
 from lora_hyper.hypernetworks.task_encoders import TaskEncoder, make_task_encoder
 from lora_hyper.model import base_model as base_model_lib
-from lora_hyper.training import checkpointing, distributed, objectives, program as program_lib, step as step_lib
+from lora_hyper.training import checkpointing, distributed, objectives, optimizer as optimizer_lib
+from lora_hyper.training import program as program_lib, step as step_lib
 from lora_hyper.training.metrics import MetricsLogger
 from lora_hyper.training.optimizer import OptimizerConfig
 
@@ -90,7 +91,7 @@ def train(
     workdir: str = gin.REQUIRED,
     data: Any = gin.REQUIRED,
     objective: str = "d2l_kl",
-    hypernetwork: str = "d2l_small",
+    hypernetwork: str | None = None,
     hyper_overrides: dict | None = None,
     objective_overrides: dict | None = None,
     task_encoder: str = "base_model",
@@ -120,6 +121,13 @@ def train(
   accelerators); the hypernetwork's params and optimizer state stay float32 (master weights)
   and it computes in the dtype of the activations it reads.
 
+  `hypernetwork` names a preset (default d2l_small) and `hyper_overrides` change its fields. With
+  `init_from` and no preset, the architecture is the saved folder's config, with `hyper_overrides`
+  on top (e.g. `{'experimental': {'chunk_gate': True}}` to switch a component on for this stage), so
+  a later stage restates nothing.
+
+  `optimizer.total_steps` left unset spans the run: `steps` / `accumulation_steps`.
+
   `task_encoder` embeds Text-to-LoRA's descriptions: "base_model" or "minilm" (all-MiniLM-L6-v2,
   which needs `hyper_overrides = {'emb_dim': 384}` and lora-hyper[minilm]).
 
@@ -148,10 +156,14 @@ def train(
   program_lib.check_batch_splits(global_batch_size, mesh)
   checkpointing.check_shared_workdir(workdir)
   # On the host until placed in its shardings below: the step's sharded copy is the only one on devices.
+  optimizer = optimizer_lib.for_steps(optimizer, steps)
   base = loaded_base or base_model_lib.load_base_model(base_model, dtype=base_dtype, on_host=True)
+  # Checks the base model, the digest and the folder's own shapes before anything is built.
+  loaded = None if init_from is None else saved.load_hypernetwork(init_from, base)
   program = program_lib.build(base.config, mesh, hypernetwork=hypernetwork, hyper_overrides=hyper_overrides,
                               objective=objective, objective_overrides=objective_overrides, optimizer=optimizer,
-                              remat=remat, compute_dtype=compute_dtype, seed=seed)
+                              remat=remat, compute_dtype=compute_dtype, seed=seed,
+                              architecture=None if loaded is None else loaded.config)
   base_config, kind, hyper, objective_fn = program.base_config, program.kind, program.hyper, program.objective
   base_params = jax.device_put(base.params, program.base_sharding)
 
@@ -161,7 +173,7 @@ def train(
   else:
     encoder = make_task_encoder(task_encoder, _with_device_params(base) if task_encoder == "base_model" else base)
     if encoder.dim != hyper.emb_dim:
-      raise ValueError(f"task_encoder={task_encoder!r} gives {encoder.dim}-d embeddings but {hypernetwork} has "
+      raise ValueError(f"task_encoder={task_encoder!r} gives {encoder.dim}-d embeddings but {hypernetwork or 'the hypernetwork'} has "
                        f"emb_dim={hyper.emb_dim}; set lora_hyper.train.hyper_overrides = {{'emb_dim': {encoder.dim}}}")
     reconstruction = isinstance(objective_fn, objectives.TaskReconstruction)
     if reconstruction:
@@ -182,7 +194,7 @@ def train(
   if init_from is None:
     state = program.init_state(jax.random.key(seed))
   else:
-    variables = _saved_variables(init_from, base, kind, hyper, seed)
+    variables = _saved_variables(loaded, kind, hyper, seed)
     state = jax.jit(lambda v: step_lib.create_state(v, program.tx),
                     out_shardings=program.state_sharding)(variables)
   ckpt = checkpointing.manager(checkpointing.checkpoint_dir(workdir), save_every=save_every, keep=keep_checkpoints)
@@ -235,10 +247,10 @@ def train(
                      int(state.step), metrics, preempted)
 
 
-def _saved_variables(folder: str, base: base_model_lib.BaseModel, kind: kinds.Kind, hyper: Any, seed: int) -> Any:
+def _saved_variables(loaded: saved.SavedHypernetwork, kind: kinds.Kind, hyper: Any, seed: int) -> Any:
   """`init_from`'s variables, float32, after checking they fit this run's hypernetwork; variables it
   lacks come from this run's init (computed on the host CPU, the same on every process)."""
-  loaded = saved.load_hypernetwork(folder, base)  # checks the base model, the digest and its own shapes
+  folder = str(loaded.path)
   got = traverse_util.flatten_dict(loaded.variables)
   want = traverse_util.flatten_dict(nn.unbox(kind.abstract_variables(hyper)))
   added = sorted(set(want) - set(got))
@@ -246,8 +258,8 @@ def _saved_variables(folder: str, base: base_model_lib.BaseModel, kind: kinds.Ki
                                   {"/".join(k): v for k, v in want.items() if k in got})
   if type(loaded.config) is not type(hyper) or mismatch:
     raise ValueError(f"init_from={folder!r} holds a {type(loaded.config).__name__} whose variables do not fit "
-                     f"this run's {type(hyper).__name__} ({mismatch or 'another kind'}); use the same hypernetwork "
-                     "and hyper_overrides as the run that saved it")
+                     f"this run's {type(hyper).__name__} ({mismatch or 'another kind'}); bind no hypernetwork preset "
+                     "(the saved architecture is used), or the same one and hyper_overrides as the run that saved it")
   if added:
     print(f"init_from: {len(added)} variables not in {folder} start from their init: "
           f"{', '.join('/'.join(k) for k in added)}", flush=True)

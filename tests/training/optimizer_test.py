@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from lora_hyper.training.optimizer import OptimizerConfig, learning_rate_schedule, make_optimizer
+from lora_hyper.training.optimizer import OptimizerConfig, for_steps, learning_rate_schedule, make_optimizer
 
 
 def test_warmup_then_cosine_to_the_end_rate():
@@ -71,7 +71,7 @@ def test_param_groups_scale_and_warm_up_their_modules_only():
   """A group's update is multiplier x min(1, step / warm-up) times the rest's, for the same gradient."""
   params = {"encoder": {"kernel": jnp.ones(2)}, "gates_down": {"kernel": jnp.ones(2)}}
   cfg = OptimizerConfig(learning_rate=0.1, schedule="constant", weight_decay=0.0, b1=0.0, b2=0.0, eps=0.0,
-                        grad_clip_norm=None, param_groups=(("gates_down", 0.5, 4),))
+                        grad_clip_norm=None, param_groups=(("gates_down", 0.5, 4),), total_steps=10)
   tx = make_optimizer(cfg)
   state = tx.init(params)
   grads = jax.tree.map(lambda p: jnp.array([1.0, -2.0]), params)
@@ -87,6 +87,18 @@ def test_param_groups_name_their_mistakes():
     OptimizerConfig(param_groups=(("gates_down", -1.0, 10),))
   with pytest.raises(ValueError, match="twice"):
     OptimizerConfig(param_groups=(("gates_down", 1.0, 10), ("gates_down", 0.5, 0)))
-  tx = make_optimizer(OptimizerConfig(param_groups=(("lookahed", 1.0, 10),)))
+  tx = make_optimizer(OptimizerConfig(param_groups=(("lookahed", 1.0, 10),), total_steps=10))
   with pytest.raises(ValueError, match="lookahed"):
     tx.init({"gates_down": {"kernel": jnp.ones(2)}})
+
+
+def test_total_steps_defaults_to_the_runs_updates():
+  assert for_steps(OptimizerConfig(), 300).total_steps == 300
+  assert for_steps(OptimizerConfig(accumulation_steps=4), 400).total_steps == 100
+  assert for_steps(OptimizerConfig(total_steps=50), 400).total_steps == 50  # bound: kept
+  with pytest.raises(ValueError, match="accumulation_steps=4"):
+    for_steps(OptimizerConfig(accumulation_steps=4), 10)
+  with pytest.raises(ValueError, match="warmup_steps"):
+    for_steps(OptimizerConfig(warmup_steps=20), 10)  # the warm-up is checked against the resolved length
+  with pytest.raises(ValueError, match="for_steps"):
+    make_optimizer(OptimizerConfig())
