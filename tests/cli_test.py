@@ -19,7 +19,7 @@ from lora_hyper.hypernetworks import saved
 from lora_hyper.model import base_model, config as config_lib
 
 import xla_flags
-from tiny_model import write_all, write_tiny_model
+from tiny_model import write_all, write_small_sakana_checkpoint, write_tiny_model
 
 ROOT = Path(__file__).parents[1]
 
@@ -223,17 +223,12 @@ def test_shipped_hypernetworks_work_after_install(run, tmp_path):
 
 def test_import_d2l_then_internalize_ask_and_export_back(tiny, run, tmp_path):
   """Sakana's checkpoint format in (import-d2l), lora-hyper's verbs on it, and their format out again."""
-  from lora_hyper.hypernetworks import doc_to_lora, published
+  from lora_hyper.hypernetworks import published
   from lora_hyper.hypernetworks.doc_to_lora import sakana
 
-  base = base_model.load_base_model(tiny["model"])
-  prefix, suffix = published.gemma_chat_affixes(base)
-  config = doc_to_lora.d2l_paper(base.config, perceiver={"latent_dim": 16, "mlp_dim": 64, "num_blocks": 2},
-                                 pre_head_mlp_dim=64, chunk_prefix=prefix, chunk_suffix=suffix)
-  rng = np.random.default_rng(0)
-  variables = jax.tree.map(lambda w: rng.normal(0.0, 0.3, w.shape).astype(np.float32),
-                           doc_to_lora.init(config, jax.random.key(0)))
-  theirs = sakana.write_checkpoint(tmp_path / "theirs", config, variables, base_name=str(tiny["model"]))
+  theirs = write_small_sakana_checkpoint(tiny["model"], tmp_path / "theirs")
+  prefix, _ = published.gemma_chat_affixes(base_model.load_base_model(tiny["model"]))
+  scaling = sakana.read_checkpoint(theirs)["hypernet_config"].lora_config.lora_alpha
 
   imported = run("import-d2l", theirs, "--model", tiny["model"], "--out", "d2l")
   assert imported.returncode == 0 and imported.stdout == "d2l\n", imported.stderr
@@ -242,7 +237,7 @@ def test_import_d2l_then_internalize_ask_and_export_back(tiny, run, tmp_path):
   done = run("internalize", "doc.txt", "--out", "notes", "--hypernetwork", "d2l", "--model", tiny["model"])
   assert done.returncode == 0, done.stderr
   adapter, info = io.load_adapter(tmp_path / "notes")
-  assert info.source["hypernetwork"]["prompt"] == "chat" and adapter.scaling == config.scaling
+  assert info.source["hypernetwork"]["prompt"] == "chat" and adapter.scaling == scaling
   asked = run("ask", "--adapter", "notes", "--model", tiny["model"], "--max-new-tokens", "4", "Where?")
   assert asked.returncode == 0 and len(asked.stdout.splitlines()) == 1, asked.stderr
   assert run("export-peft", "--adapter", "notes", "--out", "peft").returncode == 0

@@ -7,34 +7,15 @@ import nbclient
 import nbformat
 
 import xla_flags
-from tiny_model import write_tiny_model
+from tiny_model import write_small_sakana_checkpoint, write_tiny_model
 
 
 NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "lora_hyper_colab.ipynb"
 
 
-def _small_sakana_checkpoint(model_dir: Path, out: Path) -> Path:
-  """A random Doc-to-LoRA of the published architecture (narrow) for the tiny model, in Sakana's format."""
-  import jax
-  import numpy as np
-
-  from lora_hyper.hypernetworks import doc_to_lora, published
-  from lora_hyper.hypernetworks.doc_to_lora import sakana
-  from lora_hyper.model import base_model
-
-  base = base_model.load_base_model(model_dir)
-  prefix, suffix = published.gemma_chat_affixes(base)
-  config = doc_to_lora.d2l_paper(base.config, perceiver={"latent_dim": 16, "mlp_dim": 64, "num_blocks": 2},
-                                 pre_head_mlp_dim=64, chunk_prefix=prefix, chunk_suffix=suffix)
-  rng = np.random.default_rng(0)
-  variables = jax.tree.map(lambda w: rng.normal(0.0, 0.3, w.shape).astype(np.float32),
-                           doc_to_lora.init(config, jax.random.key(0)))
-  return sakana.write_checkpoint(out, config, variables, base_name=str(model_dir))
-
-
 def test_notebook_runs_headless_on_a_tiny_model(tmp_path, monkeypatch):
   model = write_tiny_model(tmp_path / "model")
-  checkpoint = _small_sakana_checkpoint(model, tmp_path / "sakana")
+  checkpoint = write_small_sakana_checkpoint(model, tmp_path / "sakana")
   for name, value in {"LORA_HYPER_NOTEBOOK_SKIP_INSTALL": "1", "LORA_HYPER_NOTEBOOK_TINY": "1",
                       "LORA_HYPER_NOTEBOOK_BASE": str(model), "LORA_HYPER_NOTEBOOK_SAKANA": str(checkpoint),
                       "JAX_PLATFORMS": "cpu",

@@ -107,3 +107,19 @@ def write_talking_tiny_model(folder: Path, seed: int = 0) -> Path:
   tensors["model.embed_tokens.weight"][len(SPECIALS) + CHARS.index("\n")] = 0.0
   safetensors.numpy.save_file(tensors, str(folder / "model.safetensors"))
   return folder
+
+
+def write_small_sakana_checkpoint(model_dir: Path, out: Path) -> Path:
+  """A random Doc-to-LoRA of the published architecture (narrow) for the tiny model at `model_dir`, in
+  Sakana's checkpoint format (its chunk template from the model's tokenizer): what import-d2l reads."""
+  from lora_hyper.hypernetworks import published
+  from lora_hyper.hypernetworks.doc_to_lora import sakana
+
+  base = base_model.load_base_model(model_dir)
+  prefix, suffix = published.gemma_chat_affixes(base)
+  config = doc_to_lora.d2l_paper(base.config, perceiver={"latent_dim": 16, "mlp_dim": 64, "num_blocks": 2},
+                                 pre_head_mlp_dim=64, chunk_prefix=prefix, chunk_suffix=suffix)
+  rng = np.random.default_rng(0)
+  variables = jax.tree.map(lambda w: rng.normal(0.0, 0.3, w.shape).astype(np.float32),
+                           doc_to_lora.init(config, jax.random.key(0)))
+  return sakana.write_checkpoint(out, config, variables, base_name=str(model_dir))

@@ -53,11 +53,12 @@ def for_steps(cfg: OptimizerConfig, steps: int) -> OptimizerConfig:
   """`cfg` with an unset total_steps made the updates of a run of `steps` micro-batches."""
   if cfg.total_steps is not None:
     return cfg
-  if steps < 1 or steps % cfg.accumulation_steps:
+  if steps < 0 or steps % cfg.accumulation_steps:
     raise ValueError(f"OptimizerConfig.total_steps is unset, so it is steps / accumulation_steps, but steps={steps} "
-                     f"is not a positive multiple of accumulation_steps={cfg.accumulation_steps}; bind "
+                     f"is not a multiple of accumulation_steps={cfg.accumulation_steps}; bind "
                      "lora_hyper.OptimizerConfig.total_steps or change the steps")
-  return dataclasses.replace(cfg, total_steps=steps // cfg.accumulation_steps)
+  # A run of no steps (saving a fresh hypernetwork, checking a config) still needs a valid schedule.
+  return dataclasses.replace(cfg, total_steps=max(steps // cfg.accumulation_steps, 1))
 
 
 def learning_rate_schedule(cfg: OptimizerConfig) -> optax.Schedule:
