@@ -98,16 +98,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
   from lora_hyper.training import distributed, trainer
 
+  if args.out is not None:  # checked first, before the configuration is read
+    from lora_hyper.hypernetworks import saved
+
+    check_output(args.out, {saved.MANIFEST, saved.VARIABLES, saved.GIN}, args.overwrite)
   _parse_gin(args, ["lora_hyper.train.resume_from_previous = True"] if args.resume_from_previous else [])
   # Before gin builds train's arguments (data sources may touch JAX): on a pod, joining the run must
   # come before anything initialises a JAX backend.
   distributed.maybe_initialize()
   if _binds("lora_hyper.train_study.stages"):
     return _train_study(args)
-  if args.out is not None:
-    from lora_hyper.hypernetworks import saved
-
-    check_output(args.out, {saved.MANIFEST, saved.VARIABLES, saved.GIN}, args.overwrite)
   result = trainer.train()
   loss = f"; final loss {result.metrics['loss']:.4g}" if "loss" in result.metrics else "; no step run"
   log(f"stopped at step {result.step}" + (" (preempted; rerun the same command to resume)" if result.preempted
