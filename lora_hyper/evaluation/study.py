@@ -6,7 +6,9 @@ score it at, into one results table and plot (what `lora-hyper eval --gin_file F
   lora_hyper.eval_sweep.out = 'experiments/results/niah_chunk_sweep'
   lora_hyper.eval_sweep.axes = {'lora_hyper.EvalConfig.chunk_len': [128, 1024]}
 
-A sweep point is one assignment of every axis; no axes is one point. Each point is written to
+A sweep point is one assignment of every axis; no axes is one point. `points` lists the points
+instead of a grid, when they are not a product (e.g. the adapter at two chunk lengths and the base
+model once). Each point is written to
 OUT/points/ as it finishes (whole, renamed into place), so a rerun skips finished points, and a
 point file written under other settings stops the rerun before any compute. With several
 processes (`training.distributed`), process i scores points i, i + P, ... of the grid and process
@@ -17,6 +19,7 @@ matplotlib are checked before anything loads.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -131,10 +134,32 @@ def cli_command() -> str:
 # ----------------------------------------------------------------------------- checks before compute
 
 
-def _bind(point: Mapping[str, Any]) -> None:
-  with gin.unlock_config():
-    for binding, value in point.items():
-      gin.bind_parameter(binding, value)
+@contextlib.contextmanager
+def _bound(point: Mapping[str, Any]):
+  """The gin config with the point's bindings on top, as it was again afterwards (so a point that does
+  not bind an axis sees the file's value, not the point before's)."""
+  # gin has no public snapshot; _CONFIG maps (scope, selector) to {parameter: value}.
+  config = gin.config._CONFIG  # pylint: disable=protected-access
+  saved = {key: dict(params) for key, params in config.items()}
+  try:
+    with gin.unlock_config():
+      for binding, value in point.items():
+        gin.bind_parameter(binding, value)
+    yield
+  finally:
+    config.clear()
+    config.update(saved)
+
+
+def check_points(points: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+  """An explicit list of points, each a dict of bindings gin knows."""
+  if isinstance(points, (str, bytes, Mapping)) or not isinstance(points, Sequence) or not points:
+    raise ConfigError(f"lora_hyper.eval_sweep.points must be a non-empty list of {{binding: value}} dicts, got {points!r}")
+  for point in points:
+    if not isinstance(point, Mapping):
+      raise ConfigError(f"lora_hyper.eval_sweep.points: each point is a {{binding: value}} dict, got {point!r}")
+    check_axes({binding: [value] for binding, value in point.items()})
+  return [dict(p) for p in points]
 
 
 def check_axes(axes: Mapping[str, Sequence[Any]]) -> None:
@@ -145,7 +170,8 @@ def check_axes(axes: Mapping[str, Sequence[Any]]) -> None:
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
       raise ConfigError(f"sweep axis {binding!r} needs a non-empty list of values, got {values!r}")
     try:
-      _bind({binding: values[0]})
+      with _bound({binding: values[0]}):
+        pass
     except (ValueError, KeyError) as e:
       raise ConfigError(f"sweep axis {binding!r} is not a gin binding that exists: {e}") from None
 
@@ -154,9 +180,9 @@ def point_configs(points: Sequence[Mapping[str, Any]], make: Callable[[], EvalCo
   """Each point's EvalConfig, built under its bindings (which checks them)."""
   configs = []
   for point in points:
-    _bind(point)
     try:
-      configs.append(make())
+      with _bound(point):
+        configs.append(make())
     except (ValueError, TypeError) as e:
       where = f" at sweep point {point}" if point else ""
       raise ConfigError(f"lora_hyper.EvalConfig{where}: {e}") from None
@@ -242,45 +268,103 @@ def result_rows(points: Sequence[dict]) -> list[dict[str, Any]]:
   return rows
 
 
-def markdown(title: str, command: str, axes: Sequence[str], rows: Sequence[dict]) -> str:
+def _cell(point: Mapping[str, Any], axis: str) -> str:
+  return short(point[axis]) if axis in point else "-"
+
+
+def column_label(point: Mapping[str, Any], condition: str) -> str:
+  """A point's condition as a column: its axes' values (the conditions axis aside) and the condition."""
+  shown = [f"{axis_label(a)}={short(v)}" for a, v in point.items() if axis_label(a) != "conditions"]
+  return " ".join([", ".join(shown), condition]).strip()
+
+
+def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+  return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in body)]
+
+
+def by_point_table(axes: Sequence[str], rows: Sequence[dict]) -> list[str]:
+  """One row per point (and group), one column per condition and metric."""
   grouped = any(r["group"] is not None for r in rows)
-  columns = [(c, m) for c, ms in rows[0]["scores"].items() for m in ms]
+  columns = list(dict.fromkeys((c, m) for r in rows for c, ms in r["scores"].items() for m in ms))
   header = [*map(axis_label, axes), *(["group"] if grouped else []), *(f"{c} {m}" for c, m in columns)]
-  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  for r in rows:
-    cells = [short(r["point"][a]) for a in axes] + ([str(r["group"])] if grouped else [])
-    cells += [f"{r['scores'][c][m]:.3f}" for c, m in columns]
-    lines.append("| " + " | ".join(cells) + " |")
+  body = [[_cell(r["point"], a) for a in axes] + ([str(r["group"])] if grouped else [])
+          + [f"{r['scores'][c][m]:.3f}" if m in r["scores"].get(c, {}) else "-" for c, m in columns] for r in rows]
+  return _table(header, body)
+
+
+def by_group_columns(rows: Sequence[dict]) -> tuple[list[str], list[str], dict[tuple[str, str], dict[str, float]]]:
+  """(groups, column labels, {(group, label): {metric: score}}): every point's conditions side by side."""
+  groups = list(dict.fromkeys(str(r["group"]) for r in rows))
+  cells = {(str(r["group"]), column_label(r["point"], c)): scores for r in rows for c, scores in r["scores"].items()}
+  labels = list(dict.fromkeys(label for _, label in cells))
+  return groups, labels, cells
+
+
+def by_group_tables(rows: Sequence[dict]) -> list[str]:
+  """One table per metric: a row per group (e.g. haystack length), a column per point and condition."""
+  groups, labels, cells = by_group_columns(rows)
+  metric_names = list(dict.fromkeys(m for scores in cells.values() for m in scores))
+  lines: list[str] = []
+  for metric in metric_names:
+    body = [[g] + [f"{cells[g, c][metric]:.3f}" if metric in cells.get((g, c), {}) else "-" for c in labels]
+            for g in groups]
+    lines += ["", f"{metric.replace('_', ' ')}:", "", *_table(["group", *labels], body)]
+  return lines[1:]
+
+
+def markdown(title: str, command: str, axes: Sequence[str], rows: Sequence[dict], table: str = "by_point") -> str:
+  lines = by_group_tables(rows) if table == "by_group" else by_point_table(axes, rows)
   return f"# {title}\n\nProduced by `{command}` on {time.strftime('%Y-%m-%d')}.\n\n" + "\n".join(lines) + "\n"
 
 
-def plot(path: Path, title: str, command: str, axes: Sequence[str], rows: Sequence[dict]) -> None:
-  """One panel per metric: x the first axis whose values are all numbers (else the point), one line
+def _number(text: str) -> float | None:
+  try:
+    return float(text)
+  except ValueError:
+    return None
+
+
+def plot_lines(axes: Sequence[str], rows: Sequence[dict], table: str) -> tuple[str, dict[str, list[tuple[Any, dict]]]]:
+  """(x label, {line label: [(x, {metric: score})]}). by_group: x the group, a line per point and
+  condition; by_point: x the first axis whose values are all numbers (else the point's index), a line
   per value of the other axes, group and condition."""
+  if table == "by_group":
+    groups, labels, cells = by_group_columns(rows)
+    numeric = all(_number(g) is not None for g in groups)
+    x = {g: (_number(g) if numeric else i) for i, g in enumerate(groups)}
+    return "group", {c: [(x[g], cells[g, c]) for g in groups if (g, c) in cells] for c in labels}
+  numeric = [a for a in axes if all(isinstance(r["point"].get(a), (int, float)) for r in rows)]
+  x_axis = numeric[0] if numeric else None
+  lines: dict[str, list[tuple[Any, dict]]] = {}
+  for i, r in enumerate(rows):
+    others = [f"{axis_label(a)}={_cell(r['point'], a)}" for a in axes if a != x_axis]
+    group = [f"group {r['group']}"] if r["group"] is not None else []
+    for condition, scores in r["scores"].items():
+      label = ", ".join([*others, *group, condition])
+      lines.setdefault(label, []).append((r["point"][x_axis] if x_axis else i, scores))
+  return (axis_label(x_axis) if x_axis else "point"), lines
+
+
+def plot(path: Path, title: str, command: str, axes: Sequence[str], rows: Sequence[dict],
+         table: str = "by_point") -> None:
+  """One panel per metric, the lines of `plot_lines`."""
   import matplotlib  # pylint: disable=import-outside-toplevel
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
-  numeric = [a for a in axes if all(isinstance(r["point"][a], (int, float)) for r in rows)]
-  x_axis = numeric[0] if numeric else None
-  metric_names = list(next(iter(rows[0]["scores"].values())))
+  x_label, lines = plot_lines(axes, rows, table)
+  metric_names = list(dict.fromkeys(m for xy in lines.values() for _, scores in xy for m in scores))
+  xs = sorted({x for xy in lines.values() for x, _ in xy})
   fig, panels = plt.subplots(1, len(metric_names), figsize=(5.5 * len(metric_names), 4), squeeze=False)
   for panel, metric in zip(panels[0], metric_names):
-    lines: dict[str, list[tuple[Any, float]]] = {}
-    for i, r in enumerate(rows):
-      others = [f"{axis_label(a)}={short(r['point'][a])}" for a in axes if a != x_axis]
-      group = [f"group {r['group']}"] if r["group"] is not None else []
-      for condition, scores in r["scores"].items():
-        label = ", ".join([*others, *group, condition])
-        lines.setdefault(label, []).append((r["point"][x_axis] if x_axis else i, scores[metric]))
     for label, xy in lines.items():
-      panel.plot([x for x, _ in xy], [y for _, y in xy], marker="o", label=label)
-    xs = sorted({r["point"][x_axis] for r in rows}) if x_axis else []
-    if len(xs) > 1 and xs[0] > 0:
+      kept = [(x, scores[metric]) for x, scores in xy if metric in scores]
+      panel.plot([x for x, _ in kept], [y for _, y in kept], marker="o", label=label)
+    if len(xs) > 1 and xs[0] > 0 and x_label != "point":
       panel.set_xscale("log", base=2)
-      panel.set_xticks(xs, [str(x) for x in xs])
-    panel.set_xlabel(axis_label(x_axis) if x_axis else "point")
+      panel.set_xticks(xs, [f"{x:g}" for x in xs])
+    panel.set_xlabel(x_label)
     panel.set_ylabel(metric.replace("_", " "))
     panel.set_ylim(-0.02, 1.02)
   panels[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
@@ -292,21 +376,22 @@ def plot(path: Path, title: str, command: str, axes: Sequence[str], rows: Sequen
 
 
 def write_results(out: Path, title: str, command: str, axes: Sequence[str], points: Sequence[Mapping[str, Any]],
-                  with_plot: bool) -> dict[str, Any]:
+                  with_plot: bool, table: str = "by_point") -> dict[str, Any]:
   """OUT/results.{json,md,png} and OUT/answers.jsonl from every point's file, in grid order."""
   written = [files.read_json_file(out / POINTS / f"{point_name(p)}.json", "missing point") for p in points]
   rows = result_rows(written)
   summary = {"title": title, "command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "axes": list(axes),
+             "table": table,
              "points": [{"point": w["point"], "config": w["config"], "report": w["report"], "seconds": w["seconds"],
                          "command": w["command"]} for w in written],
              "rows": rows}
   save = lambda name, text: files.atomic_write(out / name, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
   save("results.json", json.dumps(summary, indent=1) + "\n")
-  save("results.md", markdown(title, command, axes, rows))
+  save("results.md", markdown(title, command, axes, rows, table))
   files.write_json_lines(out / "answers.jsonl", [{"point": w["point"], "command": command, **a}
                                                  for w in written for a in w["answers"]])
   if with_plot:
-    plot(out / "results.png", title, command, axes, rows)
+    plot(out / "results.png", title, command, axes, rows, table)
   names = ["results.json", "results.md", "answers.jsonl", *(["results.png"] if with_plot else [])]
   return {**summary, "out": str(out), "files": [str(out / n) for n in names]}
 
@@ -324,13 +409,16 @@ def _sync(name: str) -> None:
 
 
 @gin.configurable("eval_sweep", module="lora_hyper")
-def eval_sweep(out: str = gin.REQUIRED, axes: Mapping[str, Sequence[Any]] | None = None, title: str = "Evaluation",
-               plot_results: bool = True, command: str | None = None,
+def eval_sweep(out: str = gin.REQUIRED, axes: Mapping[str, Sequence[Any]] | None = None,
+               points: Sequence[Mapping[str, Any]] | None = None, title: str = "Evaluation",
+               table: str = "by_point", plot_results: bool = True, command: str | None = None,
                make_config: Callable[[], EvalConfig] | None = None,
                score: Callable[[EvalConfig], evaluator.Evaluation] = score_point) -> dict[str, Any]:
-  """Scores every point of the grid `axes` (binding -> values) not yet in OUT/points/, then (process 0)
-  writes the results; returns their summary (None on other processes). `make_config` builds the
-  point's EvalConfig under its bindings (default: the gin-configured `lora_hyper.EvalConfig`)."""
+  """Scores every point of the grid `axes` (binding -> values), or of the list `points`, not yet in
+  OUT/points/, then (process 0) writes the results; returns their summary (None on other processes).
+  `table`: 'by_point' (a row per point and group) or 'by_group' (a table per metric, a row per group,
+  a column per point and condition). `make_config` builds the point's EvalConfig under its bindings
+  (default: the gin-configured `lora_hyper.EvalConfig`)."""
   import jax  # pylint: disable=import-outside-toplevel
 
   axes = dict(axes or {})
@@ -340,8 +428,16 @@ def eval_sweep(out: str = gin.REQUIRED, axes: Mapping[str, Sequence[Any]] | None
     raise ConfigError(f"lora_hyper.eval_sweep.out = {out!r}: a sweep writes to a local folder, or on several hosts "
                       "to a mount they all share; gs:// and other URLs are not supported yet")
   out_dir = Path(out)
-  check_axes(axes)
-  points = grid(axes)
+  if table not in ("by_point", "by_group"):
+    raise ConfigError(f"lora_hyper.eval_sweep.table must be 'by_point' or 'by_group', got {table!r}")
+  if points is not None:
+    if axes:
+      raise ConfigError("lora_hyper.eval_sweep: bind axes (a grid) or points (a list), not both")
+    points = check_points(points)
+    axes = dict.fromkeys(b for p in points for b in p)  # the table's columns
+  else:
+    check_axes(axes)
+    points = grid(axes)
   configs = point_configs(points, make_config)
   if plot_results:
     check_plot_backend()
@@ -365,7 +461,7 @@ def eval_sweep(out: str = gin.REQUIRED, axes: Mapping[str, Sequence[Any]] | None
   _sync("lora_hyper: every sweep point written")
   if index != 0:
     return None
-  return write_results(out_dir, title, command, list(axes), points, plot_results)
+  return write_results(out_dir, title, command, list(axes), points, plot_results, table)
 
 
 def _gin_eval_config() -> EvalConfig:

@@ -119,3 +119,61 @@ def test_bad_sweeps_stop_before_any_compute_naming_the_binding(tmp_path, axes, m
   with pytest.raises(study.ConfigError, match=message):
     _sweep(tmp_path, scorer, axes=axes)
   assert scorer.calls == [] and not tmp_path.joinpath(study.POINTS).exists()
+
+
+class GroupScorer:
+  """Two groups; the adapter's score depends on the chunk length, the base conditions' do not."""
+
+  def __init__(self):
+    self.calls = []
+
+  def __call__(self, config: study.EvalConfig) -> evaluator.Evaluation:
+    self.calls.append((config.chunk_len, config.conditions))
+    answers = []
+    for group in (64, 1024):
+      row = {"document": f"d{group}", "query": "q", "reference": "1", "group": group}
+      for condition in config.conditions:
+        right = condition == "context" or (condition == "adapter" and config.chunk_len * 8 >= group)
+        row[condition] = {"answer": "1" if right else "2", "exact_match": float(right)}
+      answers.append(row)
+    by_group = {str(a["group"]): evaluator.mean_scores([a], config.conditions, ["exact_match"]) for a in answers}
+    report = {"scores": evaluator.mean_scores(answers, config.conditions, ["exact_match"]), "by_group": by_group}
+    return evaluator.Evaluation(report, answers)
+
+
+def test_listed_points_make_a_table_per_metric_with_a_row_per_group(tmp_path):
+  points = [{"lora_hyper.EvalConfig.chunk_len": 16, "lora_hyper.EvalConfig.conditions": ["adapter"]},
+            {"lora_hyper.EvalConfig.chunk_len": 128, "lora_hyper.EvalConfig.conditions": ["adapter"]},
+            {"lora_hyper.EvalConfig.conditions": ["context", "base"]}]
+  scorer = GroupScorer()
+  summary = study.eval_sweep(out=str(tmp_path), points=points, table="by_group", plot_results=True,
+                             command="lora-hyper eval", score=scorer)
+  assert scorer.calls == [(16, ("adapter",)), (128, ("adapter",)), (None, ("context", "base"))]
+  table = (tmp_path / "results.md").read_text().split("\n", 4)[4]
+  assert table.splitlines()[:6] == [
+      "exact match:", "",
+      "| group | chunk_len=16 adapter | chunk_len=128 adapter | context | base |",
+      "|---|---|---|---|---|",
+      "| 64 | 1.000 | 1.000 | 1.000 | 0.000 |",
+      "| 1024 | 0.000 | 1.000 | 1.000 | 0.000 |"]
+  assert summary["table"] == "by_group" and (tmp_path / "results.png").stat().st_size > 0
+  x_label, lines = study.plot_lines(summary["axes"], summary["rows"], "by_group")
+  assert x_label == "group" and lines["chunk_len=16 adapter"] == [(64.0, {"exact_match": 1.0}),
+                                                                  (1024.0, {"exact_match": 0.0})]
+  rerun = GroupScorer()
+  study.eval_sweep(out=str(tmp_path), points=points, table="by_group", plot_results=False, command="x", score=rerun)
+  assert rerun.calls == []
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"points": [{"lora_hyper.EvalConfig.chunk_lenn": 16}]}, r"'lora_hyper.EvalConfig.chunk_lenn' is not a gin binding"),
+    ({"points": []}, r"points must be a non-empty list"),
+    ({"points": [{"lora_hyper.EvalConfig.chunk_len": 16}], "axes": {"lora_hyper.EvalConfig.iterative": [True]}},
+     r"axes \(a grid\) or points \(a list\), not both"),
+    ({"axes": {}, "table": "wide"}, r"table must be 'by_point' or 'by_group'"),
+])
+def test_bad_point_lists_stop_before_any_compute(tmp_path, kwargs, message):
+  scorer = GroupScorer()
+  with pytest.raises(study.ConfigError, match=message):
+    study.eval_sweep(out=str(tmp_path), plot_results=False, command="x", score=scorer, **kwargs)
+  assert scorer.calls == []
