@@ -25,7 +25,7 @@ REPOSITORY = Path(__file__).resolve().parent.parent  # the folder holding the lo
 _SYSTEM = ("bin", "dev", "etc", "lib", "opt", "proc", "sbin", "sys", "usr")
 # An absolute path inside text: a slash that does not continue a word, a relative path, a URL or a
 # shell expansion ($OUT/x, ${root}/x), then at least two names.
-_ABSOLUTE = re.compile(r"(?<![\w.:/~$})\]-])/[\w.@+-]+(?:/[\w.@+$-]*)+")
+_ABSOLUTE = re.compile(r"(?<![\w.:/~$})\]])/[\w.@+-]+(?:/[\w.@+$-]*)+")
 
 
 def _below(path: str, root: str) -> str | None:
@@ -70,7 +70,8 @@ def portable_path(path: str | os.PathLike) -> str:
 def portable_text(text: str) -> str:
   """`text` with every absolute path in it made portable (`portable_path`): a gin config, a command,
   a markdown body. What is not an absolute path (relative paths, URLs, $VAR/x) is left alone."""
-  return _ABSOLUTE.sub(lambda m: portable_path(m.group()), text)
+  portable = lambda path: portable_path(path) + ("/" if path.endswith("/") else "")  # a folder stays one
+  return _ABSOLUTE.sub(lambda m: portable(m.group()), text)
 
 
 def _shell_quoted(arg: str) -> str:

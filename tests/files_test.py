@@ -64,10 +64,11 @@ def test_a_command_makes_every_path_in_it_portable_and_reads_back_as_typed():
 
 def test_text_and_records_keep_what_is_not_an_absolute_path():
   gin_text = ("train.workdir = '/work/runs/niah_stage3'\ntrain.init_from = \"/tmp/a/hypernetwork\"\n"
-              "train.root = '${root}/s1/x'  # $OUT/x/y, https://host/x/y, a/b/c and 1/2/3 stay\n")
+              "train.root = '${root}/s1/x'  # $OUT/x/y, https://host/x/y, a/b/c and 1/2/3 stay; ${1:-/tmp/r/s}\n")
   assert files.portable_text(gin_text) == (
       "train.workdir = 'WORKDIR/niah_stage3'\ntrain.init_from = \"WORKDIR/a/hypernetwork\"\n"
-      "train.root = '${root}/s1/x'  # $OUT/x/y, https://host/x/y, a/b/c and 1/2/3 stay\n")
+      "train.root = '${root}/s1/x'  # $OUT/x/y, https://host/x/y, a/b/c and 1/2/3 stay; ${1:-WORKDIR/r/s}\n")
+  assert files.portable_text("cp a /tmp/x/ && ls /work/runs/y/") == "cp a WORKDIR/x/ && ls WORKDIR/y/"
   record = {"command": "run --x /tmp/a/b", "paths": ("/tmp/c/d", 3), "/tmp/e/f": {"n": 1.5, "none": None}}
   assert files.portable_record(record) == {"command": "run --x WORKDIR/a/b", "paths": ["WORKDIR/c/d", 3],
                                            "WORKDIR/e/f": {"n": 1.5, "none": None}}

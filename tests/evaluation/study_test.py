@@ -119,3 +119,10 @@ def test_bad_sweeps_stop_before_any_compute_naming_the_binding(tmp_path, axes, m
   with pytest.raises(study.ConfigError, match=message):
     _sweep(tmp_path, scorer, axes=axes)
   assert scorer.calls == [] and not tmp_path.joinpath(study.POINTS).exists()
+
+
+def test_the_recorded_command_names_its_folders_portably(monkeypatch):
+  monkeypatch.delenv("WORKDIR", raising=False)
+  monkeypatch.setattr("sys.argv", ["/venv/bin/lora-hyper", "eval", "--gin_file", "x.gin",
+                                   "--gin_param", "lora_hyper.eval_sweep.out = '/tmp/sweeps/a'"])
+  assert study.cli_command() == "lora-hyper eval --gin_file x.gin --gin_param \"lora_hyper.eval_sweep.out = 'WORKDIR/sweeps/a'\""
