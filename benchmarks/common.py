@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jax_core
 
+from lora_hyper import files
+
 RESULTS = Path(__file__).parent / "results"
 _START_LOAD = list(os.getloadavg())  # other workers share this machine: recorded with every result
 MB = 2**20
@@ -230,15 +232,17 @@ def machine() -> dict[str, Any]:
 
 
 def command() -> str:
-  """How this run was started, as the README gives it (run from the repository root)."""
-  return " ".join(["python -m benchmarks." + Path(sys.argv[0]).stem, *sys.argv[1:]])
+  """How this run was started, as the README gives it (run from the repository root), its paths
+  portable (files.portable_path)."""
+  return files.portable_command(["python", "-m", "benchmarks." + Path(sys.argv[0]).stem, *sys.argv[1:]])
 
 
 def write_result(name: str, result: dict[str, Any]) -> Path:
+  """results/{name}.json, stamped with the machine and command; every path in it portable."""
   RESULTS.mkdir(parents=True, exist_ok=True)
   path = RESULTS / f"{name}.json"
   result = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
-            "command": command(), **result}
+            "command": command(), **files.portable_record(result)}
   path.write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
   print(json.dumps(result, indent=2, default=_json_default))
   return path

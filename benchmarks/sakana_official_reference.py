@@ -3,15 +3,17 @@
 Standalone: it does not import lora_hyper. It runs in a separate virtualenv that has the official
 code's own dependency versions (their uv.lock: transformers 4.51.3, peft 0.15.2, einops 0.8.1,
 jaxtyping 0.3.2, datasets 3.6.0, accelerate 1.6.0) with torch 2.13.0 (CPU), and with their `src`
-(SakanaAI/doc-to-lora at commit baa85db) given by --src:
+(SakanaAI/doc-to-lora at commit baa85db) given by --src. SAKANA_VENV, SAKANA_SRC and SAKANA_REF stand
+for folders of your choosing outside the repository: that virtualenv, their extracted code, and the
+reference this script writes (benchmarks/sakana_parity.py reads it):
 
-  python3.11 -m venv /work/sakana_venv
-  /work/sakana_venv/bin/pip install torch==2.13.0
-  /work/sakana_venv/bin/pip install transformers==4.51.3 peft==0.15.2 einops==0.8.1 \
+  python3.11 -m venv SAKANA_VENV
+  SAKANA_VENV/bin/pip install torch==2.13.0
+  SAKANA_VENV/bin/pip install transformers==4.51.3 peft==0.15.2 einops==0.8.1 \
       jaxtyping==0.3.2 datasets==3.6.0 accelerate==1.6.0 numpy pyyaml
-  git -C <mirror of SakanaAI/doc-to-lora> archive HEAD -- src | tar -x -C /work/sakana_src
-  /work/sakana_venv/bin/python benchmarks/sakana_official_reference.py \
-      --src /work/sakana_src/src --out /work/sakana_ref
+  git -C <mirror of SakanaAI/doc-to-lora> archive HEAD -- src | tar -x -C SAKANA_SRC
+  SAKANA_VENV/bin/python benchmarks/sakana_official_reference.py \
+      --src SAKANA_SRC/src --out SAKANA_REF
 
 What it does (every hypernetwork step goes through their classes and functions):
  1. A tiny random Gemma-2 causal LM (transformers' Gemma2ForCausalLM, float32, eager attention),

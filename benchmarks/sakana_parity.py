@@ -1,9 +1,9 @@
 """Parity of the imported Doc-to-LoRA with Sakana AI's official code, on a checkpoint their code wrote.
 
   # 1. the official reference (their code, in its own virtualenv; see that script's docstring):
-  /work/sakana_venv/bin/python benchmarks/sakana_official_reference.py --src SRC --out /work/sakana_ref
+  SAKANA_VENV/bin/python benchmarks/sakana_official_reference.py --src SAKANA_SRC/src --out SAKANA_REF
   # 2. this comparison (lora-hyper's environment; the reference stays outside the repository):
-  python -m benchmarks.sakana_parity --reference /work/sakana_ref
+  python -m benchmarks.sakana_parity --reference SAKANA_REF
 
 Converts REFERENCE/pytorch_model.bin for REFERENCE/base (a tiny random Gemma 2 without a tokenizer)
 with `published.import_sakana_d2l`, loads the saved folder as `internalize` does, and compares with

@@ -7,28 +7,31 @@ import argparse
 import json
 import os
 import platform
-import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from lora_hyper import files
+
 RESULTS = Path(__file__).parent / "results"
 
 
 def command() -> str:
-  """This run's command line, as run from the repository root."""
+  """This run's command line, as run from the repository root, its paths portable (files.portable_path)."""
   module = Path(sys.argv[0]).with_suffix("").relative_to(Path.cwd()) if Path(sys.argv[0]).is_absolute() else \
       Path(sys.argv[0]).with_suffix("")
-  return " ".join([".venv/bin/python -m " + ".".join(module.parts), *map(shlex.quote, sys.argv[1:])])
+  return files.portable_command([".venv/bin/python", "-m", ".".join(module.parts), *sys.argv[1:]])
 
 
 def write_json(name: str, result: dict[str, Any]) -> Path:
+  """results/{name}.json, stamped with the command and machine; every path in it portable."""
   RESULTS.mkdir(parents=True, exist_ok=True)
   path = RESULTS / f"{name}.json"
   stamped = {"experiment": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": command(),
-             "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()}, **result}
+             "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+             **files.portable_record(result)}
   path.write_text(json.dumps(stamped, indent=2) + "\n")
   return path
 
@@ -46,9 +49,11 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def write_markdown(name: str, title: str, body: str) -> Path:
+  """results/{name}.md, stamped with the command; every path in it portable."""
   RESULTS.mkdir(parents=True, exist_ok=True)
   path = RESULTS / f"{name}.md"
-  path.write_text(f"# {title}\n\nProduced by `{command()}` on {time.strftime('%Y-%m-%d')}.\n\n{body}")
+  path.write_text(f"# {title}\n\nProduced by `{command()}` on {time.strftime('%Y-%m-%d')}.\n\n"
+                  + files.portable_text(body))
   return path
 
 

@@ -42,3 +42,18 @@ def test_labelled_arguments_keep_their_order_and_reject_a_value_without_a_label(
 def test_read_metrics_skips_blank_lines(tmp_path):
   (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n\n{"step": 2, "loss": 1.5}\n')
   assert common.read_metrics(tmp_path / "metrics.jsonl") == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+
+
+def test_results_name_their_folders_portably(tmp_path, monkeypatch):
+  """The command, the JSON and the markdown of a result: a scratch folder as WORKDIR/..., never as it is here."""
+  monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+  monkeypatch.delenv("WORKDIR", raising=False)
+  monkeypatch.setattr("sys.argv", ["experiments/qa/by_fact.py", "--hypernetwork", "/work/runs/qa/s1/hypernetwork",
+                                   "--run", "k=/tmp/qa/k"])
+  command = ".venv/bin/python -m experiments.qa.by_fact --hypernetwork WORKDIR/qa/s1/hypernetwork --run k=WORKDIR/qa/k"
+  assert common.command() == command
+  written = json.loads(common.write_json("r", {"hypernetwork": {"path": "/tmp/qa/k"}, "runs": ["/tmp/a/b"]}).read_text())
+  assert (written["command"], written["hypernetwork"], written["runs"]) == (command, {"path": "WORKDIR/qa/k"},
+                                                                           ["WORKDIR/a/b"])
+  text = common.write_markdown("r", "R", "scored `/work/scratch/qa/k/hypernetwork`\n").read_text()
+  assert f"Produced by `{command}`" in text and "scored `WORKDIR/qa/k/hypernetwork`" in text

@@ -5,10 +5,10 @@
 #   32-256-token haystacks, 4. 600 more on those; then scored at 64 and 256 tokens.
 # About 55 minutes on 2 CPU cores. Results: experiments/results/niah_curriculum.{json,md,png} and
 # niah_curriculum_training.{json,png} (the four stages' loss end to end).
-#   bash experiments/niah/curriculum.sh [ROOT]   (workdirs ROOT/s1 .. ROOT/s4; default /tmp/niah_curriculum)
+#   bash experiments/niah/curriculum.sh [ROOT]   (workdirs ROOT/s1 .. ROOT/s4; default runs/niah_curriculum)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=${1:-/tmp/niah_curriculum}
+root=${1:-runs/niah_curriculum}
 python=${PYTHON:-.venv/bin/python}
 
 stage() {  # stage NAME STEPS FROM SAVE_DTYPE [gin bindings...]

@@ -3,7 +3,7 @@
 a made-up name) and per fact, for the adapter and for the base model with the document in its prompt.
 
 Run (about 3 minutes on 2 CPU cores):
-  .venv/bin/python -m experiments.qa.by_fact --hypernetwork /tmp/qa_niah/hypernetwork --name qa_from_niah_by_fact
+  .venv/bin/python -m experiments.qa.by_fact --hypernetwork runs/qa_niah/hypernetwork --name qa_from_niah_by_fact
 Writes experiments/results/NAME.{json,md,png}. With `--split train --first-doc 2000` it scores
 training-split documents that training (2,000 documents) never read: a validation set.
 """

@@ -24,7 +24,7 @@ words (seed 0, as the drill's training data); the test words (seed 1) only score
 
 Run (about 10 minutes on 2 CPU cores):
   .venv/bin/python -m experiments.qa.code_probe --name qa_copy_code_probe \
-    --hypernetwork 'c2b=/tmp/qa_copy/c2b/hypernetwork'
+    --hypernetwork 'c2b=runs/qa_copy/c2b/hypernetwork'
 Writes experiments/results/NAME.{json,md,png}.
 """
 

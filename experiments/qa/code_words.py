@@ -9,9 +9,9 @@ of starts: it has to carry the document's tokens. They are not entities of the h
 documents and names stay unseen); the code words are drawn from their own random stream.
 
 Run (seconds):
-  .venv/bin/python -m experiments.qa.code_words --out /tmp/code_words.jsonl --records 20000 --seed 0
+  .venv/bin/python -m experiments.qa.code_words --out runs/code_words.jsonl --records 20000 --seed 0
   # half code words, half six-fact fictional QA records of training documents 0..N-1:
-  .venv/bin/python -m experiments.qa.code_words --out /tmp/mixed.jsonl --records 20000 --with-fictional-docs 3334
+  .venv/bin/python -m experiments.qa.code_words --out runs/mixed.jsonl --records 20000 --with-fictional-docs 3334
 """
 
 from __future__ import annotations

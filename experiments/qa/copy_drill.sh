@@ -16,11 +16,11 @@
 # That option is gone from the library; experiments/qa/README.md keeps their results (run at git
 # commit eb54505).
 # Results: experiments/results/qa_copy_*.{json,md,png}.
-#   bash experiments/qa/copy_drill.sh [ROOT]   (a workdir per stage under ROOT; default /tmp/qa_copy)
+#   bash experiments/qa/copy_drill.sh [ROOT]   (a workdir per stage under ROOT; default runs/qa_copy)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=${1:-/tmp/qa_copy}
-from=${FROM:-/tmp/qa_curriculum/s4_after_two_facts/hypernetwork}
+root=${1:-runs/qa_copy}
+from=${FROM:-runs/qa_curriculum/s4_after_two_facts/hypernetwork}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 

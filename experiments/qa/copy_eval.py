@@ -5,8 +5,8 @@ tokens are the gold word's first j tokens, for j = 1, 2, ...
 
 Run (about 1 minute per hypernetwork on 2 CPU cores):
   .venv/bin/python -m experiments.qa.copy_eval --name qa_copy_code_words \
-    --hypernetwork 'before the drill=/tmp/qa_curriculum/s4_after_two_facts/hypernetwork' \
-    --hypernetwork 'drill, 300 steps=/tmp/qa_copy/c1/hypernetwork'
+    --hypernetwork 'before the drill=runs/qa_curriculum/s4_after_two_facts/hypernetwork' \
+    --hypernetwork 'drill, 300 steps=runs/qa_copy/c1/hypernetwork'
 Writes experiments/results/NAME.{json,md,png}.
 """
 

@@ -1,7 +1,7 @@
 #!/bin/bash
 # QA, a curriculum for words and names through the trainer, each stage from the last one's saved
 # hypernetwork (a fresh warm-up and cosine per stage), starting from the experiments/qa/from_niah.gin
-# run's --out (/tmp/qa_niah/hypernetwork; FROM overrides):
+# run's --out (runs/qa_niah/hypernetwork; FROM overrides):
 #   s1  400 steps on one-fact documents of every kind (single_fact.gin),
 #   s2  200 on one-fact documents whose answer is a listed word (colour, export, profession, ...),
 #   s3  400 on one-fact documents whose answer is a made-up name,
@@ -12,11 +12,11 @@
 # as it trained on (by_fact --split train --first-doc 20000); the six-fact ends and s3 also on the
 # held-out split. About 2 hours on 2 CPU cores. Results: experiments/results/qa_curriculum_*.{json,md,png},
 # the stages' loss end to end in qa_curriculum_*_validation_6fact_training.{json,png}.
-#   bash experiments/qa/curriculum.sh [ROOT]   (a workdir per stage under ROOT; default /tmp/qa_curriculum)
+#   bash experiments/qa/curriculum.sh [ROOT]   (a workdir per stage under ROOT; default runs/qa_curriculum)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=${1:-/tmp/qa_curriculum}
-from=${FROM:-/tmp/qa_niah/hypernetwork}
+root=${1:-runs/qa_curriculum}
+from=${FROM:-runs/qa_niah/hypernetwork}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 

@@ -17,7 +17,7 @@
 #   bash experiments/qa/words_path.sh ROOT && bash experiments/qa/facts_ramp.sh ROOT
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=${1:-/tmp/qa_words_path}
+root=${1:-runs/qa_words_path}
 python=${PYTHON:-.venv/bin/python}
 
 source experiments/qa/stages.sh   # stage, validate, held_out, needs

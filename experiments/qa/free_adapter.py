@@ -13,7 +13,7 @@ share of greedy answers with the word's first j tokens right.
 
 Run (the committed result: 40 steps, a few minutes on 2 CPU cores):
   .venv/bin/python -m experiments.qa.free_adapter --name qa_copy_free_adapter \
-    --hypernetwork /tmp/qa_copy/c2b/hypernetwork --records 32 --steps 40
+    --hypernetwork runs/qa_copy/c2b/hypernetwork --records 32 --steps 40
 Writes experiments/results/NAME.{json,md,png}.
 """
 

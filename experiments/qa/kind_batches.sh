@@ -7,10 +7,10 @@
 # order. Then mkw: 200 steps from it on one-fact documents whose answer is a listed word, as
 # curriculum.sh's s2 (single_fact.gin, the same batches), which took words from 0.07 to 0.47 from s1.
 # About 1 h 45 min on 2 CPU cores; results experiments/results/qa_kind_batches_*.{json,md,png}.
-#   bash experiments/qa/kind_batches.sh [ROOT]   (workdirs ROOT/mk and ROOT/mkw; default /tmp/qa_mixed)
+#   bash experiments/qa/kind_batches.sh [ROOT]   (workdirs ROOT/mk and ROOT/mkw; default runs/qa_mixed)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=${1:-/tmp/qa_mixed}
+root=${1:-runs/qa_mixed}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 

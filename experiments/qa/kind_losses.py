@@ -4,8 +4,8 @@ is that of batch s - 1 of the file (from its start again once it runs out), so e
 is one kind's. It shows which kinds the run learns and how fast, which a mixed batch's loss hides.
 
 Run (seconds; experiments/qa/kind_batches.sh runs it after training):
-  .venv/bin/python -m experiments.qa.kind_losses --data /tmp/qa_mixed/kind_batches.jsonl \
-    --training-log /tmp/qa_mixed/mk/logs/metrics.jsonl --batch-size 8 --name qa_kind_batches_training_by_kind
+  .venv/bin/python -m experiments.qa.kind_losses --data runs/qa_mixed/kind_batches.jsonl \
+    --training-log runs/qa_mixed/mk/logs/metrics.jsonl --batch-size 8 --name qa_kind_batches_training_by_kind
 Writes experiments/results/NAME.{json,md,png}.
 """
 

@@ -11,10 +11,10 @@
 # gone from the library; experiments/qa/README.md keeps their results (run at git commit eb54505). It
 # took about 2 h 20 min on 2 CPU cores with ka and ka2 (as many steps as kc and kc2).
 # Results: experiments/results/qa_copy_lookahead_late*.{json,md,png}.
-#   bash experiments/qa/lookahead_late.sh [ROOT]   (a workdir per run under ROOT; default /tmp/qa_lookahead)
+#   bash experiments/qa/lookahead_late.sh [ROOT]   (a workdir per run under ROOT; default runs/qa_lookahead)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=${1:-/tmp/qa_lookahead}
+root=${1:-runs/qa_lookahead}
 more=${MORE:-900}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"

@@ -6,10 +6,10 @@
 # documents) and with the curriculum's pick (3,000 steps in all). About 1 h 40 min on 2 CPU cores.
 # Scored with by_fact on validation documents beyond the 20,000 training ones (1, 2 and 6 facts) and
 # on the held-out split; results experiments/results/qa_mixed_*.{json,md,png}.
-#   bash experiments/qa/mixed.sh [ROOT]   (workdir ROOT/mx; default /tmp/qa_mixed)
+#   bash experiments/qa/mixed.sh [ROOT]   (workdir ROOT/mx; default runs/qa_mixed)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=${1:-/tmp/qa_mixed}
+root=${1:-runs/qa_mixed}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 

@@ -13,7 +13,7 @@ with batches of N read in the file's order (`lora_hyper.train.shuffle = False`):
 stages' batches without their order. A kind's last block, if short, is left out.
 
 Run (seconds):
-  .venv/bin/python -m experiments.qa.mixed_facts --out /tmp/qa_mixed.jsonl --records-per-count 4000 \
+  .venv/bin/python -m experiments.qa.mixed_facts --out runs/qa_mixed.jsonl --records-per-count 4000 \
     [--kind-batches 8]
 """
 

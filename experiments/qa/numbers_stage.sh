@@ -13,7 +13,7 @@
 #   bash experiments/qa/per_document.sh ROOT && bash experiments/qa/numbers_stage.sh ROOT
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=${1:-/tmp/qa_lookahead}
+root=${1:-runs/qa_lookahead}
 python=${PYTHON:-.venv/bin/python}
 
 source experiments/qa/stages.sh   # stage, jsonl, validate, only, held_out, needs, six_fact

@@ -21,7 +21,7 @@ Failure modes: each document's questions answered with the next document's adapt
 document cut into more, shorter chunks than training used (rank-concatenated chunk adapters).
 
 Run (about 40 minutes on 2 CPU cores):
-  .venv/bin/python -m experiments.qa.run --hypernetwork /tmp/qa/hypernetwork --training-log /tmp/qa/logs/metrics.jsonl
+  .venv/bin/python -m experiments.qa.run --hypernetwork runs/qa/hypernetwork --training-log runs/qa/logs/metrics.jsonl
 Writes experiments/results/qa.{json,md,png} (`--name` for another name).
 """
 

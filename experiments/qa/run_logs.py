@@ -6,8 +6,8 @@ the last steps. (Until the hypernetwork refactor it also read each lookahead map
 the saved hypernetwork; the lookahead option and those runs are gone, experiments/qa/README.md.)
 
 Run (seconds):
-  .venv/bin/python -m experiments.qa.run_logs --name NAME --run 'kc=/tmp/qa_lookahead/kc' \
-    --run 'kc2=/tmp/qa_lookahead/kc2'
+  .venv/bin/python -m experiments.qa.run_logs --name NAME --run 'kc=runs/qa_lookahead/kc' \
+    --run 'kc2=runs/qa_lookahead/kc2'
 Writes experiments/results/NAME.{json,md,png}.
 """
 

@@ -3,7 +3,7 @@ template queries about each document, answered by the base model with the docume
 written as JSON Lines for `lora_hyper.JsonlQA` (train on them with experiments/qa/train.gin and
 --gin_param "lora_hyper.train.data = @lora_hyper.JsonlQA()" --gin_param "lora_hyper.JsonlQA.path = 'OUT'").
 
-  .venv/bin/python -m experiments.qa.self_pairs --out /tmp/qa_pairs.jsonl --documents 2000 --queries 8
+  .venv/bin/python -m experiments.qa.self_pairs --out runs/qa_pairs.jsonl --documents 2000 --queries 8
 
 Rerunning the same command after an interruption continues after the last finished document.
 """

@@ -3,7 +3,7 @@
 learn to copy a word at all when nothing else is asked.
 
 Run (seconds):
-  .venv/bin/python -m experiments.qa.subset --out /tmp/qa_words.jsonl --docs 20000 --facts-per-doc 1 \
+  .venv/bin/python -m experiments.qa.subset --out runs/qa_words.jsonl --docs 20000 --facts-per-doc 1 \
     --kinds 'listed word'
 """
 

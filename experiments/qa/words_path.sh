@@ -14,10 +14,10 @@
 # Each is scored on validation documents beyond the 20,000 training ones with as many facts as it
 # trained on (48 one-fact, 48 two-fact or 10 six-fact documents), six_facts also held out.
 # About 2 h 25 min on 2 CPU cores; results experiments/results/qa_words_path_*.{json,md,png}.
-#   bash experiments/qa/words_path.sh [ROOT]   (a workdir per stage under ROOT; default /tmp/qa_words_path)
+#   bash experiments/qa/words_path.sh [ROOT]   (a workdir per stage under ROOT; default runs/qa_words_path)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=${1:-/tmp/qa_words_path}
+root=${1:-runs/qa_words_path}
 python=${PYTHON:-.venv/bin/python}
 mkdir -p "$root"
 

@@ -2,7 +2,7 @@
 one "oracle" LoRA per task (the targets of reconstruction mode) and one multi-task LoRA over all
 of them, in the shipped hypernetwork's parametrisation (rank 8 on q and v, rsLoRA scaling).
 
-  .venv/bin/python -m experiments.t2l.oracles --out /tmp/t2l_loras
+  .venv/bin/python -m experiments.t2l.oracles --out runs/t2l_loras
 
 writes OUT/oracles/<category>__<member>/adapter.safetensors (one per training task),
 OUT/multitask/adapter.safetensors, and the training curves as experiments/results/t2l_oracles.*.

@@ -3,8 +3,8 @@ reconstruction fidelity on training tasks (experiment 2) and zero-shot against t
 training tasks (experiment 3), against the base model (bare, with the description in its prompt,
 with in-context examples), the multi-task LoRA and the per-task oracle LoRAs.
 
-  .venv/bin/python -m experiments.t2l.run --loras /tmp/t2l_loras \
-    --sft L=lora_hyper/pretrained/t2l_gemma3_270m --recon 118=/tmp/t2l_recon/hypernetwork
+  .venv/bin/python -m experiments.t2l.run --loras runs/t2l_loras \
+    --sft L=lora_hyper/pretrained/t2l_gemma3_270m --recon 118=runs/t2l_recon/hypernetwork
 
 Score: exact match of the whole greedy answer (and its EOS), read from one teacher-forced forward
 (`qa.greedy_matches`). Held-out tasks are read with their held-out descriptions (a core phrasing never seen in

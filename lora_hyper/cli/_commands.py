@@ -78,7 +78,7 @@ def _train_study(args: argparse.Namespace) -> int:
                      "lora_hyper.train_study.root / save_dtype")
   if not _binds("lora_hyper.train_study.root"):
     raise UsageError("the gin configuration binds no lora_hyper.train_study.root (the study's folder), e.g. "
-                     "--gin_param \"lora_hyper.train_study.root = '/tmp/study'\"")
+                     "--gin_param \"lora_hyper.train_study.root = 'runs/study'\"")
   try:
     result = stages.train_study()
   except stages.StudyError as e:

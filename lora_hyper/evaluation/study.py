@@ -27,7 +27,6 @@ import itertools
 import json
 import os
 import re
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -126,9 +125,14 @@ def jsonable(value: Any) -> Any:
 
 
 def cli_command() -> str:
-  """This process's command line, as a user would type it."""
+  """This process's command line, as a user would type it (paths portable: files.portable_path)."""
   name = "lora-hyper" if Path(sys.argv[0]).name in ("lora-hyper", "__main__.py") else sys.argv[0]
-  return " ".join([name, *map(shlex.quote, sys.argv[1:])])
+  return files.portable_command([name, *sys.argv[1:]])
+
+
+def recorded_config(config: EvalConfig) -> dict[str, Any]:
+  """The config as a point file records it: JSON, its paths portable."""
+  return files.portable_record(jsonable(config))
 
 
 # ----------------------------------------------------------------------------- checks before compute
@@ -195,9 +199,10 @@ def finished(out: Path, point: Mapping[str, Any], config: EvalConfig) -> bool:
   if not path.is_file():
     return False
   written = files.read_json_file(path, str(path))
-  if written.get("config") != jsonable(config):
-    changed = sorted(k for k in set(written.get("config", {})) | set(jsonable(config))
-                     if written.get("config", {}).get(k) != jsonable(config).get(k))
+  recorded = recorded_config(config)
+  if written.get("config") != recorded:
+    changed = sorted(k for k in set(written.get("config", {})) | set(recorded)
+                     if written.get("config", {}).get(k) != recorded.get(k))
     raise ConfigError(f"{path} was written with other settings ({', '.join(changed)} differ): use another "
                       "lora_hyper.eval_sweep.out, or delete it to score the point again")
   return True
@@ -246,9 +251,9 @@ def score_point(config: EvalConfig) -> evaluator.Evaluation:
 def write_point(out: Path, point: Mapping[str, Any], config: EvalConfig, result: evaluator.Evaluation,
                 seconds: float, command: str) -> Path:
   path = out / POINTS / f"{point_name(point)}.json"
-  body = {"point": jsonable(dict(point)), "config": jsonable(config), "command": command,
-          "date": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": seconds, "report": result.report,
-          "answers": result.answers}
+  body = {"point": files.portable_record(jsonable(dict(point))), "config": recorded_config(config),
+          "command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": seconds,
+          "report": files.portable_record(result.report), "answers": result.answers}
   files.atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8"))
   return path
 
@@ -422,7 +427,7 @@ def eval_sweep(out: str = gin.REQUIRED, axes: Mapping[str, Sequence[Any]] | None
   import jax  # pylint: disable=import-outside-toplevel
 
   axes = dict(axes or {})
-  command = cli_command() if command is None else command
+  command = cli_command() if command is None else files.portable_text(command)
   make_config = make_config or _gin_eval_config
   if files.is_url(out):
     raise ConfigError(f"lora_hyper.eval_sweep.out = {out!r}: a sweep writes to a local folder, or on several hosts "

@@ -6,7 +6,8 @@
   DIR/variables.safetensors  the Flax variables flattened with '/'-joined paths led by their
                              collection (`params/...`, `code_stats/...`), float32 or bfloat16 (half
                              the size; loaded back as float32)
-  DIR/config.gin             the operative gin config of the training run that made it, if any
+  DIR/config.gin             the operative gin config of the training run that made it, if any, its
+                             paths portable (files.portable_path)
 
 The config is stored whole, so loading needs no gin; config.gin is the trace of how it was
 trained. Loading against a base model checks the recorded identity and runs the hypernetwork
@@ -112,8 +113,9 @@ def save_hypernetwork(directory: str | os.PathLike, config: Any, variables: Any,
   if kind is kinds.TEXT_TO_LORA:
     manifest["task_encoder"] = ({"type": "base_model", "pooling": task_pooling} if task_encoder == "base_model"
                                 else {"type": task_encoder})
-  if gin_config is not None:
-    files.atomic_write(folder / GIN, lambda tmp: Path(tmp).write_text(gin_config))
+  if gin_config is not None:  # a record of the run: its folders portable, as a shipped one must be
+    text = files.portable_text(gin_config)
+    files.atomic_write(folder / GIN, lambda tmp: Path(tmp).write_text(text))
   text = json.dumps(manifest, indent=1)
   files.atomic_write(folder / MANIFEST, lambda tmp: Path(tmp).write_text(text))
   return folder
@@ -233,5 +235,5 @@ def shipped(kind: str) -> Path:
     raise FileNotFoundError(
         f"no trained {kind} hypernetwork is shipped with lora-hyper yet (looked in {str(folder)!r}); pass a "
         f"trained one (--hypernetwork DIR), e.g. from: lora-hyper train --gin_file {kinds.get(kind).gin_file} "
-        "--gin_param \"lora_hyper.train.workdir = '/tmp/run'\" --out DIR")
+        f"--gin_param \"lora_hyper.train.workdir = 'runs/{kind}'\" --out DIR")
   return folder

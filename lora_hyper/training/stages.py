@@ -2,7 +2,7 @@
 from the saved hypernetwork of the stage it names (what `lora-hyper train --gin_file` runs when the
 file binds `lora_hyper.train_study.stages`).
 
-  lora_hyper.train_study.root = '/tmp/niah_study'
+  lora_hyper.train_study.root = 'runs/niah_study'
   lora_hyper.train_study.stages = {'stage1': None, 'stage2': 'stage1', 'stage3': 'stage2'}
   lora_hyper.train.steps = 1400                   # every stage, unless its scope says otherwise
   stage2/lora_hyper.train.steps = 400             # gin scopes: stage2's own bindings

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from lora_hyper import prompts, sharding
+from lora_hyper import files, prompts, sharding
 from lora_hyper.adapters import io
 from lora_hyper.data import lora_library, pipeline
 from lora_hyper.errors import NonFiniteLossError
@@ -300,10 +300,10 @@ def _agree(flag: bool) -> bool:
 
 
 def _write_run_config(workdir: str, start_step: int) -> None:
-  """The operative gin config beside the checkpoints: every run is traceable to its settings."""
+  """The operative gin config beside the checkpoints (paths portable): every run is traceable to its settings."""
   if jax.process_index() != 0:
     return
   path = checkpointing.workdir_path(workdir)
   path.mkdir(parents=True, exist_ok=True)
-  (path / "config.gin").write_text(gin.config_str())
+  (path / "config.gin").write_text(files.portable_text(gin.config_str()))
   (path / "run.json").write_text(json.dumps({"started_at_step": start_step, "time": time.time()}))

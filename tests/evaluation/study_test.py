@@ -177,3 +177,10 @@ def test_bad_point_lists_stop_before_any_compute(tmp_path, kwargs, message):
   with pytest.raises(study.ConfigError, match=message):
     study.eval_sweep(out=str(tmp_path), plot_results=False, command="x", score=scorer, **kwargs)
   assert scorer.calls == []
+
+
+def test_the_recorded_command_names_its_folders_portably(monkeypatch):
+  monkeypatch.delenv("WORKDIR", raising=False)
+  monkeypatch.setattr("sys.argv", ["/venv/bin/lora-hyper", "eval", "--gin_file", "x.gin",
+                                   "--gin_param", "lora_hyper.eval_sweep.out = '/tmp/sweeps/a'"])
+  assert study.cli_command() == "lora-hyper eval --gin_file x.gin --gin_param \"lora_hyper.eval_sweep.out = 'WORKDIR/sweeps/a'\""

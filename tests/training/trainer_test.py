@@ -342,3 +342,26 @@ def test_a_second_stage_starts_from_a_saved_hypernetwork_and_still_resumes(tmp_p
   assert not any(np.any(w) for w in jax.tree.leaves(params.pop("gates_down")))
   _assert_same({**gated.variables, "params": params}, first.variables)
   assert "2 variables not in" in capsys.readouterr().out
+
+
+def test_a_saved_config_gin_names_its_folders_portably(tmp_path, monkeypatch):
+  """As `lora-hyper train --out` saves it: the operative config, its gin-bound workdir written relative to
+  WORKDIR, never as this machine's absolute path (a shipped config.gin is such a file)."""
+  import re
+
+  import gin
+
+  from lora_hyper.hypernetworks import saved
+
+  monkeypatch.setenv("WORKDIR", str(tmp_path))
+  gin.parse_config([f"lora_hyper.train.workdir = '{tmp_path / 'run'}'"])
+  result = trainer.train(data=qa_records(64), objective="d2l_kl", hypernetwork="d2l_tiny", hyper_overrides=OVERRIDES,
+                         global_batch_size=8, steps=1, optimizer=OPT, doc_shapes=SHAPES, save_every=1, log_every=1,
+                         loaded_base=tiny_base(), mesh_shape=(2, 1, 1))
+  folder = saved.save_hypernetwork(tmp_path / "hypernetwork", result.config, result.variables, base=result.base,
+                                   gin_config=gin.operative_config_str())
+  written = saved.load_hypernetwork(folder).gin_config
+  workdir = lambda text: re.search(r"^train\.workdir = \\?\s*'(.*)'$", text, re.M).group(1)  # gin may wrap it
+  assert workdir(written) == "WORKDIR/run"
+  assert not re.search(r"(?<![\w.:/~$})\]])/(?:work|tmp|home|root)/\w", written), written
+  assert workdir((tmp_path / "run" / "config.gin").read_text()) == "WORKDIR/run"  # the run's own record
