@@ -6,7 +6,13 @@ score it at, into one results table and plot (what `lora-hyper eval --gin_file F
   lora_hyper.eval_sweep.out = 'experiments/results/niah_chunk_sweep'
   lora_hyper.eval_sweep.axes = {'lora_hyper.EvalConfig.chunk_len': [128, 1024]}
 
-A sweep point is one assignment of every axis; no axes is one point. Each point is written to
+A sweep point is one assignment of every axis; no axes is one point. Points that are no grid (the
+held-out set, then its first documents with the slow baselines too) are listed instead:
+
+  lora_hyper.eval_sweep.points = [{'lora_hyper.FictionalData.docs': 24, 'lora_hyper.EvalConfig.conditions': ['adapter']},
+                                  {'lora_hyper.FictionalData.docs': 2, 'lora_hyper.EvalConfig.conditions': ['cd_oracle']}]
+
+every point binding the same parameters (the table's columns). Each point is written to
 OUT/points/ as it finishes (whole, renamed into place), so a rerun skips finished points, and a
 point file written under other settings stops the rerun before any compute. With several
 processes (`training.distributed`), process i scores points i, i + P, ... of the grid and process
@@ -150,6 +156,21 @@ def check_axes(axes: Mapping[str, Sequence[Any]]) -> None:
       raise ConfigError(f"sweep axis {binding!r} is not a gin binding that exists: {e}") from None
 
 
+def check_points(points: Any) -> list[str]:
+  """Listed points: a non-empty list of dicts binding the same gin parameters, each one that exists;
+  returns those bindings."""
+  if isinstance(points, (str, bytes, Mapping)) or not isinstance(points, Sequence) or not points \
+      or not all(isinstance(p, Mapping) for p in points):
+    raise ConfigError(f"lora_hyper.eval_sweep.points must be a non-empty list of dicts binding -> value, got {points!r}")
+  names = list(points[0])
+  for p in points[1:]:
+    if set(p) != set(names):
+      raise ConfigError(f"lora_hyper.eval_sweep.points: every point binds the same parameters; {dict(p)} binds "
+                        f"{sorted(p)}, the first {sorted(names)}")
+  check_axes({name: [p[name] for p in points] for name in names})
+  return names
+
+
 def point_configs(points: Sequence[Mapping[str, Any]], make: Callable[[], EvalConfig]) -> list[EvalConfig]:
   """Each point's EvalConfig, built under its bindings (which checks them)."""
   configs = []
@@ -244,12 +265,13 @@ def result_rows(points: Sequence[dict]) -> list[dict[str, Any]]:
 
 def markdown(title: str, command: str, axes: Sequence[str], rows: Sequence[dict]) -> str:
   grouped = any(r["group"] is not None for r in rows)
-  columns = [(c, m) for c, ms in rows[0]["scores"].items() for m in ms]
+  # Every condition any point scored, in first-seen order ('-' where a point did not score it).
+  columns = list(dict.fromkeys((c, m) for r in rows for c, ms in r["scores"].items() for m in ms))
   header = [*map(axis_label, axes), *(["group"] if grouped else []), *(f"{c} {m}" for c, m in columns)]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   for r in rows:
     cells = [short(r["point"][a]) for a in axes] + ([str(r["group"])] if grouped else [])
-    cells += [f"{r['scores'][c][m]:.3f}" for c, m in columns]
+    cells += [f"{r['scores'][c][m]:.3f}" if m in r["scores"].get(c, {}) else "-" for c, m in columns]
     lines.append("| " + " | ".join(cells) + " |")
   return f"# {title}\n\nProduced by `{command}` on {time.strftime('%Y-%m-%d')}.\n\n" + "\n".join(lines) + "\n"
 
@@ -324,24 +346,32 @@ def _sync(name: str) -> None:
 
 
 @gin.configurable("eval_sweep", module="lora_hyper")
-def eval_sweep(out: str = gin.REQUIRED, axes: Mapping[str, Sequence[Any]] | None = None, title: str = "Evaluation",
+def eval_sweep(out: str = gin.REQUIRED, axes: Mapping[str, Sequence[Any]] | None = None,
+               points: Sequence[Mapping[str, Any]] | None = None, title: str = "Evaluation",
                plot_results: bool = True, command: str | None = None,
                make_config: Callable[[], EvalConfig] | None = None,
                score: Callable[[EvalConfig], evaluator.Evaluation] = score_point) -> dict[str, Any]:
-  """Scores every point of the grid `axes` (binding -> values) not yet in OUT/points/, then (process 0)
-  writes the results; returns their summary (None on other processes). `make_config` builds the
-  point's EvalConfig under its bindings (default: the gin-configured `lora_hyper.EvalConfig`)."""
+  """Scores every point of the grid `axes` (binding -> values), or of the listed `points` (binding ->
+  value each), not yet in OUT/points/, then (process 0) writes the results; returns their summary
+  (None on other processes). `make_config` builds the point's EvalConfig under its bindings (default:
+  the gin-configured `lora_hyper.EvalConfig`)."""
   import jax  # pylint: disable=import-outside-toplevel
 
-  axes = dict(axes or {})
   command = cli_command() if command is None else command
   make_config = make_config or _gin_eval_config
   if files.is_url(out):
     raise ConfigError(f"lora_hyper.eval_sweep.out = {out!r}: a sweep writes to a local folder, or on several hosts "
                       "to a mount they all share; gs:// and other URLs are not supported yet")
   out_dir = Path(out)
-  check_axes(axes)
-  points = grid(axes)
+  if points is not None:
+    if axes:
+      raise ConfigError("bind lora_hyper.eval_sweep.axes (a grid) or lora_hyper.eval_sweep.points (a list), not both")
+    names = check_points(points)
+    points = [dict(p) for p in points]
+  else:
+    axes = dict(axes or {})
+    check_axes(axes)
+    names, points = list(axes), grid(axes)
   configs = point_configs(points, make_config)
   if plot_results:
     check_plot_backend()
@@ -365,7 +395,7 @@ def eval_sweep(out: str = gin.REQUIRED, axes: Mapping[str, Sequence[Any]] | None
   _sync("lora_hyper: every sweep point written")
   if index != 0:
     return None
-  return write_results(out_dir, title, command, list(axes), points, plot_results)
+  return write_results(out_dir, title, command, names, points, plot_results)
 
 
 def _gin_eval_config() -> EvalConfig:
