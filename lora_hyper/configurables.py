@@ -4,19 +4,19 @@
   lora_hyper.train_study              stages of training in one gin file (lora_hyper/training/stages.py)
   lora_hyper.OptimizerConfig          AdamW, schedule, clipping, accumulation
   lora_hyper.DocExampleShapes / TaskExampleShapes
-  lora_hyper.FictionalQA / NiahSource / TfdsQASource / JsonlQA / PreparedQA / task_library / task_lora_library
-                                      data sources
+  lora_hyper.FictionalQA / CodeWordQA / NiahSource / TfdsQASource / JsonlQA / PreparedQA / task_library /
+  task_lora_library                   data sources
   lora_hyper.prepare_data / PrepareConfig   `lora-hyper prepare-data` (lora_hyper/data/prepare.py), with its
   lora_hyper.text_contexts / jsonl_contexts / source_contexts / fictional_contexts   contexts
   lora_hyper.eval_sweep / EvalConfig  `lora-hyper eval --gin_file` (lora_hyper/evaluation/study.py), with its
-  lora_hyper.BuiltinData / JsonlData / TfdsData / NiahData / DistillConfig   records and baselines
+  lora_hyper.BuiltinData / JsonlData / TfdsData / NiahData / FictionalData / DistillConfig   records and baselines
 """
 
 from __future__ import annotations
 
 import gin
 
-from lora_hyper.data import fictional, jsonl_source, lora_library, niah, tasks, tfds_source
+from lora_hyper.data import code_words, fictional, jsonl_source, lora_library, niah, tasks, tfds_source
 from lora_hyper.baselines import context_distillation
 from lora_hyper.data import pipeline, prepare, prepared
 from lora_hyper.evaluation import data as eval_data
@@ -29,6 +29,7 @@ gin.external_configurable(OptimizerConfig, module="lora_hyper")
 gin.external_configurable(pipeline.DocExampleShapes, module="lora_hyper")
 gin.external_configurable(pipeline.TaskExampleShapes, module="lora_hyper")
 gin.external_configurable(fictional.FictionalQA, module="lora_hyper")
+gin.external_configurable(code_words.CodeWordQA, module="lora_hyper")
 gin.external_configurable(niah.NiahSource, module="lora_hyper")
 gin.external_configurable(tfds_source.TfdsQASource, module="lora_hyper")
 gin.external_configurable(jsonl_source.JsonlQA, module="lora_hyper")
@@ -39,6 +40,7 @@ gin.external_configurable(eval_data.BuiltinData, module="lora_hyper")
 gin.external_configurable(eval_data.JsonlData, module="lora_hyper")
 gin.external_configurable(eval_data.TfdsData, module="lora_hyper")
 gin.external_configurable(eval_data.NiahData, module="lora_hyper")
+gin.external_configurable(eval_data.FictionalData, module="lora_hyper")
 gin.external_configurable(context_distillation.DistillConfig, module="lora_hyper")
 
 

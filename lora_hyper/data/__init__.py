@@ -2,6 +2,7 @@
 
   NiahSource(num_records, length=(32, 256), seed=0)      needle in a haystack (Doc-to-LoRA)
   FictionalQA(num_docs, split='train', seed=0)            QA over fictional documents (Doc-to-LoRA)
+  CodeWordQA(num_records, seed=0)                         the copying drill: made-up code words (Doc-to-LoRA)
   TaskExamples(tasks, seed, num_examples_per_task)        the Text-to-LoRA task library
   TfdsQASource(name, split, data_dir)                     a locally prepared TFDS QA set (optional)
 """

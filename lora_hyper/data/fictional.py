@@ -16,11 +16,15 @@ with a training one. Plain attribute words (colours, professions, products) are 
 `FictionalQA` holds one record per (document, question): index i is question i % facts_per_doc
 of document i // facts_per_doc, and depends only on (seed, split, facts_per_doc, i). One fact per
 document is the QA counterpart of the needle alone: copying a name without choosing among six.
+`answer_kinds` keeps only the questions whose answer is of those kinds (`answer_kind`: a number, a
+word of the fixed lists, a made-up name), in the same order: e.g. six-fact documents without their
+name questions.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import zlib
 from typing import Any, Callable, Mapping
@@ -49,6 +53,29 @@ HOBBIES = ("fencing", "gardening", "chess", "rowing", "birdwatching", "pottery",
 EXPORTS = ("copper", "wool", "salt", "timber", "honey", "tea", "glass", "marble", "cheese", "paper")
 PRODUCTS = ("lanterns", "bicycles", "umbrellas", "telescopes", "clocks", "typewriters", "kites", "compasses",
             "pianos", "boots")
+
+ANSWER_KINDS = ("number", "listed word", "made-up name")
+_LISTED = {w.lower() for words in (COLOURS, EXPORTS, HOBBIES, PET_SPECIES, PROFESSIONS, PRODUCTS, RELATIVES)
+           for w in words}
+
+
+def answer_kind(answer: str) -> str:
+  """'number' (digits and commas), 'listed word' (a word of the generator's fixed lists: colours,
+  professions, ...) or 'made-up name' (anything else: names are made of syllables)."""
+  if re.fullmatch(r"[\d,]+", answer):
+    return "number"
+  return "listed word" if answer.lower() in _LISTED else "made-up name"
+
+
+def check_answer_kinds(kinds: Any, where: str) -> tuple[str, ...] | None:
+  """`kinds` as a tuple of known answer kinds (None: every kind)."""
+  if kinds is None:
+    return None
+  kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+  unknown = [k for k in kinds if k not in ANSWER_KINDS]
+  if unknown or not kinds:
+    raise ValueError(f"{where} must name answer kinds among {ANSWER_KINDS} (or be None: all), got {kinds!r}")
+  return kinds
 
 
 def _syllable(rng: np.random.Generator, onsets: tuple[str, ...]) -> str:
@@ -264,20 +291,35 @@ def make_document(seed: int, split: str, doc_index: int, facts_per_doc: int = FA
 
 @dataclasses.dataclass(frozen=True)
 class FictionalQA:
-  """A grain random-access source of {'document', 'query', 'answer', 'doc_id', 'fact'}."""
+  """A grain random-access source of {'document', 'query', 'answer', 'doc_id', 'fact'}: every question
+  of `num_docs` documents, or with `answer_kinds` those whose answer is of these kinds."""
 
   num_docs: int
   split: str = "train"
   seed: int = 0
   facts_per_doc: int = FACTS_PER_DOC
+  answer_kinds: tuple[str, ...] | None = None  # None: every question
 
   def __post_init__(self):
     if self.split not in SPLITS:
       raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
     _check_facts_per_doc(self.facts_per_doc)
+    object.__setattr__(self, "answer_kinds", check_answer_kinds(self.answer_kinds, "FictionalQA.answer_kinds"))
+
+  @functools.cached_property
+  def _kept(self) -> tuple[int, ...] | None:
+    """Indices of the questions `answer_kinds` keeps, in order; None when it keeps all. Made on first
+    use (every document is drawn: about a second per 2,000)."""
+    if self.answer_kinds is None:
+      return None
+    kept = tuple(d * self.facts_per_doc + j for d in range(self.num_docs)
+                 for j, fact in enumerate(self.document(d).facts) if answer_kind(fact.answer) in self.answer_kinds)
+    if not kept:
+      raise ValueError(f"no question of {self.num_docs} documents has an answer of kinds {self.answer_kinds}")
+    return kept
 
   def __len__(self) -> int:
-    return self.num_docs * self.facts_per_doc
+    return self.num_docs * self.facts_per_doc if self._kept is None else len(self._kept)
 
   def document(self, doc_index: int) -> FictionalDocument:
     if not 0 <= doc_index < self.num_docs:
@@ -287,15 +329,16 @@ class FictionalQA:
   def __getitem__(self, index: int) -> dict[str, Any]:
     if not 0 <= index < len(self):
       raise IndexError(f"index {index} out of range for {len(self)} records")
-    doc_index, question = divmod(index, self.facts_per_doc)
+    doc_index, question = divmod(index if self._kept is None else self._kept[index], self.facts_per_doc)
     doc = self.document(doc_index)
     # The phrasing gets its own stream so that it depends on the record, not on sibling questions.
     rng = np.random.default_rng([self.seed, SPLITS.index(self.split), doc_index, question])
     return _record(doc, doc.facts[question], str(rng.choice(doc.facts[question].questions)))
 
   def qa_pairs(self, doc_index: int) -> list[dict[str, Any]]:
-    """Every record of one document, in index order."""
-    return [self[doc_index * self.facts_per_doc + j] for j in range(self.facts_per_doc)]
+    """Every question of one document, in index order (`answer_kinds` aside)."""
+    every = dataclasses.replace(self, answer_kinds=None)
+    return [every[doc_index * self.facts_per_doc + j] for j in range(self.facts_per_doc)]
 
 
 def _record(doc: FictionalDocument, fact: Fact, query: str) -> dict[str, Any]:

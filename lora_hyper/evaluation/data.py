@@ -1,8 +1,8 @@
 """Where evaluation records come from: the library's held-out generators, a JSON Lines file, a TFDS
-dataset prepared locally, or needle-in-a-haystack haystacks at given lengths. Each is a frozen
-dataclass (gin binds it as `lora_hyper.EvalConfig.data = @lora_hyper.NiahData()`) whose
-`records(kind, count_tokens)` lists the records; a record may carry a 'group' (a NIAH haystack's
-target length) that results are broken down by."""
+dataset prepared locally, needle-in-a-haystack haystacks at given lengths, or chosen fictional
+documents. Each is a frozen dataclass (gin binds it as `lora_hyper.EvalConfig.data =
+@lora_hyper.NiahData()`) whose `records(kind, count_tokens)` lists the records; a record may carry a
+'group' (a NIAH haystack's target length, a fictional answer's kind) that results are broken down by."""
 
 from __future__ import annotations
 
@@ -141,3 +141,42 @@ class NiahData:
                                digits=self.digits)
       out += [{**source[i], "group": length} for i in range(self.per_length)]
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class FictionalData:
+  """Every question of `docs` fictional documents of `split` from `first_doc` on: 'test' holds names
+  no training document has (held out); 'train' from past the documents training read validates.
+  With `by_answer_kind` each record's 'group' is its answer's kind (`fictional.answer_kind`: number,
+  listed word, made-up name), so results are also scored per kind."""
+
+  docs: int = 24
+  split: str = "test"
+  first_doc: int = 0
+  facts_per_doc: int = 6
+  seed: int = 0
+  by_answer_kind: bool = True
+
+  def __post_init__(self):
+    from lora_hyper.data import fictional  # pylint: disable=import-outside-toplevel
+
+    _positive("FictionalData.docs", self.docs)
+    if not isinstance(self.first_doc, int) or self.first_doc < 0:
+      raise ValueError(f"FictionalData.first_doc must be a non-negative integer, got {self.first_doc!r}")
+    if self.split not in fictional.SPLITS:
+      raise ValueError(f"FictionalData.split must be one of {fictional.SPLITS}, got {self.split!r}")
+    if not isinstance(self.facts_per_doc, int) or not 1 <= self.facts_per_doc <= fictional.MAX_FACTS_PER_DOC:
+      raise ValueError(f"FictionalData.facts_per_doc must be between 1 and {fictional.MAX_FACTS_PER_DOC}, "
+                       f"got {self.facts_per_doc!r}")
+
+  def records(self, kind: str, count_tokens: TokenCounter) -> list[dict]:
+    from lora_hyper.data import fictional  # pylint: disable=import-outside-toplevel
+
+    del count_tokens
+    if kind != "doc_to_lora":
+      raise ValueError("FictionalData holds documents: it needs a doc_to_lora hypernetwork")
+    source = fictional.FictionalQA(self.first_doc + self.docs, self.split, self.seed, self.facts_per_doc)
+    records = [r for d in range(self.first_doc, self.first_doc + self.docs) for r in source.qa_pairs(d)]
+    if self.by_answer_kind:
+      records = [{**r, "group": fictional.answer_kind(r["answer"])} for r in records]
+    return records

@@ -86,15 +86,17 @@ def random_source(index: int, seed: int = 0) -> str:
 
 
 def _distilled_answers(base: BaseModel, rows: Sequence[dict], condition: str, settings, num_queries: int,
-                       sampling: decoding.SamplingConfig) -> list[str]:
-  """Answers of the base model with a LoRA distilled from each row's document (experiments/qa's recipe)."""
+                       sampling: decoding.SamplingConfig, per_document: dict[str, Any]) -> list[str]:
+  """Answers of the base model with a LoRA distilled from each row's document (experiments/qa's recipe);
+  cd_generated's LoRA is distilled once per document and kept in `per_document` (a document's questions
+  may fall in several groups)."""
   from lora_hyper.baselines import context_distillation as cd  # pylint: disable=import-outside-toplevel
   from lora_hyper.data import fictional  # pylint: disable=import-outside-toplevel
 
   tok = base.tokenizer
   stop_ids = (*tok.stop_ids, *tok.encode("\n", add_bos=False))  # the teacher answers in one line
   prompt_ids = lambda q: tok.encode(prompts.query_prompt(q), add_bos=False)
-  answers, per_document = [], {}
+  answers = []
   for r in rows:
     context = tok.encode(r["document"] + "\n\n", add_bos=False)
     if condition == "cd_oracle":
@@ -150,6 +152,7 @@ def evaluate(hyper: SavedHypernetwork, base: BaseModel, records: Sequence[dict],
 
     distill = cd.DistillConfig()
 
+  distilled: dict[str, Any] = {}  # cd_generated's LoRA of each document
   groups: dict[Any, list[int]] = {}
   for i, r in enumerate(records):
     groups.setdefault(r.get("group"), []).append(i)
@@ -183,12 +186,14 @@ def evaluate(hyper: SavedHypernetwork, base: BaseModel, records: Sequence[dict],
             predictions[condition] = qa.complete(base, [in_context(r["document"], r["query"]) for r in recs],
                                                  sampling=sampling)
           else:
-            predictions[condition] = _distilled_answers(base, recs, condition, distill, distill_queries, sampling)
+            predictions[condition] = _distilled_answers(base, recs, condition, distill, distill_queries, sampling,
+                                                        distilled)
         for k, r in enumerate(recs):
           answer = {source_key: r[source_key], input_key: r[input_key], "reference": r[ref_key]}
-          # Numbers a record carries (a haystack's group, depth bin, length): what answers are broken down by.
-          answer.update({key: v for key, v in r.items() if key not in kind.record_fields
-                         and isinstance(v, (int, float)) and not isinstance(v, bool)})
+          # Its group and the numbers a record carries (a haystack's depth bin, length): what answers are
+          # broken down by.
+          answer.update({key: v for key, v in r.items() if key not in kind.record_fields and (
+              key == "group" or isinstance(v, (int, float)) and not isinstance(v, bool))})
           for condition, texts in predictions.items():
             answer[condition] = {"answer": texts[k], **metrics_lib.scores(texts[k], r[ref_key], metrics)}
           answers[rows[k][1]] = answer

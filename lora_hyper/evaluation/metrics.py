@@ -6,6 +6,8 @@
                   final period removed (needle in a haystack: "1,234." is the number 1234)
   digit_accuracy  the share of the reference's characters given at their position in the normalised
                   answer: partial credit for a magic number exact match lacks
+  first_3_letters 1 when a word of the answer starts with the reference's first three letters (case and
+                  punctuation aside): partial credit for a made-up name whose first syllable came through
 """
 
 from __future__ import annotations
@@ -36,11 +38,18 @@ def digit_accuracy(answer: str, reference: str) -> float:
   return sum(hits) / len(hits) if hits else float(not normalise(answer))
 
 
+def first_3_letters(answer: str, reference: str) -> float:
+  """"Staimshou" for "Staisshea": some word of the answer starts as the reference's first word does."""
+  prefix = reference.split()[0][:3].lower() if reference.split() else ""
+  return float(bool(prefix) and any(w.strip(".,;:!?\"'()").lower().startswith(prefix) for w in answer.split()))
+
+
 METRICS: dict[str, Callable[[str, str], float]] = {
     "rouge_l": qa.rouge_l,
     "contains": lambda a, r: float(qa.contains(a, r)),
     "exact_match": exact_match,
     "digit_accuracy": digit_accuracy,
+    "first_3_letters": first_3_letters,
 }
 
 

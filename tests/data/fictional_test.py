@@ -92,3 +92,26 @@ def test_generated_queries_work_on_any_document():
   record = niah.NiahSource(1)[0]
   queries = fictional.generated_queries(record, 10)
   assert len(set(queries)) == 10 and set(queries) <= set(fictional.GENERIC_QUERIES)
+
+
+def test_answer_kinds_are_numbers_listed_words_and_made_up_names():
+  assert fictional.answer_kind("58,227") == "number" and fictional.answer_kind("1796") == "number"
+  assert fictional.answer_kind("Teal") == "listed word" and fictional.answer_kind("lanterns") == "listed word"
+  assert fictional.answer_kind("Staisshea") == "made-up name"
+  assert fictional.answer_kind("Krarsh Bain Works") == "made-up name"
+
+
+def test_answer_kinds_keep_only_those_questions_in_the_same_order():
+  every = fictional.FictionalQA(30)
+  kept = fictional.FictionalQA(30, answer_kinds=("number", "listed word"))
+  expected = [every[i] for i in range(len(every)) if fictional.answer_kind(every[i]["answer"]) != "made-up name"]
+  assert [kept[i] for i in range(len(kept))] == expected and 0 < len(kept) < len(every)
+  assert len(kept) == 84  # as experiments/qa/subset.py wrote them (its test at commit 556469b)
+  numbers = fictional.FictionalQA(40, facts_per_doc=1, answer_kinds=["number"])
+  assert numbers.answer_kinds == ("number",) and len(numbers) == 8
+  assert {fictional.answer_kind(numbers[i]["answer"]) for i in range(len(numbers))} == {"number"}
+  assert kept.qa_pairs(1) == every.qa_pairs(1)  # a document's questions, every kind
+  with pytest.raises(IndexError):
+    kept[len(kept)]
+  with pytest.raises(ValueError, match="answer kinds among"):
+    fictional.FictionalQA(30, answer_kinds=("numbers",))

@@ -184,3 +184,81 @@ def test_the_recorded_command_names_its_folders_portably(monkeypatch):
   monkeypatch.setattr("sys.argv", ["/venv/bin/lora-hyper", "eval", "--gin_file", "x.gin",
                                    "--gin_param", "lora_hyper.eval_sweep.out = '/tmp/sweeps/a'"])
   assert study.cli_command() == "lora-hyper eval --gin_file x.gin --gin_param \"lora_hyper.eval_sweep.out = 'WORKDIR/sweeps/a'\""
+
+
+class KindScorer:
+  """Scores as a function of the config's conditions, in two groups, as FictionalData's kinds."""
+
+  def __init__(self):
+    self.calls = []
+
+  def __call__(self, config: study.EvalConfig) -> evaluator.Evaluation:
+    self.calls.append((config.data.docs, config.conditions))
+    answers = [{"document": "d", "query": "q", "reference": "7", "group": group,
+                **{c: {"answer": "7", "exact_match": 1.0} for c in config.conditions}}
+               for group in ("number", "made-up name")]
+    by_group = {a["group"]: evaluator.mean_scores([a], config.conditions, ["exact_match"]) for a in answers}
+    return evaluator.Evaluation({"scores": evaluator.mean_scores(answers, config.conditions, ["exact_match"]),
+                                 "by_group": by_group}, answers)
+
+
+POINTS = [{"lora_hyper.FictionalData.docs": 24, "lora_hyper.EvalConfig.conditions": ["adapter", "context"]},
+          {"lora_hyper.FictionalData.docs": 2, "lora_hyper.EvalConfig.conditions": ["adapter", "context", "cd_oracle"]}]
+
+
+def test_listed_points_are_scored_as_listed_and_a_condition_one_lacks_is_a_dash(tmp_path):
+  gin.parse_config("lora_hyper.EvalConfig.data = @lora_hyper.FictionalData()")
+  scorer = KindScorer()
+  summary = study.eval_sweep(out=str(tmp_path), points=POINTS, plot_results=False, command="c", score=scorer)
+  assert scorer.calls == [(24, ("adapter", "context")), (2, ("adapter", "context", "cd_oracle"))]
+  assert [r["group"] for r in summary["rows"]] == ["number", "made-up name"] * 2
+  lines = (tmp_path / "results.md").read_text().splitlines()
+  assert lines[4] == ("| docs | conditions | group | adapter exact_match | context exact_match | "
+                      "cd_oracle exact_match |")
+  assert lines[6].startswith("| 24 | ['adapter', 'context'] | number | 1.000 | 1.000 | - |")
+  assert lines[9].endswith("| made-up name | 1.000 | 1.000 | 1.000 |")
+  assert study.eval_sweep(out=str(tmp_path), points=POINTS, plot_results=False, command="c", score=scorer)
+  assert len(scorer.calls) == 2  # a rerun finds both points written
+
+
+@pytest.mark.parametrize("points, message", [
+    ([], r"points must be a non-empty list"),
+    ({"lora_hyper.FictionalData.docs": 2}, r"points must be a non-empty list"),
+    ([{"lora_hyper.FictionalData.doc": 2}], r"'lora_hyper.FictionalData.doc' is not a gin binding that exists"),
+    ([{"lora_hyper.FictionalData.split": "dev"}], r"at sweep point .*FictionalData.split must be one of"),
+])
+def test_bad_listed_points_stop_before_any_compute_naming_the_binding(tmp_path, points, message):
+  gin.parse_config("lora_hyper.EvalConfig.data = @lora_hyper.FictionalData()")
+  scorer = KindScorer()
+  with pytest.raises(study.ConfigError, match=message):
+    study.eval_sweep(out=str(tmp_path), points=points, plot_results=False, command="c", score=scorer)
+  with pytest.raises(study.ConfigError, match="not both"):
+    study.eval_sweep(out=str(tmp_path), points=POINTS, axes={"lora_hyper.EvalConfig.chunk_len": [64]},
+                     plot_results=False, command="c", score=scorer)
+  assert scorer.calls == [] and not tmp_path.joinpath(study.POINTS).exists()
+
+
+def test_fictional_data_groups_each_question_by_its_answers_kind():
+  from lora_hyper.data import fictional  # pylint: disable=import-outside-toplevel
+  from lora_hyper.evaluation import data  # pylint: disable=import-outside-toplevel
+
+  held_out = data.FictionalData(docs=2).records("doc_to_lora", len)
+  assert held_out == [{**r, "group": fictional.answer_kind(r["answer"])}
+                      for d in range(2) for r in fictional.FictionalQA(2, "test").qa_pairs(d)]
+  assert {r["group"] for r in held_out} == set(fictional.ANSWER_KINDS)
+  validation = data.FictionalData(docs=3, split="train", first_doc=20000, facts_per_doc=1,
+                                  by_answer_kind=False).records("doc_to_lora", len)
+  assert [r["doc_id"] for r in validation] == ["train-020000", "train-020001", "train-020002"]
+  assert "group" not in validation[0]
+  with pytest.raises(ValueError, match="needs a doc_to_lora"):
+    data.FictionalData().records("text_to_lora", len)
+  with pytest.raises(ValueError, match="first_doc"):
+    data.FictionalData(first_doc=-1)
+
+
+def test_first_three_letters_give_a_made_up_name_partial_credit():
+  assert metrics.first_3_letters("Staimshou", "Staisshea") == 1.0
+  assert metrics.first_3_letters("It is called 'Staisshea'.", "Staisshea") == 1.0
+  assert metrics.first_3_letters("Krarl Shou", "Krarsh Bain") == 1.0
+  assert metrics.first_3_letters("Bain", "Krarsh Bain") == 0.0  # the reference's first word
+  assert metrics.first_3_letters("Droumthou", "Staisshea") == metrics.first_3_letters("", "Staisshea") == 0.0
