@@ -25,7 +25,6 @@ import functools
 import hashlib
 import itertools
 import json
-import os
 import re
 import sys
 import time
