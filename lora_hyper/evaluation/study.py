@@ -34,7 +34,7 @@ import gin
 
 from lora_hyper import files
 from lora_hyper.evaluation import data as data_lib
-from lora_hyper.evaluation import evaluator, metrics as metrics_lib
+from lora_hyper.evaluation import evaluator
 
 POINTS = "points"
 
