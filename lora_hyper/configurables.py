@@ -9,7 +9,7 @@
   lora_hyper.prepare_data / PrepareConfig   `lora-hyper prepare-data` (lora_hyper/data/prepare.py), with its
   lora_hyper.text_contexts / jsonl_contexts / source_contexts / fictional_contexts   contexts
   lora_hyper.eval_sweep / EvalConfig  `lora-hyper eval --gin_file` (lora_hyper/evaluation/study.py), with its
-  lora_hyper.BuiltinData / JsonlData / TfdsData / NiahData / FictionalData / DistillConfig   records and baselines
+  lora_hyper.BuiltinData / JsonlData / TfdsData / NiahData / FictionalData / TaskData / DistillConfig   records and baselines
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ gin.external_configurable(eval_data.JsonlData, module="lora_hyper")
 gin.external_configurable(eval_data.TfdsData, module="lora_hyper")
 gin.external_configurable(eval_data.NiahData, module="lora_hyper")
 gin.external_configurable(eval_data.FictionalData, module="lora_hyper")
+gin.external_configurable(eval_data.TaskData, module="lora_hyper")
 gin.external_configurable(context_distillation.DistillConfig, module="lora_hyper")
 
 
@@ -49,7 +50,7 @@ def task_library(split: str = "train", descriptions: str = "train", num_examples
                  seed: int = 0, num_tasks: int | None = None) -> tasks.TaskExamples:
   """The Text-to-LoRA task library: `split` train (seen tasks), test (held-out tasks) or all.
   `num_tasks` keeps that many tasks spread evenly over the split (scaling studies)."""
-  return tasks.TaskExamples(_split_tasks(split, num_tasks), seed, num_examples_per_task, descriptions)
+  return tasks.TaskExamples(tasks.split_tasks(split, num_tasks), seed, num_examples_per_task, descriptions)
 
 
 @gin.configurable(module="lora_hyper")
@@ -58,18 +59,4 @@ def task_lora_library(folder: str = gin.REQUIRED, split: str = "train", descript
   """Saved per-task LoRAs (experiments/t2l/oracles.py) paired with each task's descriptions: the
   reconstruction targets. `num_tasks` as for `task_library`; `zscore` makes reconstruction compare
   factors z-scored per element over the library."""
-  return lora_library.TaskLoraLibrary(folder, _split_tasks(split, num_tasks), descriptions, zscore)
-
-
-def _split_tasks(split: str, num_tasks: int | None) -> tuple[tasks.Task, ...]:
-  """The split's tasks, or `num_tasks` of them evenly spaced (the split is ordered by category,
-  so a prefix would be one category)."""
-  chosen = {"train": tasks.train_tasks, "test": tasks.held_out_tasks, "all": tasks.all_tasks}
-  if split not in chosen:
-    raise ValueError(f"task split must be one of {sorted(chosen)}, got {split!r}")
-  every = chosen[split]()
-  if num_tasks is None:
-    return every
-  if not 1 <= num_tasks <= len(every):
-    raise ValueError(f"num_tasks must be between 1 and {len(every)} (the {split!r} split), got {num_tasks}")
-  return tuple(every[i] for i in sorted({round(i * len(every) / num_tasks) for i in range(num_tasks)}))
+  return lora_library.TaskLoraLibrary(folder, tasks.split_tasks(split, num_tasks), descriptions, zscore)

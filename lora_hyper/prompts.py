@@ -11,6 +11,10 @@ A published (chat-trained) Doc-to-LoRA's adapters are asked in Gemma's chat turn
 Text-to-LoRA, a task from the generated task library:
   task_prompt(task_input)          "Input: {input}\\nOutput:", which the base model completes with
   task_answer(output)              " {output}" (a leading space)
+  task_context_prompt(description, input)  "{description}\n" + task_prompt(input): the base model
+                                   told the task in its prompt (the in-context baseline)
+  few_shot_prompt(pairs, input)    each worked example's prompt and answer, then a blank line,
+                                   before the prompt of `input` (the few-shot baseline)
 """
 
 
@@ -36,3 +40,12 @@ def task_prompt(task_input: str) -> str:
 
 def task_answer(output: str) -> str:
   return f" {output}"
+
+
+def task_context_prompt(description: str, task_input: str) -> str:
+  return f"{description}\n{task_prompt(task_input)}"
+
+
+def few_shot_prompt(demonstrations, task_input: str, prompt=task_prompt) -> str:
+  """`demonstrations`: (input, output) pairs of the task; `prompt`: how an input is asked."""
+  return "".join(f"{prompt(i)}{task_answer(o)}\n\n" for i, o in demonstrations) + prompt(task_input)

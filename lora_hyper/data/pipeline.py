@@ -174,8 +174,15 @@ def sft_example(record: Record, tokenizer, bos_id: int, eos_id: int, pad_id: int
                 format_prompt: Callable[[str], str]) -> Example:
   """{'input', 'output'} -> the supervised sequence [BOS, prompt, answer, EOS] and its answer positions."""
   prefix = [bos_id, *tokenizer.encode(format_prompt(record["input"]), add_bos=False)]
-  answer = answer_ids(tokenizer, record["output"], eos_id, shapes.answer_len)
-  tokens, mask = _right_pad(prefix + answer, shapes.seq_len, pad_id, "prompt + answer")
+  return supervised_example(prefix, answer_ids(tokenizer, record["output"], eos_id, shapes.answer_len), shapes,
+                            pad_id)
+
+
+def supervised_example(prefix: Sequence[int], answer: Sequence[int], shapes: TaskExampleShapes,
+                       pad_id: int) -> Example:
+  """Token ids [prefix, answer] right-padded to `shapes.seq_len`, with the positions whose logits
+  predict the answer and the answer as targets (`shapes.answer_len` wide)."""
+  tokens, mask = _right_pad([*prefix, *answer], shapes.seq_len, pad_id, "prompt + answer")
   at, loss_mask = _answer_positions(len(prefix), len(answer), shapes.answer_len)
   targets = np.full((shapes.answer_len,), pad_id, np.int32)
   targets[:len(answer)] = answer

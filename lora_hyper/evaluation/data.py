@@ -1,8 +1,11 @@
 """Where evaluation records come from: the library's held-out generators, a JSON Lines file, a TFDS
-dataset prepared locally, needle-in-a-haystack haystacks at given lengths, or chosen fictional
-documents. Each is a frozen dataclass (gin binds it as `lora_hyper.EvalConfig.data =
-@lora_hyper.NiahData()`) whose `records(kind, count_tokens)` lists the records; a record may carry a
-'group' (a NIAH haystack's target length, a fictional answer's kind) that results are broken down by."""
+dataset prepared locally, needle-in-a-haystack haystacks at given lengths, chosen fictional
+documents or the Text-to-LoRA task library's tasks. Each is a frozen dataclass (gin binds it as
+`lora_hyper.EvalConfig.data = @lora_hyper.NiahData()`) whose `records(kind, count_tokens)` lists the
+records; a record may carry a 'group' (a NIAH haystack's target length, a fictional answer's kind, a
+task) that results are broken down by, a 'task_id' (the other_source control then takes another
+task's description, task_lora that task's LoRA) and 'demonstrations' ([input, output] pairs of its
+task, which the few_shot condition puts before its prompt)."""
 
 from __future__ import annotations
 
@@ -179,4 +182,53 @@ class FictionalData:
     records = [r for d in range(self.first_doc, self.first_doc + self.docs) for r in source.qa_pairs(d)]
     if self.by_answer_kind:
       records = [{**r, "group": fictional.answer_kind(r["answer"])} for r in records]
+    return records
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskData:
+  """Text-to-LoRA's task library: `per_task` examples (seed 1: training drew seed 0) of every task of
+  `split` ('test': the 13 held-out tasks; 'train': the training tasks, new examples; `num_tasks` of
+  them spread evenly as `lora_hyper.task_library` picks them), task-major, each with a description
+  drawn from the `descriptions` split (None: 'test', held-out phrasings, for held-out tasks and
+  'train', the seen ones, for training tasks). Each record's group is its task. `shots` > 0 gives
+  every record that many demonstrations of its task (seed `demonstration_seed`), for few_shot."""
+
+  split: str = "test"
+  per_task: int = 20
+  descriptions: str | None = None
+  seed: int = 1
+  num_tasks: int | None = None
+  shots: int = 0
+  demonstration_seed: int = 2
+
+  def __post_init__(self):
+    from lora_hyper.data import tasks  # pylint: disable=import-outside-toplevel
+
+    _positive("TaskData.per_task", self.per_task)
+    if not isinstance(self.shots, int) or self.shots < 0:
+      raise ValueError(f"TaskData.shots must be a non-negative integer, got {self.shots!r}")
+    if self.descriptions not in (None, "train", "test", "all"):
+      raise ValueError(f"TaskData.descriptions must be 'train', 'test', 'all' or None, got {self.descriptions!r}")
+    try:
+      tasks.split_tasks(self.split, self.num_tasks)
+    except ValueError as e:
+      raise ValueError(f"TaskData: {e}") from None
+
+  def records(self, kind: str, count_tokens: TokenCounter) -> list[dict]:
+    from lora_hyper.data import tasks  # pylint: disable=import-outside-toplevel
+
+    del count_tokens
+    if kind != "text_to_lora":
+      raise ValueError("TaskData holds task descriptions and examples: it needs a text_to_lora hypernetwork")
+    chosen = tasks.split_tasks(self.split, self.num_tasks)
+    descriptions = self.descriptions or ("test" if self.split == "test" else "train")
+    source = tasks.TaskExamples(chosen, seed=self.seed, num_examples_per_task=self.per_task,
+                                descriptions=descriptions)
+    records = [{**r, "group": r["task_id"]} for r in (source[i] for i in range(len(source)))]
+    if self.shots:
+      demos = tasks.TaskExamples(chosen, seed=self.demonstration_seed, num_examples_per_task=self.shots)
+      shown = {t.task_id: [[demos[k * self.shots + j]["input"], demos[k * self.shots + j]["output"]]
+                           for j in range(self.shots)] for k, t in enumerate(chosen)}
+      records = [{**r, "demonstrations": shown[r["task_id"]]} for r in records]
     return records

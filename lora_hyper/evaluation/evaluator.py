@@ -3,9 +3,15 @@ description), its questions (or inputs) answered with it, under the conditions a
 
   adapter        the hypernetwork's adapter of the record's own document / description
   base           the bare base model, the same prompt
-  context        the base model with the document in its prompt (Doc-to-LoRA only)
-  other_source   the adapter of another record's document / description (Text-to-LoRA's control:
-                 another held-out task's description); needs two sources or more
+  context        the base model with the record's document / description in its prompt
+  few_shot       the base model with worked examples of the record's task before its prompt (the
+                 record's 'demonstrations', e.g. `TaskData.shots`)
+  lora           a fixed saved LoRA for every record (e.g. a multi-task LoRA; `lora=` loaded)
+  task_lora      the saved LoRA of the record's task ('task_id') from a library of per-task LoRAs
+                 (e.g. the oracle LoRAs of experiments/t2l/oracles.py; `load_task_loras`)
+  other_source   the adapter of another record's document / description, of another task when the
+                 records name their task (Text-to-LoRA's control: another task's description); needs
+                 two sources or more
   random_source  the adapter of random words in place of the document / description (Text-to-LoRA's
                  random-string control)
   cd_oracle      gradient context distillation on the test query itself (the paper's oracle baseline;
@@ -13,29 +19,35 @@ description), its questions (or inputs) answered with it, under the conditions a
   cd_generated   gradient context distillation on queries generated about the document (one LoRA per
                  document, `distill_queries`)
 
-and scores every answer with the named metrics (`evaluation.metrics`)."""
+and scores every answer with the named metrics (`evaluation.metrics`): the answer metrics on the
+generated first line, the teacher-forced ones (`metrics.FORCED_METRICS`) from one forward over the
+prompt and the reference, without generating."""
 
 from __future__ import annotations
 
 import math
 import sys
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 from lora_hyper import prompts, qa
-from lora_hyper.adapters import lora
+from lora_hyper.adapters import io, lora
+from lora_hyper.data import pipeline
 from lora_hyper.evaluation import metrics as metrics_lib
 from lora_hyper.hypernetworks import doc_to_lora, kinds, text_to_lora
 from lora_hyper.hypernetworks.saved import SavedHypernetwork
 from lora_hyper.model import decoding
 from lora_hyper.model.base_model import BaseModel
 
-CONDITIONS = ("adapter", "base", "context", "other_source", "random_source", "cd_oracle", "cd_generated")
-DOCUMENT_ONLY = ("context", "cd_oracle", "cd_generated")
+CONDITIONS = ("adapter", "base", "context", "few_shot", "lora", "task_lora", "other_source", "random_source",
+              "cd_oracle", "cd_generated")
+DOCUMENT_ONLY = ("cd_oracle", "cd_generated")  # distilled from documents; generated answers only
 DEFAULT_METRICS = ("rouge_l", "contains")
+FORCED_ROWS = 32  # rows of one teacher-forced forward at most, padded to a multiple of 8 (few compilations)
 
 
 class Evaluation(NamedTuple):
@@ -54,6 +66,64 @@ def check_conditions(conditions: Sequence[str], kind: str) -> None:
                      else "no condition given")
   if kind != "doc_to_lora" and any(c in DOCUMENT_ONLY for c in conditions):
     raise ValueError(f"conditions {', '.join(DOCUMENT_ONLY)} need documents: a doc_to_lora hypernetwork")
+
+
+def check_metrics(metrics: Sequence[str], conditions: Sequence[str]) -> None:
+  metrics_lib.check(tuple(metrics))
+  forced = [m for m in metrics if m in metrics_lib.FORCED_METRICS]
+  distilled = [c for c in conditions if c in DOCUMENT_ONLY]
+  if forced and distilled:
+    raise ValueError(f"conditions {', '.join(distilled)} score generated answers only, not {', '.join(forced)}")
+
+
+def load_task_loras(folder: str, task_ids: Sequence[str], base: BaseModel) -> dict[str, lora.LoraAdapter]:
+  """The saved LoRA of each task from a library folder (one subfolder per task, `task_loras.task_dirname`)."""
+  from lora_hyper.baselines import task_loras  # pylint: disable=import-outside-toplevel
+
+  unique = list(dict.fromkeys(task_ids))
+  return {t: io.load_adapter(p, base)[0] for t, p in zip(unique, task_loras.library_paths(folder, unique))}
+
+
+def stacked(adapters: Mapping[str, lora.LoraAdapter], keys: Sequence[str]) -> lora.LoraAdapter:
+  """One adapter per entry of `keys` [N, ...], stacked from `adapters` (of one scaling)."""
+  chosen = [adapters[k] for k in keys]
+  if len({a.scaling for a in chosen}) > 1:
+    raise ValueError("the task LoRAs have different scalings: they cannot be stacked into one batch")
+  return lora.LoraAdapter(jax.tree.map(lambda *w: jnp.stack(w), *[dict(a.weights) for a in chosen]),
+                          chosen[0].scaling)
+
+
+def _bucket(length: int, smallest: int) -> int:
+  return max(smallest, 1 << (length - 1).bit_length())
+
+
+def forced_scores(base: BaseModel, prompt_texts: Sequence[str], references: Sequence[str],
+                  adapter: lora.LoraAdapter | None, names: Sequence[str]) -> list[dict[str, float]]:
+  """The teacher-forced metrics `names` of each reference read after its prompt (" {reference}",
+  EOS), `FORCED_ROWS` rows per forward at most (`qa.greedy_matches`). `adapter`: None, one for every row
+  or one per row. Prompts and answers are padded to powers of two (64 and 32 at least)."""
+  tok, cfg = base.tokenizer, base.config
+  prefixes = [[cfg.bos_id, *tok.encode(p, add_bos=False)] for p in prompt_texts]
+  answers = [pipeline.answer_ids(tok, r, cfg.eos_id) for r in references]
+  shapes = pipeline.TaskExampleShapes(seq_len=_bucket(max(len(p) + len(a) for p, a in zip(prefixes, answers)), 64),
+                                      answer_len=_bucket(max(map(len, answers)), 32))
+  if shapes.seq_len > cfg.max_seq_len:
+    raise ValueError(f"a prompt and its reference take {shapes.seq_len} tokens padded, more than the base "
+                     f"model's {cfg.max_seq_len}")
+  examples = [pipeline.supervised_example(p, a, shapes, cfg.pad_id) for p, a in zip(prefixes, answers)]
+  line_ends = (cfg.eos_id, *sorted({t for text in ("\n", "\n\n") for t in tok.encode(text, add_bos=False)}))
+  per_row = adapter is not None and adapter.is_batched
+  columns: list[list[np.ndarray]] = [[], [], []]
+  for start in range(0, len(examples), FORCED_ROWS):
+    rows = list(range(start, min(start + FORCED_ROWS, len(examples))))
+    rows += [rows[-1]] * (-len(rows) % 8)  # a multiple of 8 rows: the last row again, its scores dropped
+    batch = {k: jnp.asarray(np.stack([examples[i][k] for i in rows])) for k in examples[0]}
+    matched = qa.greedy_matches(base.params, batch, lora.take(adapter, jnp.asarray(rows)) if per_row else adapter,
+                                config=cfg, line_ends=line_ends)
+    for column, values in zip(columns, matched):
+      column.append(np.asarray(values)[:min(FORCED_ROWS, len(examples) - start)])
+  values = dict(zip(metrics_lib.FORCED_METRICS, (np.concatenate(c).astype(np.float64) for c in columns)))
+  return [{n: float(values[n][i]) for n in names} for i in range(len(examples))]
 
 
 def make_adapters(hyper: SavedHypernetwork, base: BaseModel, sources: Sequence[str], *, config: Any = None,
@@ -76,6 +146,19 @@ def chunked_config(hyper: SavedHypernetwork, base: BaseModel, documents: Sequenc
     raise ValueError(f"chunk_len must be at least 2 (a BOS and a token), got {chunk_len}")
   longest = max(len(base.tokenizer.encode(d, add_bos=False)) for d in documents)
   return hyper.config.replace(chunk_len=chunk_len, max_chunks=max(1, math.ceil(longest / (chunk_len - 1))))
+
+
+def other_sources(records: Sequence[dict], source_key: str) -> dict[str, str]:
+  """Each source's stand-in for the other_source control: the next source in record order (cycling),
+  the next one of another task when records name their task ('task_id': a description of the same
+  task would be no control)."""
+  sources = list(dict.fromkeys(r[source_key] for r in records))
+  task_of = {r[source_key]: r.get("task_id") for r in records}
+  out = {}
+  for i, s in enumerate(sources):
+    later = sources[i + 1:] + sources[:i]
+    out[s] = next((o for o in later if task_of[s] is None or task_of[o] != task_of[s]), later[0] if later else s)
+  return out
 
 
 def random_source(index: int, seed: int = 0) -> str:
@@ -123,29 +206,45 @@ def _unique_complete(base: BaseModel, questions: list[str], sampling: decoding.S
 def evaluate(hyper: SavedHypernetwork, base: BaseModel, records: Sequence[dict], *, batch_size: int = 8,
              sampling: decoding.SamplingConfig = qa.ANSWER_SAMPLING, conditions: Sequence[str] | None = None,
              metrics: Sequence[str] = DEFAULT_METRICS, chunk_len: int | None = None, iterative: bool = False,
-             distill: Any = None, distill_queries: int = 4, seed: int = 0) -> Evaluation:
+             distill: Any = None, distill_queries: int = 4, seed: int = 0,
+             fixed_lora: lora.LoraAdapter | None = None,
+             task_loras: Mapping[str, lora.LoraAdapter] | None = None) -> Evaluation:
   """Every record answered under each condition and scored against its reference. Records with a
-  'group' (e.g. a haystack length) are also scored per group, and a `chunk_len` override sizes its
-  chunk count per group."""
+  'group' (e.g. a haystack length, a task) are also scored per group, and a `chunk_len` override
+  sizes its chunk count per group. `fixed_lora` is the lora condition's adapter, `task_loras` the
+  task_lora condition's (task id -> adapter)."""
   kind = kinds.get(hyper.kind)
   conditions = tuple(default_conditions(hyper.kind) if conditions is None else conditions)
   metrics = tuple(metrics)
   check_conditions(conditions, hyper.kind)
-  metrics_lib.check(metrics)
+  check_metrics(metrics, conditions)
   if (chunk_len is not None or iterative) and hyper.kind != "doc_to_lora":
     raise ValueError("chunk_len and iterative apply to a doc_to_lora hypernetwork only")
   if not records:
     raise ValueError("no records to evaluate")
+  if "lora" in conditions and fixed_lora is None:
+    raise ValueError("the lora condition needs a saved LoRA (EvalConfig.lora)")
+  if "task_lora" in conditions:
+    if task_loras is None:
+      raise ValueError("the task_lora condition needs a library of per-task LoRAs (EvalConfig.task_loras)")
+    missing = sorted({str(r.get("task_id")) for r in records} - set(task_loras))
+    if missing:
+      raise ValueError(f"the task_lora condition needs records with a 'task_id' and a LoRA for each task; "
+                       f"none for {missing[:5]}")
+  if "few_shot" in conditions and any("demonstrations" not in r for r in records):
+    raise ValueError("the few_shot condition needs records with 'demonstrations' (e.g. TaskData.shots > 0)")
+  answer_metrics = tuple(m for m in metrics if m in metrics_lib.METRICS)
+  forced_metrics = tuple(m for m in metrics if m in metrics_lib.FORCED_METRICS)
   source_key, input_key, ref_key = kind.record_fields
   documents = kind is kinds.DOC_TO_LORA
   # A published (chat-templated) Doc-to-LoRA was trained on chat turns: every condition is asked in one.
   chat = documents and hyper.config.templated
   ask = prompts.chat_prompt if chat else kind.prompt
-  in_context = prompts.chat_context_prompt if chat else prompts.context_prompt
+  in_context = prompts.chat_context_prompt if chat else kind.context_prompt
   all_sources = list(dict.fromkeys(r[source_key] for r in records))
   if "other_source" in conditions and len(all_sources) < 2:
     raise ValueError("the other_source condition needs records of two sources or more")
-  other = dict(zip(all_sources, all_sources[1:] + all_sources[:1]))
+  other = other_sources(records, source_key)
   randoms = {s: random_source(i, seed) for i, s in enumerate(all_sources)}
   if distill is None and any(c.startswith("cd_") for c in conditions):
     from lora_hyper.baselines import context_distillation as cd  # pylint: disable=import-outside-toplevel
@@ -173,29 +272,43 @@ def evaluate(hyper: SavedHypernetwork, base: BaseModel, records: Sequence[dict],
         recs = [records[i] for _, i in rows]
         questions = [ask(r[input_key]) for r in recs]
         per_row = jnp.asarray([j for j, _ in rows])  # each question its source's adapter
-        predictions = {}
+        scored: dict[str, list[dict]] = {}
         for condition in conditions:
+          if condition in DOCUMENT_ONLY:
+            texts = _distilled_answers(base, recs, condition, distill, distill_queries, sampling, distilled)
+            scored[condition] = [{"answer": t, **metrics_lib.scores(t, r[ref_key], metrics)}
+                                 for t, r in zip(texts, recs)]
+            continue
+          asked, adapter = questions, None
           if condition in ("adapter", "other_source", "random_source"):
             texts = {"adapter": batch, "other_source": [other[s] for s in batch],
                      "random_source": [randoms[s] for s in batch]}[condition]
             adapter = lora.take(adapters_of(texts), per_row)
-            predictions[condition] = qa.complete(base, questions, adapter=adapter, sampling=sampling)
-          elif condition == "base":
-            predictions[condition] = _unique_complete(base, questions, sampling)
           elif condition == "context":
-            predictions[condition] = qa.complete(base, [in_context(r["document"], r["query"]) for r in recs],
-                                                 sampling=sampling)
-          else:
-            predictions[condition] = _distilled_answers(base, recs, condition, distill, distill_queries, sampling,
-                                                        distilled)
+            asked = [in_context(r[source_key], r[input_key]) for r in recs]
+          elif condition == "few_shot":
+            asked = [prompts.few_shot_prompt(r["demonstrations"], r[input_key], kind.prompt) for r in recs]
+          elif condition == "lora":
+            adapter = fixed_lora
+          elif condition == "task_lora":
+            adapter = stacked(task_loras, [r["task_id"] for r in recs])
+          scores = [{} for _ in recs]
+          if answer_metrics:
+            texts = (_unique_complete(base, asked, sampling) if condition == "base"
+                     else qa.complete(base, asked, adapter=adapter, sampling=sampling))
+            scores = [{"answer": t, **metrics_lib.scores(t, r[ref_key], answer_metrics)} for t, r in zip(texts, recs)]
+          if forced_metrics:
+            forced = forced_scores(base, asked, [r[ref_key] for r in recs], adapter, forced_metrics)
+            scores = [{**s, **f} for s, f in zip(scores, forced)]
+          scored[condition] = scores
         for k, r in enumerate(recs):
           answer = {source_key: r[source_key], input_key: r[input_key], "reference": r[ref_key]}
-          # Its group and the numbers a record carries (a haystack's depth bin, length): what answers are
-          # broken down by.
+          # What answers are broken down by: the record's group (a haystack length, a task) and the
+          # numbers it carries (a haystack's depth bin, length).
           answer.update({key: v for key, v in r.items() if key not in kind.record_fields and (
               key == "group" or isinstance(v, (int, float)) and not isinstance(v, bool))})
-          for condition, texts in predictions.items():
-            answer[condition] = {"answer": texts[k], **metrics_lib.scores(texts[k], r[ref_key], metrics)}
+          for condition, scores in scored.items():
+            answer[condition] = scores[k]
           answers[rows[k][1]] = answer
         progress.update(len(rows))
   report = {"hypernetwork": hyper.describe(), "base_model": base.name, "records": len(records),

@@ -1,4 +1,5 @@
-"""Per-answer scores, by name (what `EvalConfig.metrics` lists): each (answer, reference) -> [0, 1].
+"""Per-answer scores, by name (what `EvalConfig.metrics` lists), each in [0, 1]. Of a generated
+answer and its reference:
 
   rouge_l         ROUGE-L F1 over lowercased words (the papers' QA metric)
   contains        1 when the reference's words appear, in order and adjacent, in the answer
@@ -8,6 +9,14 @@
                   answer: partial credit for a magic number exact match lacks
   first_3_letters 1 when a word of the answer starts with the reference's first three letters (case and
                   punctuation aside): partial credit for a made-up name whose first syllable came through
+
+and of the reference read by the model after its prompt, in one teacher-forced forward without
+generating (`qa.greedy_matches`; what greedy decoding would write, Text-to-LoRA's scores):
+
+  exact_match_eos       1 when the greedy answer is the reference's tokens, then EOS
+  exact_match_line_end  the same, with a line end accepted in place of the EOS (how a base model
+                        ends an answer after a few-shot prompt)
+  token_accuracy        the share of the reference's tokens (and its EOS) that are the argmax
 """
 
 from __future__ import annotations
@@ -53,11 +62,17 @@ METRICS: dict[str, Callable[[str, str], float]] = {
 }
 
 
+# Read from one teacher-forced forward per batch (the evaluator's), in `qa.GreedyMatch`'s order.
+FORCED_METRICS = ("exact_match_eos", "exact_match_line_end", "token_accuracy")
+
+
 def check(names: tuple[str, ...]) -> None:
-  unknown = [n for n in names if n not in METRICS]
+  known = (*METRICS, *FORCED_METRICS)
+  unknown = [n for n in names if n not in known]
   if unknown or not names:
-    raise ValueError(f"unknown metric(s) {unknown} (known: {', '.join(METRICS)})" if unknown else "no metric given")
+    raise ValueError(f"unknown metric(s) {unknown} (known: {', '.join(known)})" if unknown else "no metric given")
 
 
 def scores(answer: str, reference: str, names: tuple[str, ...]) -> dict[str, float]:
-  return {n: float(METRICS[n](answer, reference)) for n in names}
+  """The answer metrics among `names` (the forced ones are the evaluator's)."""
+  return {n: float(METRICS[n](answer, reference)) for n in names if n in METRICS}

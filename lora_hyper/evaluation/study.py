@@ -35,7 +35,7 @@ import gin
 
 from lora_hyper import files
 from lora_hyper.evaluation import data as data_lib
-from lora_hyper.evaluation import evaluator, metrics as metrics_lib
+from lora_hyper.evaluation import evaluator
 
 POINTS = "points"
 
@@ -61,13 +61,24 @@ class EvalConfig:
   distill: Any = None  # a lora_hyper.DistillConfig for the cd_* conditions (None: its defaults)
   distill_queries: int = 4  # cd_generated: queries generated per document
   seed: int = 0  # random_source's words
+  lora: str | None = None  # the lora condition's saved adapter (e.g. a multi-task LoRA)
+  task_loras: str | None = None  # the task_lora condition's library folder, one saved LoRA per task
 
   def __post_init__(self):
     if self.conditions is not None:
       object.__setattr__(self, "conditions", tuple(self.conditions))
       evaluator.check_conditions(self.conditions, "doc_to_lora")  # names only; the kind is checked on load
     object.__setattr__(self, "metrics", tuple(self.metrics))
-    metrics_lib.check(self.metrics)
+    evaluator.check_metrics(self.metrics, self.conditions or ())
+    conditions = self.conditions or ()
+    for condition, name, value in (("lora", "lora", self.lora), ("task_lora", "task_loras", self.task_loras)):
+      if condition in conditions and value is None:
+        raise ValueError(f"the {condition} condition needs lora_hyper.EvalConfig.{name}")
+      if value is not None and not Path(value).exists():
+        raise ValueError(f"{name} {value!r} does not exist")
+    if "few_shot" in conditions and getattr(self.data, "shots", None) == 0:
+      raise ValueError(f"the few_shot condition needs demonstrations: bind lora_hyper.{type(self.data).__name__}"
+                       ".shots to their number")
     if self.dtype not in ("float32", "bfloat16"):
       raise ValueError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
     if not hasattr(self.data, "records"):
@@ -90,11 +101,17 @@ def grid(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
   return [dict(zip(names, values)) for values in itertools.product(*(axes[n] for n in names))]
 
 
-def short(value: Any) -> str:
-  """An axis value as a table shows it: a folder by its name."""
-  if isinstance(value, str) and "/" in value:
-    return Path(value.rstrip("/")).name
-  return str(value)
+def short(value: Any, others: Sequence[Any] = ()) -> str:
+  """An axis value as a table shows it: a folder by its name, or by as many of its last path parts
+  as tell it from the `others` on its axis ('runs/recon_8/hypernetwork' -> 'recon_8/hypernetwork')."""
+  if not (isinstance(value, str) and "/" in value):
+    return str(value)
+  parts = Path(value.rstrip("/")).parts
+  tails = [Path(o.rstrip("/")).parts for o in others if isinstance(o, str) and o.rstrip("/") != value.rstrip("/")]
+  for n in range(1, len(parts) + 1):
+    if all(t[-n:] != parts[-n:] for t in tails):
+      return "/".join(parts[-n:])
+  return value
 
 
 def axis_label(binding: str) -> str:
@@ -234,17 +251,23 @@ def _hypernetwork(folder: str, source: str | None, dtype: str):
 
 def score_point(config: EvalConfig) -> evaluator.Evaluation:
   """Loads (once per process) what the config names and evaluates it."""
+  from lora_hyper.adapters import io  # pylint: disable=import-outside-toplevel
   from lora_hyper.hypernetworks import saved  # pylint: disable=import-outside-toplevel
   from lora_hyper.model import decoding  # pylint: disable=import-outside-toplevel
 
   base = _base(config.base_model, config.dtype)
   hyper = _hypernetwork(config.hypernetwork or str(saved.shipped("doc_to_lora")), config.base_model, config.dtype)
   records = config.data.records(hyper.kind, lambda text: len(base.tokenizer.encode(text, add_bos=False)))
+  conditions = config.conditions or ()
+  fixed_lora = io.load_adapter(config.lora, base)[0] if "lora" in conditions else None
+  task_loras = (evaluator.load_task_loras(config.task_loras, [r.get("task_id") for r in records], base)
+                if "task_lora" in conditions else None)
   return evaluator.evaluate(hyper, base, records, batch_size=config.batch_size,
                             sampling=decoding.SamplingConfig(max_new_tokens=config.max_new_tokens),
                             conditions=config.conditions, metrics=config.metrics, chunk_len=config.chunk_len,
                             iterative=config.iterative, distill=config.distill,
-                            distill_queries=config.distill_queries, seed=config.seed)
+                            distill_queries=config.distill_queries, seed=config.seed, fixed_lora=fixed_lora,
+                            task_loras=task_loras)
 
 
 def write_point(out: Path, point: Mapping[str, Any], config: EvalConfig, result: evaluator.Evaluation,
@@ -260,20 +283,26 @@ def write_point(out: Path, point: Mapping[str, Any], config: EvalConfig, result:
 # ----------------------------------------------------------------------------- the results
 
 
-def result_rows(points: Sequence[dict]) -> list[dict[str, Any]]:
+def result_rows(points: Sequence[dict], overall: bool = False) -> list[dict[str, Any]]:
   """One row per point (and per group, when its records have groups): the axes' values, the group
-  and each condition's mean of each metric."""
+  and each condition's mean of each metric. `overall`: grouped points also get a row of their
+  means over every record (group None), before their groups' rows."""
   rows = []
   for p in points:
     report = p["report"]
     groups = report.get("by_group") or {None: report["scores"]}
+    if overall and report.get("by_group"):
+      groups = {None: report["scores"], **groups}
     for group, scores in groups.items():
       rows.append({"point": p["point"], "group": group, "scores": scores})
   return rows
 
 
-def _cell(point: Mapping[str, Any], axis: str) -> str:
-  return short(point[axis]) if axis in point else "-"
+def _cell(point: Mapping[str, Any], axis: str, rows: Sequence[dict]) -> str:
+  """A point's value on an axis ('-' where it binds none), a folder by as much of it as tells it apart."""
+  if axis not in point:
+    return "-"
+  return short(point[axis], [r["point"][axis] for r in rows if axis in r["point"]])
 
 
 def column_label(point: Mapping[str, Any], condition: str) -> str:
@@ -286,14 +315,23 @@ def _table(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
   return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in body)]
 
 
-def by_point_table(axes: Sequence[str], rows: Sequence[dict]) -> list[str]:
-  """One row per point (and group), one column per condition and metric."""
-  grouped = any(r["group"] is not None for r in rows)
+def _point_rows_table(axes: Sequence[str], rows: Sequence[dict], grouped: bool) -> list[str]:
+  # Every condition any point scored, in first-seen order ('-' where a point did not score it).
   columns = list(dict.fromkeys((c, m) for r in rows for c, ms in r["scores"].items() for m in ms))
   header = [*map(axis_label, axes), *(["group"] if grouped else []), *(f"{c} {m}" for c, m in columns)]
-  body = [[_cell(r["point"], a) for a in axes] + ([str(r["group"])] if grouped else [])
+  body = [[_cell(r["point"], a, rows) for a in axes] + ([str(r["group"])] if grouped else [])
           + [f"{r['scores'][c][m]:.3f}" if m in r["scores"].get(c, {}) else "-" for c, m in columns] for r in rows]
   return _table(header, body)
+
+
+def by_point_table(axes: Sequence[str], rows: Sequence[dict]) -> list[str]:
+  """One row per point (and group), one column per condition and metric; with overall rows (group
+  None) beside groups' rows, the overall table first, then the one by group."""
+  overall = [r for r in rows if r["group"] is None]
+  grouped = [r for r in rows if r["group"] is not None]
+  if overall and grouped:
+    return [*_point_rows_table(axes, overall, False), "", "By group:", "", *_point_rows_table(axes, grouped, True)]
+  return _point_rows_table(axes, rows, bool(grouped))
 
 
 def by_group_columns(rows: Sequence[dict]) -> tuple[list[str], list[str], dict[tuple[str, str], dict[str, float]]]:
@@ -341,7 +379,7 @@ def plot_lines(axes: Sequence[str], rows: Sequence[dict], table: str) -> tuple[s
   x_axis = numeric[0] if numeric else None
   lines: dict[str, list[tuple[Any, dict]]] = {}
   for i, r in enumerate(rows):
-    others = [f"{axis_label(a)}={_cell(r['point'], a)}" for a in axes if a != x_axis]
+    others = [f"{axis_label(a)}={_cell(r['point'], a, rows)}" for a in axes if a != x_axis]
     group = [f"group {r['group']}"] if r["group"] is not None else []
     for condition, scores in r["scores"].items():
       label = ", ".join([*others, *group, condition])
@@ -380,10 +418,11 @@ def plot(path: Path, title: str, command: str, axes: Sequence[str], rows: Sequen
 
 
 def write_results(out: Path, title: str, command: str, axes: Sequence[str], points: Sequence[Mapping[str, Any]],
-                  with_plot: bool, table: str = "by_point") -> dict[str, Any]:
-  """OUT/results.{json,md,png} and OUT/answers.jsonl from every point's file, in grid order."""
+                  with_plot: bool, table: str = "by_point", overall: bool = False) -> dict[str, Any]:
+  """OUT/results.{json,md,png} and OUT/answers.jsonl from every point's file, in grid order; `overall`:
+  grouped points get a row over all their records too (and the plot shows only those)."""
   written = [files.read_json_file(out / POINTS / f"{point_name(p)}.json", "missing point") for p in points]
-  rows = result_rows(written)
+  rows = result_rows(written, overall)
   summary = {"title": title, "command": command, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "axes": list(axes),
              "table": table,
              "points": [{"point": w["point"], "config": w["config"], "report": w["report"], "seconds": w["seconds"],
@@ -395,7 +434,8 @@ def write_results(out: Path, title: str, command: str, axes: Sequence[str], poin
   files.write_json_lines(out / "answers.jsonl", [{"point": w["point"], "command": command, **a}
                                                  for w in written for a in w["answers"]])
   if with_plot:
-    plot(out / "results.png", title, command, axes, rows, table)
+    shown = [r for r in rows if r["group"] is None] if overall and any(r["group"] is None for r in rows) else rows
+    plot(out / "results.png", title, command, axes, shown, table)
   names = ["results.json", "results.md", "answers.jsonl", *(["results.png"] if with_plot else [])]
   return {**summary, "out": str(out), "files": [str(out / n) for n in names]}
 
@@ -415,14 +455,15 @@ def _sync(name: str) -> None:
 @gin.configurable("eval_sweep", module="lora_hyper")
 def eval_sweep(out: str = gin.REQUIRED, axes: Mapping[str, Sequence[Any]] | None = None,
                points: Sequence[Mapping[str, Any]] | None = None, title: str = "Evaluation",
-               table: str = "by_point", plot_results: bool = True, command: str | None = None,
-               make_config: Callable[[], EvalConfig] | None = None,
+               table: str = "by_point", overall_rows: bool = False, plot_results: bool = True,
+               command: str | None = None, make_config: Callable[[], EvalConfig] | None = None,
                score: Callable[[EvalConfig], evaluator.Evaluation] = score_point) -> dict[str, Any]:
   """Scores every point of the grid `axes` (binding -> values), or of the list `points`, not yet in
   OUT/points/, then (process 0) writes the results; returns their summary (None on other processes).
   `table`: 'by_point' (a row per point and group) or 'by_group' (a table per metric, a row per group,
-  a column per point and condition). `make_config` builds the point's EvalConfig under its bindings
-  (default: the gin-configured `lora_hyper.EvalConfig`)."""
+  a column per point and condition). `overall_rows`: records in groups (tasks, haystack lengths) are
+  also tabled over all of a point's records. `make_config` builds the point's EvalConfig under its
+  bindings (default: the gin-configured `lora_hyper.EvalConfig`)."""
   import jax  # pylint: disable=import-outside-toplevel
 
   axes = dict(axes or {})
@@ -465,7 +506,7 @@ def eval_sweep(out: str = gin.REQUIRED, axes: Mapping[str, Sequence[Any]] | None
   _sync("lora_hyper: every sweep point written")
   if index != 0:
     return None
-  return write_results(out_dir, title, command, list(axes), points, plot_results, table)
+  return write_results(out_dir, title, command, list(axes), points, plot_results, table, overall_rows)
 
 
 def _gin_eval_config() -> EvalConfig:

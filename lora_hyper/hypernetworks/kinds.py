@@ -26,6 +26,7 @@ class Kind:
   gin_file: str  # the config that trains one
   record_fields: tuple[str, str, str]  # (source, input, reference) of its evaluation records
   prompt: Callable[[str], str]  # how its adapters are asked: an input -> the prompt
+  context_prompt: Callable[[str, str], str]  # (source, input) -> the base model's prompt with the source in it
 
   @property
   def shipped_dir(self) -> Path:
@@ -36,12 +37,14 @@ DOC_TO_LORA = Kind(
     name="doc_to_lora", config_class=doc_to_lora.DocToLoraConfig, presets=doc_to_lora.PRESETS,
     init=doc_to_lora.init, abstract_variables=doc_to_lora.abstract_variables,
     variable_shapes=doc_to_lora.variable_shapes, shipped="d2l_gemma3_270m", gin_file="gin_configs/d2l_270m.gin",
-    record_fields=("document", "query", "answer"), prompt=prompts.query_prompt)
+    record_fields=("document", "query", "answer"), prompt=prompts.query_prompt,
+    context_prompt=prompts.context_prompt)
 TEXT_TO_LORA = Kind(
     name="text_to_lora", config_class=text_to_lora.TextToLoraConfig, presets=text_to_lora.PRESETS,
     init=text_to_lora.init, abstract_variables=text_to_lora.abstract_variables,
     variable_shapes=text_to_lora.variable_shapes, shipped="t2l_gemma3_270m", gin_file="experiments/t2l/sft.gin",
-    record_fields=("description", "input", "output"), prompt=prompts.task_prompt)
+    record_fields=("description", "input", "output"), prompt=prompts.task_prompt,
+    context_prompt=prompts.task_context_prompt)
 KINDS = {kind.name: kind for kind in (DOC_TO_LORA, TEXT_TO_LORA)}
 
 

@@ -1,10 +1,13 @@
-"""The evaluator on a tiny random Gemma 3 and Doc-to-LoRA: every condition answers every record, the
-report's means are the answers' scores, and bad conditions are refused before any compute."""
+"""The evaluator on a tiny random Gemma 3 and Doc-to-LoRA / Text-to-LoRA: every condition answers every
+record, the report's means are the answers' scores, the teacher-forced metrics are `qa.greedy_matches`,
+and bad conditions are refused before any compute."""
 
+import jax
 import pytest
 
+from lora_hyper.adapters import lora
 from lora_hyper.baselines import context_distillation as cd
-from lora_hyper.evaluation import evaluator
+from lora_hyper.evaluation import data, evaluator, metrics
 from lora_hyper.hypernetworks import saved
 from lora_hyper.model import base_model, decoding
 
@@ -12,6 +15,8 @@ from tiny_model import write_all
 
 RECORDS = [{"document": "Zorblat lives in Quenton.", "query": "Where?", "answer": "Quenton", "group": 1},
            {"document": "The river Vell is cold.", "query": "Which river?", "answer": "Vell", "group": 2}]
+# What the few_shot and task_lora conditions read.
+EXTRAS = [{"task_id": "a", "demonstrations": [["Who?", "Zorblat"]]}, {"task_id": "b", "demonstrations": []}]
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +28,12 @@ def tiny(tmp_path_factory):
 
 def test_every_condition_answers_and_the_means_are_the_answers_scores(tiny):
   base, hyper = tiny
-  result = evaluator.evaluate(hyper, base, RECORDS, conditions=evaluator.CONDITIONS,
-                              metrics=("exact_match", "rouge_l"), chunk_len=8,
+  some = lora.random(jax.random.key(1), base.config, ("down",), 2, std=0.3)
+  result = evaluator.evaluate(hyper, base, [{**r, **e} for r, e in zip(RECORDS, EXTRAS)],
+                              conditions=evaluator.CONDITIONS, metrics=("exact_match", "rouge_l"), chunk_len=8,
                               sampling=decoding.SamplingConfig(max_new_tokens=2),
-                              distill=cd.DistillConfig(steps=1, rank=2, max_answer_tokens=2), distill_queries=1)
+                              distill=cd.DistillConfig(steps=1, rank=2, max_answer_tokens=2), distill_queries=1,
+                              fixed_lora=some, task_loras={"a": some, "b": some})
   assert [a["query"] for a in result.answers] == ["Where?", "Which river?"]
   assert [a["group"] for a in result.answers] == [1, 2]
   for condition in evaluator.CONDITIONS:
@@ -45,3 +52,85 @@ def test_bad_conditions_and_options_are_refused(tiny):
     evaluator.evaluate(hyper, base, RECORDS[:1], conditions=("other_source",))
   with pytest.raises(ValueError, match="chunk_len must be at least 2"):
     evaluator.evaluate(hyper, base, RECORDS, conditions=("adapter",), chunk_len=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_t2l(tmp_path_factory):
+  paths = write_all(tmp_path_factory.mktemp("tiny_t2l"))
+  base = base_model.load_base_model(paths["model"])
+  return base, saved.load_hypernetwork(paths["t2l"], base)
+
+
+def test_teacher_forced_metrics_are_greedy_matches_of_the_experiments_batches(tiny):
+  """forced_scores (padded to its own buckets, 32 rows a forward) gives what `qa.greedy_matches` gives
+  on `pipeline.sft_example` batches of Text-to-LoRA's fixed shapes, with and without an adapter."""
+  import numpy as np
+
+  from lora_hyper import prompts, qa
+  from lora_hyper.data import pipeline
+
+  base, _ = tiny
+  cfg, tok = base.config, base.tokenizer
+  records = [{"input": f"w{i}x", "output": "abc"[:1 + i % 3]} for i in range(35)]  # two forwards, one padded
+  adapter = lora.random(jax.random.key(0), cfg, ("q", "v"), 2, std=0.3, batch=len(records))
+  shapes = pipeline.TaskExampleShapes(seq_len=64, answer_len=32)
+  examples = [pipeline.sft_example(r, tok, cfg.bos_id, cfg.eos_id, cfg.pad_id, shapes, prompts.task_prompt)
+              for r in records]
+  batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+  line_ends = (cfg.eos_id, *tok.encode("\n", add_bos=False))
+  for given in (None, adapter):
+    expected = qa.greedy_matches(base.params, batch, given, config=cfg, line_ends=line_ends)
+    got = evaluator.forced_scores(base, [prompts.task_prompt(r["input"]) for r in records],
+                                  [r["output"] for r in records], given, metrics.FORCED_METRICS)
+    for k, name in enumerate(metrics.FORCED_METRICS):
+      np.testing.assert_allclose([g[name] for g in got], np.asarray(expected[k], np.float64), atol=1e-6)
+
+
+def test_text_to_lora_conditions_on_task_data(tiny_t2l):
+  """Every Text-to-LoRA condition scores every record; a zero LoRA is the base model, a library
+  holding one LoRA for every task is that LoRA, and context / few_shot read their own prompts."""
+  import numpy as np
+
+  from lora_hyper import prompts
+
+  base, hyper = tiny_t2l
+  records = data.TaskData(per_task=2, shots=2).records("text_to_lora", len)[:6]  # 3 held-out tasks
+  some = lora.random(jax.random.key(1), base.config, ("q", "v"), 2, std=0.3)
+  forced = metrics.FORCED_METRICS
+  conditions = ("adapter", "base", "context", "few_shot", "lora", "task_lora", "other_source", "random_source")
+  result = evaluator.evaluate(hyper, base, records, conditions=conditions, metrics=forced,
+                              fixed_lora=lora.zeros(base.config, ("q", "v"), 2),
+                              task_loras={r["task_id"]: some for r in records})
+  answers = result.answers
+  assert [a["group"] for a in answers] == [r["task_id"] for r in records]
+  assert set(result.report["by_group"]) == {r["task_id"] for r in records}
+  for name in forced:
+    assert [a["lora"][name] for a in answers] == pytest.approx([a["base"][name] for a in answers])
+  alone = evaluator.forced_scores(base, [prompts.task_prompt(r["input"]) for r in records],
+                                  [r["output"] for r in records], some, forced)
+  flat = lambda scores: [s[name] for s in scores for name in forced]
+  assert flat(a["task_lora"] for a in answers) == pytest.approx(flat(alone))
+  for condition, asked in (("context", [prompts.task_context_prompt(r["description"], r["input"]) for r in records]),
+                           ("few_shot", [prompts.few_shot_prompt(r["demonstrations"], r["input"]) for r in records])):
+    expected = evaluator.forced_scores(base, asked, [r["output"] for r in records], None, forced)
+    assert flat(a[condition] for a in answers) == pytest.approx(flat(expected))
+  assert np.isclose(result.report["scores"]["adapter"]["token_accuracy"],
+                    np.mean([a["adapter"]["token_accuracy"] for a in answers]))
+
+
+def test_the_other_source_is_of_another_task():
+  records = [{"description": d, "task_id": t} for d, t in (("a1", "a"), ("a2", "a"), ("b1", "b"), ("c1", "c"))]
+  assert evaluator.other_sources(records, "description") == {"a1": "b1", "a2": "b1", "b1": "c1", "c1": "a1"}
+  untasked = [{"document": d} for d in ("x", "y", "z")]
+  assert evaluator.other_sources(untasked, "document") == {"x": "y", "y": "z", "z": "x"}
+
+
+def test_conditions_without_what_they_need_are_refused(tiny_t2l):
+  base, hyper = tiny_t2l
+  records = data.TaskData(per_task=1).records("text_to_lora", len)[:2]
+  with pytest.raises(ValueError, match="lora condition needs a saved LoRA"):
+    evaluator.evaluate(hyper, base, records, conditions=("lora",), metrics=("token_accuracy",))
+  with pytest.raises(ValueError, match="task_lora condition needs records with a 'task_id' and a LoRA for each task"):
+    evaluator.evaluate(hyper, base, records, conditions=("task_lora",), metrics=("token_accuracy",), task_loras={})
+  with pytest.raises(ValueError, match="few_shot condition needs records with 'demonstrations'"):
+    evaluator.evaluate(hyper, base, records, conditions=("few_shot",), metrics=("token_accuracy",))

@@ -113,8 +113,17 @@ def test_a_point_written_under_other_settings_stops_the_rerun(tmp_path):
     ({"lora_hyper.EvalConfig.chunk_len": [128, 1]}, r"at sweep point .*chunk_len': 1\}: chunk_len must be"),
     ({"lora_hyper.EvalConfig.hypernetwork": ["/nowhere/d2l"]}, r"hypernetwork folder '/nowhere/d2l' does not exist"),
     ({"lora_hyper.EvalConfig.conditions": [["adapter", "oracle"]]}, r"unknown condition\(s\) \['oracle'\]"),
+    ({"lora_hyper.EvalConfig.conditions": [["adapter", "lora"]]}, r"lora condition needs lora_hyper.EvalConfig.lora"),
+    ({"lora_hyper.EvalConfig.conditions": [["task_lora"]]}, r"task_lora condition needs lora_hyper.EvalConfig.task_loras"),
+    ({"lora_hyper.EvalConfig.task_loras": ["/nowhere/oracles"]}, r"task_loras '/nowhere/oracles' does not exist"),
+    ({"lora_hyper.EvalConfig.metrics": [["token_accuracy"]], "lora_hyper.EvalConfig.conditions": [["cd_oracle"]]},
+     r"cd_oracle score generated answers only, not token_accuracy"),
+    ({"lora_hyper.TaskData.shots": [0], "lora_hyper.EvalConfig.conditions": [["few_shot"]]},
+     r"few_shot condition needs demonstrations: bind lora_hyper.TaskData.shots"),
+    ({"lora_hyper.TaskData.split": ["held_out"]}, r"TaskData: task split must be one of"),
 ])
 def test_bad_sweeps_stop_before_any_compute_naming_the_binding(tmp_path, axes, message):
+  gin.parse_config("lora_hyper.EvalConfig.data = @lora_hyper.TaskData()")
   scorer = Scorer()
   with pytest.raises(study.ConfigError, match=message):
     _sweep(tmp_path, scorer, axes=axes)
@@ -262,3 +271,23 @@ def test_first_three_letters_give_a_made_up_name_partial_credit():
   assert metrics.first_3_letters("Krarl Shou", "Krarsh Bain") == 1.0
   assert metrics.first_3_letters("Bain", "Krarsh Bain") == 0.0  # the reference's first word
   assert metrics.first_3_letters("Droumthou", "Staisshea") == metrics.first_3_letters("", "Staisshea") == 0.0
+
+
+def test_overall_rows_come_before_the_groups_rows():
+  scores = lambda v: {"adapter": {"token_accuracy": v}}
+  points = [{"point": {"lora_hyper.EvalConfig.hypernetwork": "/x/t2l"},
+             "report": {"scores": scores(0.5), "by_group": {"string/rot_7": scores(0.25), "list/add_5": scores(0.75)}}}]
+  assert [r["group"] for r in study.result_rows(points)] == ["string/rot_7", "list/add_5"]
+  rows = study.result_rows(points, overall=True)
+  assert [(r["group"], r["scores"]) for r in rows] == [(None, scores(0.5)), ("string/rot_7", scores(0.25)),
+                                                       ("list/add_5", scores(0.75))]
+  table = study.markdown("t", "c", ["lora_hyper.EvalConfig.hypernetwork"], rows)
+  overall, by_group = table.split("By group:")
+  assert "| hypernetwork | adapter token_accuracy |" in overall and "| t2l | 0.500 |" in overall
+  assert "| hypernetwork | group | adapter token_accuracy |" in by_group and "| t2l | list/add_5 | 0.750 |" in by_group
+
+
+def test_folders_are_named_by_as_many_last_parts_as_tell_them_apart():
+  axis = ["lora_hyper/pretrained/t2l_gemma3_270m", "/tmp/recon_8/hypernetwork", "/tmp/recon_24/hypernetwork"]
+  assert [study.short(v, axis) for v in axis] == ["t2l_gemma3_270m", "recon_8/hypernetwork", "recon_24/hypernetwork"]
+  assert study.short("/tmp/a/b") == "b" and study.short(128, axis) == "128"

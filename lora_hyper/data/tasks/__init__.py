@@ -27,6 +27,7 @@ from lora_hyper.data.tasks._catalogue import (
     all_tasks,
     get_task,
     held_out_tasks,
+    split_tasks,
     train_tasks,
 )
 from lora_hyper.data.tasks._examples import TaskExamples
@@ -38,5 +39,6 @@ __all__ = [
     "all_tasks",
     "get_task",
     "held_out_tasks",
+    "split_tasks",
     "train_tasks",
 ]

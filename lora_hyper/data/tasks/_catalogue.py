@@ -355,5 +355,19 @@ def held_out_tasks() -> tuple[Task, ...]:
   return tuple(t for t in all_tasks() if t.task_id in HELD_OUT_TASK_IDS)
 
 
+def split_tasks(split: str, num_tasks: int | None = None) -> tuple[Task, ...]:
+  """The split's tasks ('train', 'test': the held-out ones, or 'all'), or `num_tasks` of them evenly
+  spaced (the split is ordered by category, so a prefix would be one category): scaling studies."""
+  chosen = {"train": train_tasks, "test": held_out_tasks, "all": all_tasks}
+  if split not in chosen:
+    raise ValueError(f"task split must be one of {sorted(chosen)}, got {split!r}")
+  every = chosen[split]()
+  if num_tasks is None:
+    return every
+  if not 1 <= num_tasks <= len(every):
+    raise ValueError(f"num_tasks must be between 1 and {len(every)} (the {split!r} split), got {num_tasks}")
+  return tuple(every[i] for i in sorted({round(i * len(every) / num_tasks) for i in range(num_tasks)}))
+
+
 def get_task(task_id: str) -> Task:
   return next(t for t in all_tasks() if t.task_id == task_id)
