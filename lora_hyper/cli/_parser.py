@@ -40,10 +40,21 @@ def _shipped_document_limit() -> str:
     return "none (no shipped hypernetwork)"
 
 
+# What each shipped hypernetwork is for (the --hypernetwork help of internalize and adapt).
+SHIPPED_USE = {
+    "doc_to_lora": "the shipped lora_hyper/pretrained/d2l_gemma3_270m, a needle-in-a-haystack Doc-to-LoRA: it "
+                   "recalls a 'special magic number' hidden in filler text up to 8K tokens and nothing else; for "
+                   "other documents give one trained for them (lora-hyper train, or Sakana's published one for "
+                   "gemma-2-2b through lora-hyper import-d2l)",
+    "text_to_lora": "the shipped lora_hyper/pretrained/t2l_gemma3_270m, trained on the library's 118 generated "
+                    "string/list/format/arithmetic/classify/extract tasks; tasks unlike them mostly fail",
+}
+
+
 def _add_hypernetwork_arg(parser: argparse.ArgumentParser, kind: str) -> None:
   parser.add_argument("--hypernetwork", metavar="DIR", default=None,
                       help=f"a saved {kind} hypernetwork folder (lora-hyper train --out DIR writes one); "
-                           "default: the one shipped with lora-hyper, if any")
+                           f"default: {SHIPPED_USE[kind]}")
 
 
 def build_parser() -> argparse.ArgumentParser:
