@@ -9,7 +9,8 @@
   lora_hyper.prepare_data / PrepareConfig   `lora-hyper prepare-data` (lora_hyper/data/prepare.py), with its
   lora_hyper.text_contexts / jsonl_contexts / source_contexts / fictional_contexts   contexts
   lora_hyper.eval_sweep / EvalConfig  `lora-hyper eval --gin_file` (lora_hyper/evaluation/study.py), with its
-  lora_hyper.BuiltinData / JsonlData / TfdsData / NiahData / FictionalData / TaskData / DistillConfig   records and baselines
+  lora_hyper.BuiltinData / JsonlData / TfdsData / NiahData / FictionalData / HandwrittenData / TaskData /
+  DistillConfig                       records and baselines
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ gin.external_configurable(eval_data.JsonlData, module="lora_hyper")
 gin.external_configurable(eval_data.TfdsData, module="lora_hyper")
 gin.external_configurable(eval_data.NiahData, module="lora_hyper")
 gin.external_configurable(eval_data.FictionalData, module="lora_hyper")
+gin.external_configurable(eval_data.HandwrittenData, module="lora_hyper")
 gin.external_configurable(eval_data.TaskData, module="lora_hyper")
 gin.external_configurable(context_distillation.DistillConfig, module="lora_hyper")
 

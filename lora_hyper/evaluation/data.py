@@ -1,11 +1,12 @@
 """Where evaluation records come from: the library's held-out generators, a JSON Lines file, a TFDS
 dataset prepared locally, needle-in-a-haystack haystacks at given lengths, chosen fictional
-documents or the Text-to-LoRA task library's tasks. Each is a frozen dataclass (gin binds it as
-`lora_hyper.EvalConfig.data = @lora_hyper.NiahData()`) whose `records(kind, count_tokens)` lists the
-records; a record may carry a 'group' (a NIAH haystack's target length, a fictional answer's kind, a
-task) that results are broken down by, a 'task_id' (the other_source control then takes another
-task's description, task_lora that task's LoRA) and 'demonstrations' ([input, output] pairs of its
-task, which the few_shot condition puts before its prompt)."""
+documents, the hand-written documents shipped with the library or the Text-to-LoRA task library's
+tasks. Each is a frozen dataclass (gin binds it as `lora_hyper.EvalConfig.data =
+@lora_hyper.NiahData()`) whose `records(kind, count_tokens)` lists the records; a record may carry a
+'group' (a NIAH haystack's target length, a fictional or hand-written answer's kind, a task) that
+results are broken down by, a 'task_id' (the other_source control then takes another task's
+description, task_lora that task's LoRA) and 'demonstrations' ([input, output] pairs of its task,
+which the few_shot condition puts before its prompt)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ from typing import Callable
 from lora_hyper.hypernetworks import kinds
 
 TokenCounter = Callable[[str], int]
+# 24 short paragraphs written by hand in varied styles (news brief, letter, chat log, verse, ...), 3
+# questions each whose answers are spans of the paragraph: {document, query, answer, group, style}.
+HANDWRITTEN_QA = Path(__file__).parents[1] / "data" / "handwritten_qa.jsonl"
+HANDWRITTEN_KINDS = ("name", "number", "word")
 
 
 def builtin_records(kind: str, limit: int) -> list[dict]:
@@ -183,6 +188,19 @@ class FictionalData:
     if self.by_answer_kind:
       records = [{**r, "group": fictional.answer_kind(r["answer"])} for r in records]
     return records
+
+
+@dataclasses.dataclass(frozen=True)
+class HandwrittenData:
+  """Every question of the hand-written documents shipped with the library (`HANDWRITTEN_QA`): made-up
+  people, places and things in 24 styles no generator wrote. Each record's 'group' is its answer's
+  kind: a made-up 'name', a 'number' as written, or a common 'word' or short phrase."""
+
+  def records(self, kind: str, count_tokens: TokenCounter) -> list[dict]:
+    del count_tokens
+    if kind != "doc_to_lora":
+      raise ValueError("HandwrittenData holds documents: it needs a doc_to_lora hypernetwork")
+    return read_records(str(HANDWRITTEN_QA), kind, limit=1_000_000)
 
 
 @dataclasses.dataclass(frozen=True)
