@@ -20,10 +20,16 @@ EXTRAS = [{"task_id": "a", "demonstrations": [["Who?", "Zorblat"]]}, {"task_id":
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny_models(tmp_path_factory):
+  """The tiny base model and its two hypernetworks, written once for the module."""
   paths = write_all(tmp_path_factory.mktemp("tiny"))
   base = base_model.load_base_model(paths["model"])
-  return base, saved.load_hypernetwork(paths["d2l"], base)
+  return base, saved.load_hypernetwork(paths["d2l"], base), saved.load_hypernetwork(paths["t2l"], base)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_models):
+  return tiny_models[:2]
 
 
 def test_every_condition_answers_and_the_means_are_the_answers_scores(tiny):
@@ -55,10 +61,8 @@ def test_bad_conditions_and_options_are_refused(tiny):
 
 
 @pytest.fixture(scope="module")
-def tiny_t2l(tmp_path_factory):
-  paths = write_all(tmp_path_factory.mktemp("tiny_t2l"))
-  base = base_model.load_base_model(paths["model"])
-  return base, saved.load_hypernetwork(paths["t2l"], base)
+def tiny_t2l(tiny_models):
+  return tiny_models[0], tiny_models[2]
 
 
 def test_teacher_forced_metrics_are_greedy_matches_of_the_experiments_batches(tiny):
