@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from lora_hyper.adapters import lora
 from lora_hyper.data import fictional, jsonl_source
@@ -32,10 +33,12 @@ def first_line(text: str) -> str:
 
 
 def complete(model: BaseModel, prompts: Sequence[str], *, adapter: lora.LoraAdapter | None = None,
-             sampling: decoding.SamplingConfig = ANSWER_SAMPLING, seed: int = 0) -> list[str]:
-  """The first line of each prompt's continuation. `adapter`: one for all, or one per prompt."""
+             sampling: decoding.SamplingConfig = ANSWER_SAMPLING, seed: int = 0,
+             mesh: Mesh | None = None) -> list[str]:
+  """The first line of each prompt's continuation. `adapter`: one for all, or one per prompt. `mesh`:
+  the prompts decoded data-parallel over it (`decoding.generate_text`)."""
   texts = decoding.generate_text(model.params, model.config, model.tokenizer, list(prompts), sampling=sampling,
-                                 seed=seed, adapter=adapter)
+                                 seed=seed, adapter=adapter, mesh=mesh)
   return [first_line(t) for t in texts]
 
 

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -76,3 +77,37 @@ def logical_sharding(tree_of_specs, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
+
+
+# ----------------------------------------------------------------------------- data-parallel batches
+
+
+def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A data-parallel mesh (fsdp = tensor = 1) over `devices`, by default this process's own: the
+  evaluator's batches split over them while each process scores its own sweep points."""
+  return make_mesh(devices=jax.local_devices() if devices is None else devices)
+
+
+def batch_shards(mesh: Mesh) -> int:
+  """How many parts the 'batch' axis splits into on `mesh`."""
+  return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def pad_rows(tree, multiple: int):
+  """Every leaf's leading axis padded to a multiple of `multiple` with copies of its last row: rows
+  whose results the caller drops (a copy, not zeros, so no padding row sees an empty input)."""
+  def pad(x):
+    extra = -x.shape[0] % multiple
+    return x if not extra else jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)])
+  return jax.tree.map(pad, tree)
+
+
+def shard_rows(tree, mesh: Mesh):
+  """`tree` padded (`pad_rows`) and placed with every leaf's leading axis split over the mesh's
+  batch axes, so a jitted function of it runs data-parallel (params it also takes: `replicated`)."""
+  return jax.device_put(pad_rows(tree, batch_shards(mesh)), logical_sharding(PartitionSpec("batch"), mesh))
+
+
+def replicate(tree, mesh: Mesh):
+  """`tree` (params) copied whole onto every device of `mesh`."""
+  return jax.device_put(tree, replicated(mesh))

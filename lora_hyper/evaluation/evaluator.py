@@ -21,10 +21,17 @@ description), its questions (or inputs) answered with it, under the conditions a
 
 and scores every answer with the named metrics (`evaluation.metrics`): the answer metrics on the
 generated first line, the teacher-forced ones (`metrics.FORCED_METRICS`) from one forward over the
-prompt and the reference, without generating."""
+prompt and the reference, without generating.
+
+With a `mesh` (`sharding.data_mesh()`: this process's devices) the batches run data-parallel: the
+params are replicated on it, and the documents' chunks, the prompts, their masks and per-prompt
+adapters, and the teacher-forced rows are split over its batch axes, padded with copies of the last
+row whose results are dropped. The answers are those of one device. A Text-to-LoRA's description
+encoder and the cd_* distillations are not split: they run whole on every device."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from typing import Any, Mapping, NamedTuple, Sequence
@@ -32,9 +39,10 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 from tqdm import tqdm
 
-from lora_hyper import prompts, qa
+from lora_hyper import prompts, qa, sharding
 from lora_hyper.adapters import io, lora
 from lora_hyper.data import pipeline
 from lora_hyper.evaluation import metrics as metrics_lib
@@ -98,10 +106,12 @@ def _bucket(length: int, smallest: int) -> int:
 
 
 def forced_scores(base: BaseModel, prompt_texts: Sequence[str], references: Sequence[str],
-                  adapter: lora.LoraAdapter | None, names: Sequence[str]) -> list[dict[str, float]]:
+                  adapter: lora.LoraAdapter | None, names: Sequence[str],
+                  mesh: Mesh | None = None) -> list[dict[str, float]]:
   """The teacher-forced metrics `names` of each reference read after its prompt (" {reference}",
   EOS), `FORCED_ROWS` rows per forward at most (`qa.greedy_matches`). `adapter`: None, one for every row
-  or one per row. Prompts and answers are padded to powers of two (64 and 32 at least)."""
+  or one per row. Prompts and answers are padded to powers of two (64 and 32 at least). `mesh`: each
+  forward's rows split over its batch axes (base params replicated on it)."""
   tok, cfg = base.tokenizer, base.config
   prefixes = [[cfg.bos_id, *tok.encode(p, add_bos=False)] for p in prompt_texts]
   answers = [pipeline.answer_ids(tok, r, cfg.eos_id) for r in references]
@@ -114,11 +124,15 @@ def forced_scores(base: BaseModel, prompt_texts: Sequence[str], references: Sequ
   line_ends = (cfg.eos_id, *sorted({t for text in ("\n", "\n\n") for t in tok.encode(text, add_bos=False)}))
   per_row = adapter is not None and adapter.is_batched
   columns: list[list[np.ndarray]] = [[], [], []]
+  multiple = math.lcm(8, 1 if mesh is None else sharding.batch_shards(mesh))
   for start in range(0, len(examples), FORCED_ROWS):
     rows = list(range(start, min(start + FORCED_ROWS, len(examples))))
-    rows += [rows[-1]] * (-len(rows) % 8)  # a multiple of 8 rows: the last row again, its scores dropped
+    rows += [rows[-1]] * (-len(rows) % multiple)  # a multiple of 8 (and of the shards): the last row again
     batch = {k: jnp.asarray(np.stack([examples[i][k] for i in rows])) for k in examples[0]}
-    matched = qa.greedy_matches(base.params, batch, lora.take(adapter, jnp.asarray(rows)) if per_row else adapter,
+    row_adapter = lora.take(adapter, jnp.asarray(rows)) if per_row else None
+    if mesh is not None:
+      batch, row_adapter = sharding.shard_rows((batch, row_adapter), mesh)
+    matched = qa.greedy_matches(base.params, batch, row_adapter if per_row else adapter,
                                 config=cfg, line_ends=line_ends)
     for column, values in zip(columns, matched):
       column.append(np.asarray(values)[:min(FORCED_ROWS, len(examples) - start)])
@@ -127,13 +141,13 @@ def forced_scores(base: BaseModel, prompt_texts: Sequence[str], references: Sequ
 
 
 def make_adapters(hyper: SavedHypernetwork, base: BaseModel, sources: Sequence[str], *, config: Any = None,
-                  iterative: bool = False) -> lora.LoraAdapter:
+                  iterative: bool = False, mesh: Mesh | None = None) -> lora.LoraAdapter:
   """One adapter per document or task description [N, ...]; `config` replaces the saved one (e.g. another
-  chunk length)."""
+  chunk length). `mesh`: a Doc-to-LoRA's chunks encoded data-parallel over it."""
   config = hyper.config if config is None else config
   if hyper.kind == "doc_to_lora":
     return doc_to_lora.internalize(hyper.variables, base.params, list(sources), config=config,
-                                   tokenizer=base.tokenizer, iterative=iterative)
+                                   tokenizer=base.tokenizer, iterative=iterative, mesh=mesh)
   return text_to_lora.generate_adapter(hyper.variables, list(sources), config=config, encoder=hyper.task_encoder(base))
 
 
@@ -196,10 +210,11 @@ def _distilled_answers(base: BaseModel, rows: Sequence[dict], condition: str, se
   return answers
 
 
-def _unique_complete(base: BaseModel, questions: list[str], sampling: decoding.SamplingConfig) -> list[str]:
+def _unique_complete(base: BaseModel, questions: list[str], sampling: decoding.SamplingConfig,
+                     mesh: Mesh | None) -> list[str]:
   """The bare base model's answers, each distinct prompt decoded once (NIAH asks every haystack alike)."""
   unique = list(dict.fromkeys(questions))
-  answered = dict(zip(unique, qa.complete(base, unique, sampling=sampling)))
+  answered = dict(zip(unique, qa.complete(base, unique, sampling=sampling, mesh=mesh)))
   return [answered[q] for q in questions]
 
 
@@ -208,11 +223,11 @@ def evaluate(hyper: SavedHypernetwork, base: BaseModel, records: Sequence[dict],
              metrics: Sequence[str] = DEFAULT_METRICS, chunk_len: int | None = None, iterative: bool = False,
              distill: Any = None, distill_queries: int = 4, seed: int = 0,
              fixed_lora: lora.LoraAdapter | None = None,
-             task_loras: Mapping[str, lora.LoraAdapter] | None = None) -> Evaluation:
+             task_loras: Mapping[str, lora.LoraAdapter] | None = None, mesh: Mesh | None = None) -> Evaluation:
   """Every record answered under each condition and scored against its reference. Records with a
   'group' (e.g. a haystack length, a task) are also scored per group, and a `chunk_len` override
   sizes its chunk count per group. `fixed_lora` is the lora condition's adapter, `task_loras` the
-  task_lora condition's (task id -> adapter)."""
+  task_lora condition's (task id -> adapter). `mesh`: batches data-parallel over it (see above)."""
   kind = kinds.get(hyper.kind)
   conditions = tuple(default_conditions(hyper.kind) if conditions is None else conditions)
   metrics = tuple(metrics)
@@ -250,6 +265,9 @@ def evaluate(hyper: SavedHypernetwork, base: BaseModel, records: Sequence[dict],
     from lora_hyper.baselines import context_distillation as cd  # pylint: disable=import-outside-toplevel
 
     distill = cd.DistillConfig()
+  if mesh is not None:  # once per evaluation, not per batch: every sharded call takes the params whole
+    base = dataclasses.replace(base, params=sharding.replicate(base.params, mesh))
+    hyper = dataclasses.replace(hyper, variables=sharding.replicate(hyper.variables, mesh))
 
   distilled: dict[str, Any] = {}  # cd_generated's LoRA of each document
   groups: dict[Any, list[int]] = {}
@@ -265,7 +283,7 @@ def evaluate(hyper: SavedHypernetwork, base: BaseModel, records: Sequence[dict],
       # Room for every text this group's adapters are made of, the controls' stand-ins included.
       made_of = [t for s in sources for t in (s, other[s], randoms[s])]
       config = chunked_config(hyper, base, made_of, chunk_len) if documents else hyper.config
-      adapters_of = lambda texts: make_adapters(hyper, base, texts, config=config, iterative=iterative)
+      adapters_of = lambda texts: make_adapters(hyper, base, texts, config=config, iterative=iterative, mesh=mesh)
       for start in range(0, len(sources), batch_size):
         batch = sources[start:start + batch_size]
         rows = [(j, i) for j, s in enumerate(batch) for i in by_source[s]]
@@ -294,11 +312,11 @@ def evaluate(hyper: SavedHypernetwork, base: BaseModel, records: Sequence[dict],
             adapter = stacked(task_loras, [r["task_id"] for r in recs])
           scores = [{} for _ in recs]
           if answer_metrics:
-            texts = (_unique_complete(base, asked, sampling) if condition == "base"
-                     else qa.complete(base, asked, adapter=adapter, sampling=sampling))
+            texts = (_unique_complete(base, asked, sampling, mesh) if condition == "base"
+                     else qa.complete(base, asked, adapter=adapter, sampling=sampling, mesh=mesh))
             scores = [{"answer": t, **metrics_lib.scores(t, r[ref_key], answer_metrics)} for t, r in zip(texts, recs)]
           if forced_metrics:
-            forced = forced_scores(base, asked, [r[ref_key] for r in recs], adapter, forced_metrics)
+            forced = forced_scores(base, asked, [r[ref_key] for r in recs], adapter, forced_metrics, mesh)
             scores = [{**s, **f} for s, f in zip(scores, forced)]
           scored[condition] = scores
         for k, r in enumerate(recs):

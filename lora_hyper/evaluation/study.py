@@ -13,7 +13,8 @@ OUT/points/ as it finishes (whole, renamed into place), so a rerun skips finishe
 point file written under other settings stops the rerun before any compute. With several
 processes (`training.distributed`), process i scores points i, i + P, ... of the grid and process
 0 gathers every point file into OUT/results.{json,md,png} and OUT/answers.jsonl, each naming the
-command that made it. Every axis, every point's settings, the hypernetwork folders and the plot's
+command that made it; within a process, a point's batches are data-parallel over its devices
+(`EvalConfig.data_parallel`). Every axis, every point's settings, the hypernetwork folders and the plot's
 matplotlib are checked before anything loads.
 """
 
@@ -38,6 +39,7 @@ from lora_hyper.evaluation import data as data_lib
 from lora_hyper.evaluation import evaluator
 
 POINTS = "points"
+RUN_ONLY = ("data_parallel",)  # EvalConfig fields that do not change the scores
 
 
 class ConfigError(ValueError):
@@ -63,6 +65,7 @@ class EvalConfig:
   seed: int = 0  # random_source's words
   lora: str | None = None  # the lora condition's saved adapter (e.g. a multi-task LoRA)
   task_loras: str | None = None  # the task_lora condition's library folder, one saved LoRA per task
+  data_parallel: bool = True  # batches split over this process's devices when it has several (same answers)
 
   def __post_init__(self):
     if self.conditions is not None:
@@ -86,6 +89,8 @@ class EvalConfig:
     for name in ("batch_size", "max_new_tokens", "distill_queries"):
       if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
         raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+    if not isinstance(self.data_parallel, bool):
+      raise ValueError(f"data_parallel must be True or False, got {self.data_parallel!r}")
     if self.chunk_len is not None and (not isinstance(self.chunk_len, int) or self.chunk_len < 2):
       raise ValueError(f"chunk_len must be an integer >= 2 or None, got {self.chunk_len!r}")
     if self.hypernetwork is not None and not Path(self.hypernetwork).is_dir():
@@ -214,11 +219,11 @@ def finished(out: Path, point: Mapping[str, Any], config: EvalConfig) -> bool:
   path = out / POINTS / f"{point_name(point)}.json"
   if not path.is_file():
     return False
-  written = files.read_json_file(path, str(path))
-  recorded = recorded_config(config)
-  if written.get("config") != recorded:
-    changed = sorted(k for k in set(written.get("config", {})) | set(recorded)
-                     if written.get("config", {}).get(k) != recorded.get(k))
+  # How a point ran is not what it scored: a point scored either way (or before the field) is finished.
+  scored = lambda c: {k: v for k, v in c.items() if k not in RUN_ONLY}
+  written, recorded = scored(files.read_json_file(path, str(path)).get("config", {})), scored(recorded_config(config))
+  if written != recorded:
+    changed = sorted(k for k in set(written) | set(recorded) if written.get(k) != recorded.get(k))
     raise ConfigError(f"{path} was written with other settings ({', '.join(changed)} differ): use another "
                       "lora_hyper.eval_sweep.out, or delete it to score the point again")
   return True
@@ -250,7 +255,11 @@ def _hypernetwork(folder: str, source: str | None, dtype: str):
 
 
 def score_point(config: EvalConfig) -> evaluator.Evaluation:
-  """Loads (once per process) what the config names and evaluates it."""
+  """Loads (once per process) what the config names and evaluates it, data-parallel over this
+  process's devices unless `data_parallel` is off."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from lora_hyper import sharding  # pylint: disable=import-outside-toplevel
   from lora_hyper.adapters import io  # pylint: disable=import-outside-toplevel
   from lora_hyper.hypernetworks import saved  # pylint: disable=import-outside-toplevel
   from lora_hyper.model import decoding  # pylint: disable=import-outside-toplevel
@@ -262,12 +271,15 @@ def score_point(config: EvalConfig) -> evaluator.Evaluation:
   fixed_lora = io.load_adapter(config.lora, base)[0] if "lora" in conditions else None
   task_loras = (evaluator.load_task_loras(config.task_loras, [r.get("task_id") for r in records], base)
                 if "task_lora" in conditions else None)
+  mesh = sharding.data_mesh() if config.data_parallel and jax.local_device_count() > 1 else None
+  if mesh is not None:
+    print(f"batches data-parallel over {mesh.size} devices", file=sys.stderr, flush=True)
   return evaluator.evaluate(hyper, base, records, batch_size=config.batch_size,
                             sampling=decoding.SamplingConfig(max_new_tokens=config.max_new_tokens),
                             conditions=config.conditions, metrics=config.metrics, chunk_len=config.chunk_len,
                             iterative=config.iterative, distill=config.distill,
                             distill_queries=config.distill_queries, seed=config.seed, fixed_lora=fixed_lora,
-                            task_loras=task_loras)
+                            task_loras=task_loras, mesh=mesh)
 
 
 def write_point(out: Path, point: Mapping[str, Any], config: EvalConfig, result: evaluator.Evaluation,

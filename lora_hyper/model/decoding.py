@@ -9,6 +9,9 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
+from jax.sharding import Mesh
+
+from lora_hyper import sharding
 from lora_hyper.adapters import lora
 from lora_hyper.model import transformer
 from lora_hyper.model.config import GemmaConfig
@@ -108,8 +111,11 @@ def check_length(config: GemmaConfig, prompt_len: int, max_new_tokens: int) -> N
 
 def generate_text(params: Any, config: GemmaConfig, tokenizer, prompts: Sequence[str], *,
                   sampling: SamplingConfig = SamplingConfig(), seed: int = 0,
-                  adapter: lora.LoraAdapter | None = None, bucket: int = 64) -> list[str]:
-  """Tokenizes, left-pads (to a multiple of `bucket`, to reuse compilations), decodes, detokenizes."""
+                  adapter: lora.LoraAdapter | None = None, bucket: int = 64, mesh: Mesh | None = None) -> list[str]:
+  """Tokenizes, left-pads (to a multiple of `bucket`, to reuse compilations), decodes, detokenizes.
+  `mesh`: the prompts (and a per-prompt adapter) split over its batch axes, padded with copies of the
+  last prompt whose answers are dropped; `params` should be replicated on it (`sharding.replicate`).
+  Sampled draws are the same: a row's random bits do not depend on the batch size."""
   if isinstance(prompts, str):
     raise TypeError("generate_text takes a list of prompts, got one str")
   if not prompts:
@@ -119,6 +125,12 @@ def generate_text(params: Any, config: GemmaConfig, tokenizer, prompts: Sequence
   check_length(config, longest, sampling.max_new_tokens)
   length = min(-(-longest // bucket) * bucket, config.max_seq_len - sampling.max_new_tokens)
   tokens, mask = tokenizer.pad_batch(ids, side="left", length=length)
-  out, lengths = generate(params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(seed), config=config,
+  tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
+  if mesh is not None:
+    per_prompt = adapter if adapter is not None and adapter.is_batched else None
+    tokens, mask, per_prompt = sharding.shard_rows((tokens, mask, per_prompt), mesh)
+    adapter = adapter if per_prompt is None else per_prompt
+  out, lengths = generate(params, tokens, mask, jax.random.key(seed), config=config,
                           sampling=sampling, stop_ids=tuple(tokenizer.stop_ids), adapter=adapter)
-  return [tokenizer.decode(row[:n]) for row, n in zip(out.tolist(), lengths.tolist())]
+  rows = len(ids)  # the padding rows' answers dropped
+  return [tokenizer.decode(row[:n]) for row, n in zip(out.tolist()[:rows], lengths.tolist()[:rows])]

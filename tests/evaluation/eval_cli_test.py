@@ -1,7 +1,7 @@
 """`lora-hyper eval --gin_file` as a user runs it, on a tiny random Gemma 3 and Doc-to-LoRA: bad
 configurations stop before any model loads with a usage error naming the binding; a sweep on two
-localhost processes (one JAX run, as the hosts of a pod) writes the same table and answers as one
-process."""
+localhost processes (one JAX run, as the hosts of a pod) of two devices each, their batches
+data-parallel over them, writes the same table and answers as one process of one device."""
 
 import json
 import os
@@ -98,7 +98,7 @@ def test_two_processes_write_the_same_table_as_one(setup, tmp_path):
   port, procs = _free_port(), []
   for pid in range(2):
     env = _env(setup, LORA_HYPER_COORDINATOR=f"127.0.0.1:{port}", LORA_HYPER_NUM_PROCESSES="2",
-               LORA_HYPER_PROCESS_ID=str(pid))
+               LORA_HYPER_PROCESS_ID=str(pid), XLA_FLAGS=xla_flags.for_devices(2))
     with open(tmp_path / f"{pid}.err", "w") as err:  # files, not pipes: a blocked writer would stall a barrier
       procs.append(subprocess.Popen(_eval(setup, tmp_path / "two", wait=False), stdout=subprocess.DEVNULL,
                                     stderr=err, cwd=ROOT, env=env))
@@ -111,6 +111,7 @@ def test_two_processes_write_the_same_table_as_one(setup, tmp_path):
   assert codes == [0, 0], errs
   assert "2 to score here (process 0 of 2)" in errs[0] and "1 to score here (process 1 of 2)" in errs[1]
   assert "wrote" in errs[0] and "wrote" not in errs[1]  # process 0 alone writes the results
+  assert all("data-parallel over 2 devices" in e for e in errs) and "data-parallel" not in one.stderr
   table, answers = _results(tmp_path / "one")
   assert _results(tmp_path / "two") == (table, answers)
   assert len(answers) == 3 * 2 and table.count("\n") == 2 + 3

@@ -228,6 +228,9 @@ def test_listed_points_are_scored_as_listed_and_a_condition_one_lacks_is_a_dash(
   assert lines[9].endswith("| made-up name | 1.000 | 1.000 | 1.000 |")
   assert study.eval_sweep(out=str(tmp_path), points=POINTS, plot_results=False, command="c", score=scorer)
   assert len(scorer.calls) == 2  # a rerun finds both points written
+  gin.parse_config("lora_hyper.EvalConfig.data_parallel = False")  # how points run, not what they score
+  assert study.eval_sweep(out=str(tmp_path), points=POINTS, plot_results=False, command="c", score=scorer)
+  assert len(scorer.calls) == 2
 
 
 @pytest.mark.parametrize("points, message", [

@@ -23,7 +23,9 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
+from lora_hyper import sharding
 from lora_hyper.adapters import lora
 from lora_hyper.hypernetworks.doc_to_lora import chunking, experimental
 from lora_hyper.hypernetworks.doc_to_lora.config import DocToLoraConfig
@@ -191,30 +193,38 @@ def _assemble(variables: PyTree, group_codes: tuple[Array, ...], slots: Array, c
 
 
 def generate(variables: PyTree, base_params: PyTree, chunks: chunking.Chunks, *, config: DocToLoraConfig,
-             iterative: bool = False, single: bool = False) -> lora.LoraAdapter:
+             iterative: bool = False, single: bool = False, mesh: Mesh | None = None) -> lora.LoraAdapter:
   """Chunked documents (tokens/mask [N, K, T]) -> adapters [N, L, K*r + r, d] (or [L, K*r + r, d] for
   one document if `single`), as `adapter_from_chunks` gives them, within float rounding: the real
   chunks run in `CHUNK_GROUP` groups and the rest, so a new document length compiles the small
-  `_assemble` (and a group size not run before, at most CHUNK_GROUP of them)."""
+  `_assemble` (and a group size not run before, at most CHUNK_GROUP of them). `mesh`: each group's
+  chunks split over its batch axes (padded with copies of the last chunk, whose codes are dropped);
+  the variables and base params should be replicated on it (`sharding.replicate`)."""
   _check_variables(variables, config)
   chunk_valid = chunks.mask.any(axis=-1)
   slots = np.flatnonzero(chunk_valid)
   width = chunks.tokens.shape[-1]
   tokens, mask = chunks.tokens.reshape(-1, width)[slots], chunks.mask.reshape(-1, width)[slots]
   group_codes, start = [], 0
-  for size in group_sizes(len(slots)):
-    group_codes.append(_group_codes(variables, base_params, tokens[start:start + size], mask[start:start + size],
-                                    config=config, iterative=iterative))
+  shards = 1 if mesh is None else sharding.batch_shards(mesh)
+  for size in group_sizes(len(slots), -(-CHUNK_GROUP // shards) * shards):  # full groups fill every device
+    group = (tokens[start:start + size], mask[start:start + size])
+    if mesh is not None:
+      group = sharding.shard_rows(group, mesh)
+    codes = _group_codes(variables, base_params, *group, config=config, iterative=iterative)
+    group_codes.append(codes[:size])
     start += size
   return _assemble(variables, tuple(group_codes), slots.astype(np.int32), chunk_valid, config=config, single=single)
 
 
 def internalize(variables: PyTree, base_params: PyTree, documents: str | Sequence[str], *,
-                config: DocToLoraConfig, tokenizer: TextTokenizer, iterative: bool = False) -> lora.LoraAdapter:
+                config: DocToLoraConfig, tokenizer: TextTokenizer, iterative: bool = False,
+                mesh: Mesh | None = None) -> lora.LoraAdapter:
   """Document(s) -> adapter: tokenize, chunk, encode, generate.
 
   One string gives an unbatched adapter [L, K*r + r, d]; a list gives one per document
-  [N, L, K*r + r, d]. Time it with `jax.block_until_ready(internalize(...))`.
+  [N, L, K*r + r, d]. Time it with `jax.block_until_ready(internalize(...))`. `mesh`: the chunks
+  encoded data-parallel over it (`generate`).
   """
   single = isinstance(documents, str)
   texts = [documents] if single else list(documents)
@@ -224,7 +234,7 @@ def internalize(variables: PyTree, base_params: PyTree, documents: str | Sequenc
   # A templated (published) hypernetwork reads the text as a chat turn, which trims it.
   ids = [tokenizer.encode(text.strip() if config.templated else text, add_bos=False) for text in texts]
   chunks = chunking.chunk_documents(ids, config=config)
-  return generate(variables, base_params, chunks, config=config, iterative=iterative, single=single)
+  return generate(variables, base_params, chunks, config=config, iterative=iterative, single=single, mesh=mesh)
 
 
 def internalize_chunk_ids(variables: PyTree, base_params: PyTree, documents: Sequence[Sequence[Sequence[int]]], *,
