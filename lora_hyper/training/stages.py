@@ -127,8 +127,9 @@ def check_stage(stage: Stage, settings: dict[str, Any], base: base_model_lib.Bas
   stage it starts from (None for a first stage)."""
   where = f"stage {stage.name!r}"
   steps = settings["steps"]
-  if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-    raise StudyError(f"{where}: lora_hyper.train.steps must be a positive integer, got {steps!r}")
+  if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+    # 0 steps: the stage saves what it starts from under its own settings (a checkpoint of the chain).
+    raise StudyError(f"{where}: lora_hyper.train.steps must be a non-negative integer, got {steps!r}")
   if settings["objective"] not in trainer.OBJECTIVES:
     raise StudyError(f"{where}: lora_hyper.train.objective {settings['objective']!r} is not one of "
                      f"{sorted(trainer.OBJECTIVES)}")

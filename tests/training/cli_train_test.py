@@ -42,13 +42,15 @@ def test_every_shipped_config_parses():
   assert {p.name for p in studies} == {"study.gin"}
   assert {"d2l_270m.gin", "t2l_270m.gin", "train.gin", "sft.gin", "recon.gin"} <= {p.name for p in paths}
   # The others (prepare-data, evaluation sweeps) parse too, with their one required binding given.
-  others = {"prepare_data.gin": "lora_hyper.prepare_data.out = '/tmp/x'", "niah_chunk_sweep.gin": None}
+  others = {"prepare_data.gin": ["lora_hyper.prepare_data.out = '/tmp/x'"], "niah_chunk_sweep.gin": [],
+            "eval.gin": [], "chunk_sweep.gin": [], "handwritten_eval.gin": [],
+            "eval_train.gin": ["lora_hyper.EvalConfig.lora = '/tmp/x'", "lora_hyper.EvalConfig.task_loras = '/tmp/y'"]}
   assert {p.name for p in every if p not in paths + studies} == set(others)
   try:
     for path in every:
       if path not in paths + studies:
         gin.clear_config()
-        gin.parse_config_files_and_bindings([str(path)], [b for b in [others[path.name]] if b])
+        gin.parse_config_files_and_bindings([str(path)], others[path.name])
     for path in paths:
       gin.clear_config()
       gin.add_config_file_search_path(str(path.parent))
