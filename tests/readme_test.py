@@ -15,17 +15,6 @@ ROOT = Path(__file__).resolve().parents[1]
 ANSWER = re.compile(r"#\s*answers:\s*`([^`]*)`")
 
 
-def _code(line: str) -> str:
-  """The line without its trailing comment (a # outside quotes)."""
-  quote = None
-  for i, c in enumerate(line):
-    if c in "'\"" and quote in (None, c):
-      quote = None if quote else c
-    elif c == "#" and quote is None:
-      return line[:i]
-  return line
-
-
 def readme_examples(text: str) -> list[list[tuple[list[str], str | None]]]:
   """Per bash block with an answer annotation: its lora-hyper commands up to the last annotated one,
   each as (arguments, the answer shown or None). An annotation on a line of its own is the answer of
@@ -34,11 +23,16 @@ def readme_examples(text: str) -> list[list[tuple[list[str], str | None]]]:
   for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
     commands: list[tuple[list[str], str | None]] = []
     for line in block.replace("\\\n", " ").splitlines():
-      for part in _code(line).split("&&"):
-        words = shlex.split(part)
-        names = [i for i, w in enumerate(words) if w.endswith("lora-hyper")]
+      parts: list[list[str]] = [[]]  # the line's commands between &&; a # outside quotes starts a comment
+      for word in shlex.split(line, comments=True):
+        if word == "&&":
+          parts.append([])
+        else:
+          parts[-1].append(word)
+      for part in parts:
+        names = [i for i, w in enumerate(part) if w.endswith("lora-hyper")]
         if names:
-          commands.append((words[names[0] + 1:], None))
+          commands.append((part[names[0] + 1:], None))
       shown = ANSWER.search(line)
       if shown and commands:
         commands[-1] = (commands[-1][0], shown.group(1))
