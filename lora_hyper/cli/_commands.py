@@ -152,11 +152,11 @@ def cmd_internalize(args: argparse.Namespace) -> int:
   hyper_dir = hypernetwork_dir(args.hypernetwork, "doc_to_lora")
   base = load_base(args.model, args.dtype)
   hyper = load_hypernetwork(hyper_dir, "doc_to_lora", base)
-  # Several documents become one adapter of their concatenation: ask about all of them at once.
-  text = "\n\n".join(t for _, t in named)
+  # Several documents become one adapter of them all (each chunked on its own, the chunks' rank blocks
+  # side by side): ask about any of them at once.
   start = time.perf_counter()
-  adapter = doc_to_lora.internalize(hyper.variables, base.params, text, config=hyper.config, tokenizer=base.tokenizer,
-                                    iterative=args.iterative)
+  adapter = doc_to_lora.internalize(hyper.variables, base.params, [t for _, t in named], config=hyper.config,
+                                    tokenizer=base.tokenizer, iterative=args.iterative, stack=True)
   source = io.from_documents([t for _, t in named], [n for n, _ in named], hyper.describe())
   path = io.save_adapter(args.out, adapter, base=io.base_identity(base), source=source)
   log(f"internalized {len(named)} document(s) in {adapter.rank // hyper.config.rank - 1} chunk(s) of "

@@ -79,11 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
 
   intern = add("internalize", "turn documents into an adapter (Doc-to-LoRA)",
                "Internalize documents into a LoRA adapter with a Doc-to-LoRA hypernetwork, in one forward "
-               "pass. Several documents become one adapter of all of them. Prints the adapter folder.")
+               "pass. Several documents become one adapter of all of them (each chunked on its own, their chunks' "
+               "adapters concatenated along the rank axis). Prints the adapter folder.")
   intern.add_argument("documents", nargs="+", metavar="DOC",
-                      help="a UTF-8 text file; '-' reads one from stdin. All of them together may hold at most "
-                           f"max_chunks x (chunk_len - 1) tokens: {_shipped_document_limit()} with the shipped "
-                           "hypernetwork")
+                      help="a UTF-8 text file; '-' reads one from stdin. All of them together may make at most "
+                           f"max_chunks chunks of chunk_len - 1 tokens, each document at least one: "
+                           f"{_shipped_document_limit()} with the shipped hypernetwork")
   add_out_arg(intern, "adapter.safetensors")
   _add_hypernetwork_arg(intern, "doc_to_lora")
   intern.add_argument("--iterative", action="store_true",

@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import sys
+import time
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
@@ -183,10 +185,11 @@ def random_source(index: int, seed: int = 0) -> str:
 
 
 def _distilled_answers(base: BaseModel, rows: Sequence[dict], condition: str, settings, num_queries: int,
-                       sampling: decoding.SamplingConfig, per_document: dict[str, Any]) -> list[str]:
+                       sampling: decoding.SamplingConfig, per_document: dict[str, Any],
+                       seconds: list[float]) -> list[str]:
   """Answers of the base model with a LoRA distilled from each row's document (experiments/qa's recipe);
   cd_generated's LoRA is distilled once per document and kept in `per_document` (a document's questions
-  may fall in several groups)."""
+  may fall in several groups). Each distillation's wall seconds are appended to `seconds`."""
   from lora_hyper.baselines import context_distillation as cd  # pylint: disable=import-outside-toplevel
   from lora_hyper.data import fictional  # pylint: disable=import-outside-toplevel
 
@@ -196,18 +199,34 @@ def _distilled_answers(base: BaseModel, rows: Sequence[dict], condition: str, se
   answers = []
   for r in rows:
     context = tok.encode(r["document"] + "\n\n", add_bos=False)
+    start = time.perf_counter()
     if condition == "cd_oracle":
       adapter = cd.distill(base.params, base.config, context, prompt_ids(r["query"]), settings=settings,
                            stop_ids=stop_ids).adapter
+      seconds.append(_ready_seconds(adapter, start))
     else:
       if r["document"] not in per_document:
         queries = fictional.generated_queries({"document": r["document"]}, num_queries)
         per_document[r["document"]] = cd.distill_queries(base.params, base.config, context,
                                                          [prompt_ids(q) for q in queries], settings=settings,
                                                          stop_ids=stop_ids).adapter
+        seconds.append(_ready_seconds(per_document[r["document"]], start))
       adapter = per_document[r["document"]]
     answers += qa.complete(base, [prompts.query_prompt(r["query"])], adapter=adapter, sampling=sampling)
   return answers
+
+
+def _ready_seconds(adapter: lora.LoraAdapter, start: float) -> float:
+  """Wall seconds from `start` until the adapter's weights are computed."""
+  jax.block_until_ready(adapter.weights)
+  return time.perf_counter() - start
+
+
+def update_seconds(timings: Mapping[str, Sequence[float]]) -> dict[str, dict[str, float]]:
+  """{condition: its updates' seconds per document}: the median (the first update compiles: it is
+  reported apart, as `first`) and how many were timed."""
+  return {c: {"median": statistics.median(t[1:] or t), "first": t[0], "updates": len(t)}
+          for c, t in timings.items() if t}
 
 
 def _unique_complete(base: BaseModel, questions: list[str], sampling: decoding.SamplingConfig,
@@ -270,6 +289,8 @@ def evaluate(hyper: SavedHypernetwork, base: BaseModel, records: Sequence[dict],
     hyper = dataclasses.replace(hyper, variables=sharding.replicate(hyper.variables, mesh))
 
   distilled: dict[str, Any] = {}  # cd_generated's LoRA of each document
+  # Each update's wall seconds per document: a distillation's, or a batch of adapters' shared evenly.
+  timings: dict[str, list[float]] = {c: [] for c in ("adapter", *DOCUMENT_ONLY) if c in conditions}
   groups: dict[Any, list[int]] = {}
   for i, r in enumerate(records):
     groups.setdefault(r.get("group"), []).append(i)
@@ -293,7 +314,8 @@ def evaluate(hyper: SavedHypernetwork, base: BaseModel, records: Sequence[dict],
         scored: dict[str, list[dict]] = {}
         for condition in conditions:
           if condition in DOCUMENT_ONLY:
-            texts = _distilled_answers(base, recs, condition, distill, distill_queries, sampling, distilled)
+            texts = _distilled_answers(base, recs, condition, distill, distill_queries, sampling, distilled,
+                                       timings[condition])
             scored[condition] = [{"answer": t, **metrics_lib.scores(t, r[ref_key], metrics)}
                                  for t, r in zip(texts, recs)]
             continue
@@ -301,7 +323,11 @@ def evaluate(hyper: SavedHypernetwork, base: BaseModel, records: Sequence[dict],
           if condition in ("adapter", "other_source", "random_source"):
             texts = {"adapter": batch, "other_source": [other[s] for s in batch],
                      "random_source": [randoms[s] for s in batch]}[condition]
-            adapter = lora.take(adapters_of(texts), per_row)
+            start = time.perf_counter()
+            made = adapters_of(texts)
+            if condition == "adapter":
+              timings["adapter"].append(_ready_seconds(made, start) / len(batch))
+            adapter = lora.take(made, per_row)
           elif condition == "context":
             asked = [in_context(r[source_key], r[input_key]) for r in recs]
           elif condition == "few_shot":
@@ -331,6 +357,7 @@ def evaluate(hyper: SavedHypernetwork, base: BaseModel, records: Sequence[dict],
         progress.update(len(rows))
   report = {"hypernetwork": hyper.describe(), "base_model": base.name, "records": len(records),
             "scores": mean_scores(answers, conditions, metrics)}
+  report["update_seconds"] = update_seconds(timings)
   if any(g is not None for g in groups):
     report["by_group"] = {str(g): mean_scores([answers[i] for i in idx], conditions, metrics)
                           for g, idx in groups.items()}

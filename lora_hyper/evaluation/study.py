@@ -366,8 +366,21 @@ def by_group_tables(rows: Sequence[dict]) -> list[str]:
   return lines[1:]
 
 
-def markdown(title: str, command: str, axes: Sequence[str], rows: Sequence[dict], table: str = "by_point") -> str:
+def update_table(points: Sequence[Mapping[str, Any]]) -> list[str]:
+  """Each point's update seconds per document, by condition (`evaluator.update_seconds`); none: no lines."""
+  body = [[column_label(p["point"], c), f"{u['median']:.3g}", f"{u['first']:.3g}", str(u["updates"])]
+          for p in points for c, u in p["report"].get("update_seconds", {}).items()]
+  if not body:
+    return []
+  return ["", "Update seconds per document (the median; the first update, which compiles, apart):", "",
+          *_table(["point and condition", "median s", "first s", "updates"], body)]
+
+
+def markdown(title: str, command: str, axes: Sequence[str], rows: Sequence[dict], table: str = "by_point",
+             points: Sequence[Mapping[str, Any]] = ()) -> str:
+  """The scores' tables, then the update times of `points` (the points' files) where they were timed."""
   lines = by_group_tables(rows) if table == "by_group" else by_point_table(axes, rows)
+  lines += update_table(points)
   return f"# {title}\n\nProduced by `{command}` on {time.strftime('%Y-%m-%d')}.\n\n" + "\n".join(lines) + "\n"
 
 
@@ -442,7 +455,7 @@ def write_results(out: Path, title: str, command: str, axes: Sequence[str], poin
              "rows": rows}
   save = lambda name, text: files.atomic_write(out / name, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
   save("results.json", json.dumps(summary, indent=1) + "\n")
-  save("results.md", markdown(title, command, axes, rows, table))
+  save("results.md", markdown(title, command, axes, rows, table, written))
   files.write_json_lines(out / "answers.jsonl", [{"point": w["point"], "command": command, **a}
                                                  for w in written for a in w["answers"]])
   if with_plot:

@@ -48,6 +48,16 @@ def test_every_condition_answers_and_the_means_are_the_answers_scores(tiny):
       mean = sum(a[condition][metric] for a in result.answers) / 2
       assert result.report["scores"][condition][metric] == pytest.approx(mean)
       assert result.report["by_group"]["1"][condition][metric] == result.answers[0][condition][metric]
+  # Every update timed: one adapter batch per group, one distillation per question (cd_oracle) or document.
+  updates = result.report["update_seconds"]
+  assert set(updates) == {"adapter", "cd_oracle", "cd_generated"}
+  assert all(u["updates"] == 2 and u["median"] > 0 and u["first"] > 0 for u in updates.values())
+
+
+def test_update_seconds_leave_the_compiling_first_update_out_of_the_median():
+  timed = evaluator.update_seconds({"adapter": [9.0, 0.2, 0.4, 0.3], "cd_oracle": [5.0], "cd_generated": []})
+  assert timed == {"adapter": {"median": 0.3, "first": 9.0, "updates": 4},
+                   "cd_oracle": {"median": 5.0, "first": 5.0, "updates": 1}}
 
 
 def test_bad_conditions_and_options_are_refused(tiny):

@@ -294,3 +294,14 @@ def test_folders_are_named_by_as_many_last_parts_as_tell_them_apart():
   axis = ["lora_hyper/pretrained/t2l_gemma3_270m", "/tmp/recon_8/hypernetwork", "/tmp/recon_24/hypernetwork"]
   assert [study.short(v, axis) for v in axis] == ["t2l_gemma3_270m", "recon_8/hypernetwork", "recon_24/hypernetwork"]
   assert study.short("/tmp/a/b") == "b" and study.short(128, axis) == "128"
+
+
+def test_update_times_follow_the_score_tables():
+  points = [{"point": {"lora_hyper.EvalConfig.chunk_len": 16},
+             "report": {"update_seconds": {"adapter": {"median": 0.012, "first": 3.5, "updates": 4},
+                                           "cd_oracle": {"median": 41.25, "first": 60.0, "updates": 3}}}},
+            {"point": {"lora_hyper.EvalConfig.conditions": ["base"]}, "report": {}}]
+  lines = study.markdown("t", "cmd", [], [], points=points).splitlines()
+  assert lines[-4:] == ["| point and condition | median s | first s | updates |", "|---|---|---|---|",
+                        "| chunk_len=16 adapter | 0.012 | 3.5 | 4 |", "| chunk_len=16 cd_oracle | 41.2 | 60 | 3 |"]
+  assert "update seconds" not in study.markdown("t", "cmd", [], [], points=points[1:]).lower()

@@ -467,6 +467,29 @@ def test_a_recomputed_centre_makes_generation_equal_batch_centred_meta_training(
 # ----------------------------------------------------------------------------- bad input
 
 
+def test_stacked_documents_are_their_own_chunk_adapters_side_by_side(base_cfg, base_params, tokenizer):
+  """Reference: each document internalized alone; the stack holds their chunk blocks in order, then one
+  bias block, and no chunk straddles two documents."""
+  cfg = _tiny(base_cfg, "early_exit", **EVERY_OPTION)
+  params = _random_b_head(doc_to_lora.init(cfg, jax.random.key(1)))
+  docs = ["Sky is blue", "Number 4242."]  # 2 chunks each
+  r = cfg.rank
+  alone = [doc_to_lora.internalize(params, base_params, d, config=cfg, tokenizer=tokenizer) for d in docs]
+  stacked = doc_to_lora.internalize(params, base_params, docs, config=cfg, tokenizer=tokenizer, stack=True)
+  blocks = [lora.LoraAdapter(jax.tree.map(lambda w: w[:, :-r], a.weights), a.scaling) for a in alone]
+  bias = lora.LoraAdapter(jax.tree.map(lambda w: w[:, -r:], alone[0].weights), alone[0].scaling)
+  expected = lora.concat(blocks + [bias])
+  assert stacked.rank == expected.rank == sum(a.rank - r for a in alone) + r
+  chex_tree_close(stacked.weights, expected.weights, atol=1e-5)
+  ids = [tokenizer.encode(d, add_bos=False) for d in docs]
+  layout = doc_to_lora.stack_documents(ids, config=cfg)
+  assert layout.tokens.shape[:2] == (1, sum(-(-len(i) // (cfg.chunk_len - 1)) for i in ids))
+  with pytest.raises(ValueError, match="document 1 is empty"):
+    doc_to_lora.stack_documents([ids[0], []], config=cfg)
+  with pytest.raises(ValueError, match=r"2 documents make 7 chunks .* max_chunks=6"):
+    doc_to_lora.stack_documents([list(range(3, 31)), list(range(3, 24))], config=cfg)
+
+
 def test_empty_or_too_long_documents_are_rejected(base_cfg, base_params, tokenizer):
   cfg = _tiny(base_cfg)
   variables = doc_to_lora.init(cfg, jax.random.key(1))

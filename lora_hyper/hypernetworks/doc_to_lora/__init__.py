@@ -17,6 +17,7 @@ from lora_hyper.hypernetworks.doc_to_lora.chunking import (
     pack_chunks,
     pad_chunks,
     split_document,
+    stack_documents,
 )
 from lora_hyper.hypernetworks.doc_to_lora.config import (
     CONTEXT_ENCODERS,
@@ -52,5 +53,6 @@ __all__ = [
     "STATS", "abstract_variables", "adapter_from_chunks", "chunk_codes", "chunk_documents", "chunk_gates",
     "chunk_width", "combine", "d2l_compact", "d2l_paper", "d2l_small", "d2l_tiny", "document_adapters",
     "encode_context", "generate", "init", "internalize", "internalize_chunk_ids", "num_params", "pack_chunks",
-    "pad_chunks", "param_shapes", "param_specs", "recompute_center", "split_document", "variable_shapes",
+    "pad_chunks", "param_shapes", "param_specs", "recompute_center", "split_document", "stack_documents",
+    "variable_shapes",
 ]

@@ -86,6 +86,21 @@ def chunk_documents(documents: Sequence[Sequence[int]], *, config: DocToLoraConf
   return pad_chunks(split, config=config, num_chunks=num_chunks)
 
 
+def stack_documents(documents: Sequence[Sequence[int]], *, config: DocToLoraConfig) -> Chunks:
+  """Token ids of several documents -> the chunks of one stacked document [1, K, T]: each document split
+  on its own (no chunk holds the end of one and the start of the next), their chunks in order, so the
+  adapter is the documents' chunk adapters concatenated along the rank axis."""
+  if not documents:
+    raise ValueError("no documents given")
+  if any(not list(ids) for ids in documents):
+    raise ValueError(f"document {next(i for i, ids in enumerate(documents) if not list(ids))} is empty: it has no tokens")
+  chunks = [c for ids in documents for c in split_document(list(ids), config)]
+  if len(chunks) > config.max_chunks:
+    raise ValueError(f"{len(documents)} documents make {len(chunks)} chunks of at most {config.chunk_len - 1} tokens "
+                     f"(each document is chunked on its own); the configured maximum is max_chunks={config.max_chunks}")
+  return pad_chunks([chunks], config=config)
+
+
 def pack_chunks(split: Sequence[Sequence[Sequence[int]]], *, config: DocToLoraConfig,
                 num_chunks: int | None = None) -> Chunks:
   """Documents already split into pieces of their token ids (no BOS, each at most chunk_len - 1) ->

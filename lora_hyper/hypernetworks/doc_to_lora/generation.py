@@ -218,22 +218,23 @@ def generate(variables: PyTree, base_params: PyTree, chunks: chunking.Chunks, *,
 
 
 def internalize(variables: PyTree, base_params: PyTree, documents: str | Sequence[str], *,
-                config: DocToLoraConfig, tokenizer: TextTokenizer, iterative: bool = False,
+                config: DocToLoraConfig, tokenizer: TextTokenizer, iterative: bool = False, stack: bool = False,
                 mesh: Mesh | None = None) -> lora.LoraAdapter:
   """Document(s) -> adapter: tokenize, chunk, encode, generate.
 
   One string gives an unbatched adapter [L, K*r + r, d]; a list gives one per document
-  [N, L, K*r + r, d]. Time it with `jax.block_until_ready(internalize(...))`. `mesh`: the chunks
-  encoded data-parallel over it (`generate`).
+  [N, L, K*r + r, d], or with `stack` one adapter of them all [L, K*r + r, d] (each document chunked on
+  its own, every chunk's rank block side by side: `chunking.stack_documents`). Time it with
+  `jax.block_until_ready(internalize(...))`. `mesh`: the chunks encoded data-parallel over it (`generate`).
   """
-  single = isinstance(documents, str)
-  texts = [documents] if single else list(documents)
+  single = isinstance(documents, str) or stack
+  texts = [documents] if isinstance(documents, str) else list(documents)
   for i, text in enumerate(texts):
     if not isinstance(text, str) or not text.strip():
       raise ValueError(f"document {i} is empty or not a string: {text!r}")
   # A templated (published) hypernetwork reads the text as a chat turn, which trims it.
   ids = [tokenizer.encode(text.strip() if config.templated else text, add_bos=False) for text in texts]
-  chunks = chunking.chunk_documents(ids, config=config)
+  chunks = chunking.stack_documents(ids, config=config) if stack else chunking.chunk_documents(ids, config=config)
   return generate(variables, base_params, chunks, config=config, iterative=iterative, single=single, mesh=mesh)
 
 
