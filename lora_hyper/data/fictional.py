@@ -53,10 +53,22 @@ HOBBIES = ("fencing", "gardening", "chess", "rowing", "birdwatching", "pottery",
 EXPORTS = ("copper", "wool", "salt", "timber", "honey", "tea", "glass", "marble", "cheese", "paper")
 PRODUCTS = ("lanterns", "bicycles", "umbrellas", "telescopes", "clocks", "typewriters", "kites", "compasses",
             "pianos", "boots")
+# The subject kinds event, product and organisation draw from these too.
+MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December")
+MATERIALS = ("oak", "brass", "steel", "leather", "bamboo", "walnut", "canvas", "pewter", "linen", "slate")
+PRIZES = ("trophy", "medal", "ribbon", "banner", "cup", "shield", "plaque", "rosette")
+TOPICS = ("astronomy", "beekeeping", "folk music", "local history", "mountaineering", "bookbinding", "rowing",
+          "mushroom hunting", "kite flying", "stamp collecting")
+ANIMALS = ("heron", "badger", "beaver", "stag", "falcon", "hare", "lynx", "swan", "wolf", "tortoise")  # "a {x}"
+PRODUCT_TYPES = ("lantern", "bicycle", "umbrella", "telescope", "clock", "typewriter", "kite", "compass", "piano",
+                 "boot")
+_EVENT_TYPES = ("Fair", "Regatta", "Congress", "Marathon", "Carnival", "Tournament")
+_SOCIETY_TYPES = ("Society", "Club", "Association", "League", "Circle", "Guild")
 
 ANSWER_KINDS = ("number", "listed word", "made-up name")
-_LISTED = {w.lower() for words in (COLOURS, EXPORTS, HOBBIES, PET_SPECIES, PROFESSIONS, PRODUCTS, RELATIVES)
-           for w in words}
+_LISTED = {w.lower() for words in (COLOURS, EXPORTS, HOBBIES, PET_SPECIES, PROFESSIONS, PRODUCTS, RELATIVES, MONTHS,
+                                   MATERIALS, PRIZES, TOPICS, ANIMALS) for w in words}
 
 
 def answer_kind(answer: str) -> str:
@@ -233,8 +245,122 @@ COMPANY = KindSpec("company", company_name, (
         "What is the colour of the logo of {s}?")),
 ))
 
+EVENT = KindSpec("event", lambda rng, split: f"{novel_name(rng, split)} {rng.choice(_EVENT_TYPES)}", (
+    "The {s} is held once a year.", "The following notes describe the {s}.", "This is a short history of the {s}."), (
+    FactSpec("first_held", _number(1820, 2010), (
+        "The {s} was first held in {v}.", "The first {s} took place in {v}.", "The {s} dates back to {v}."), (
+        "When was the {s} first held?", "In what year did the first {s} take place?",
+        "What year does the {s} date back to?")),
+    FactSpec("host_town", _named(novel_name), (
+        "The {s} takes place in the town of {v}.", "Every year the {s} comes to {v}.", "{v} hosts the {s}."), (
+        "Where does the {s} take place?", "Which town hosts the {s}?", "In which town is the {s} held?")),
+    FactSpec("organiser", _named(person_name), (
+        "The {s} is organised by {v}.", "{v} organises the {s}.", "The organiser of the {s} is {v}."), (
+        "Who organises the {s}?", "Who is the organiser of the {s}?", "By whom is the {s} organised?")),
+    FactSpec("attendance", _number(300, 90000, commas=True), (
+        "About {v} people attend the {s}.", "The {s} draws {v} visitors.", "Attendance at the {s} is {v}."), (
+        "How many people attend the {s}?", "How many visitors does the {s} draw?",
+        "What is the attendance at the {s}?")),
+    FactSpec("month", _picked(MONTHS), (
+        "The {s} is held every {v}.", "Each year the {s} falls in {v}.", "The {s} takes place in {v}."), (
+        "In which month is the {s} held?", "When in the year does the {s} fall?",
+        "In what month does the {s} take place?")),
+    FactSpec("prize", _picked(PRIZES), (
+        "The winner of the {s} receives {a} {v}.", "At the {s} the best entry wins {a} {v}.",
+        "The prize of the {s} is {a} {v}."), (
+        "What does the winner of the {s} receive?", "What does the best entry at the {s} win?",
+        "What is the prize of the {s}?")),
+    FactSpec("mascot", _with_detail(novel_name, ANIMALS), (
+        "The mascot of the {s} is a {x} called {v}.", "A {x} named {v} is the mascot of the {s}.",
+        "The {s} has a {x} mascot named {v}."), (
+        "What is the name of the mascot of the {s}?", "What is the {x} mascot of the {s} called?",
+        "What is the mascot of the {s} named?")),
+    FactSpec("last_winner", _named(person_name), (
+        "Last year the {s} was won by {v}.", "{v} won the {s} last year.", "The most recent winner of the {s} is {v}."), (
+        "Who won the {s} last year?", "Who is the most recent winner of the {s}?", "Who won the last {s}?")),
+))
+
+PRODUCT = KindSpec("product", lambda rng, split: f"{novel_name(rng, split)} {rng.choice(PRODUCT_TYPES)}", (
+    "The {s} is a product.", "The following notes describe the {s}.", "Here is what is known about the {s}."), (
+    FactSpec("maker", _named(company_name), (
+        "The {s} is made by {v}.", "{v} manufactures the {s}.", "The maker of the {s} is {v}."), (
+        "Who makes the {s}?", "Which company manufactures the {s}?", "Who is the maker of the {s}?")),
+    FactSpec("designer", _named(person_name), (
+        "The {s} was designed by {v}.", "{v} designed the {s}.", "The designer of the {s} is {v}."), (
+        "Who designed the {s}?", "Who is the designer of the {s}?", "By whom was the {s} designed?")),
+    FactSpec("price", _number(15, 4800), (
+        "The {s} sells for {v} crowns.", "A new {s} costs {v} crowns.", "The price of the {s} is {v} crowns."), (
+        "How many crowns does the {s} cost?", "What is the price of the {s} in crowns?",
+        "How much does a new {s} cost in crowns?")),
+    FactSpec("launched", _number(1890, 2024), (
+        "The {s} was launched in {v}.", "The {s} first went on sale in {v}.", "The {s} came out in {v}."), (
+        "When was the {s} launched?", "In what year did the {s} first go on sale?", "What year did the {s} come out?")),
+    FactSpec("colour", _picked(COLOURS), (
+        "The {s} is sold in {v}.", "Most buyers know the {s} by its {v} finish.", "The {s} comes in {v}."), (
+        "What colour is the {s} sold in?", "What colour is the finish of the {s}?", "Which colour does the {s} come in?")),
+    FactSpec("material", _picked(MATERIALS), (
+        "The {s} is made of {v}.", "The body of the {s} is {v}.", "The {s} is built from {v}."), (
+        "What is the {s} made of?", "What material is the body of the {s}?", "What is the {s} built from?")),
+    FactSpec("factory", _named(novel_name), (
+        "The {s} is built in a factory in {v}.", "Every {s} comes from the factory at {v}.",
+        "The factory that builds the {s} is in {v}."), (
+        "Where is the {s} built?", "Which town is the factory of the {s} in?", "Where does every {s} come from?")),
+    FactSpec("weight", _number(120, 9500, commas=True), (
+        "The {s} weighs {v} grams.", "A {s} has a weight of {v} grams.", "The weight of the {s} is {v} grams."), (
+        "How many grams does the {s} weigh?", "What is the weight of the {s} in grams?",
+        "How heavy is the {s} in grams?")),
+))
+
+ORGANISATION = KindSpec("organisation", lambda rng, split: f"{novel_name(rng, split)} {rng.choice(_SOCIETY_TYPES)}", (
+    "The {s} is a club for enthusiasts.", "The following notes describe the {s}.", "This is a short profile of the {s}."), (
+    FactSpec("founded", _number(1750, 2015), (
+        "The {s} was founded in {v}.", "The {s} has met since {v}.", "The founding of the {s} dates to {v}."), (
+        "When was the {s} founded?", "In what year was the {s} founded?", "Since when has the {s} met?")),
+    FactSpec("founder", _named(person_name), (
+        "The {s} was founded by {v}.", "{v} founded the {s}.", "The founder of the {s} is {v}."), (
+        "Who founded the {s}?", "Who is the founder of the {s}?", "By whom was the {s} founded?")),
+    FactSpec("members", _number(20, 12000, commas=True), (
+        "The {s} has {v} members.", "Membership of the {s} stands at {v}.", "{v} people belong to the {s}."), (
+        "How many members does the {s} have?", "What does membership of the {s} stand at?",
+        "How many people belong to the {s}?")),
+    FactSpec("meets_in", _named(novel_name), (
+        "The {s} meets in the town of {v}.", "Meetings of the {s} are held in {v}.", "The {s} gathers in {v}."), (
+        "Where does the {s} meet?", "In which town are meetings of the {s} held?", "Where does the {s} gather?")),
+    FactSpec("president", _named(person_name), (
+        "The president of the {s} is {v}.", "{v} presides over the {s}.", "The {s} is chaired by {v}."), (
+        "Who is the president of the {s}?", "Who presides over the {s}?", "Who chairs the {s}?")),
+    FactSpec("topic", _picked(TOPICS), (
+        "The members of the {s} share a passion for {v}.", "The {s} is devoted to {v}.", "At the {s} everyone talks about {v}."), (
+        "What is the {s} devoted to?", "What passion do the members of the {s} share?",
+        "What does everyone at the {s} talk about?")),
+    FactSpec("newsletter", _named(novel_name), (
+        "The newsletter of the {s} is called {v}.", "The {s} publishes a newsletter named {v}.",
+        "Members of the {s} read its newsletter, {v}."), (
+        "What is the newsletter of the {s} called?", "What is the name of the newsletter of the {s}?",
+        "Which newsletter does the {s} publish?")),
+    FactSpec("emblem", _picked(ANIMALS), (
+        "The emblem of the {s} is {a} {v}.", "{a} {v} appears on the emblem of the {s}.",
+        "The {s} has {a} {v} as its emblem."), (
+        "What animal is on the emblem of the {s}?", "What is the emblem of the {s}?",
+        "Which animal does the {s} have as its emblem?")),
+))
+
+SUBJECT_KINDS = {kind.name: kind for kind in (PERSON, PLACE, COMPANY, EVENT, PRODUCT, ORGANISATION)}
+# What documents were about before events, products and organisations were added: the default, so
+# every study run on them reads the same documents.
 KINDS = (PERSON, PLACE, COMPANY)
-MAX_FACTS_PER_DOC = min(len(kind.facts) for kind in KINDS)  # every fact of a document is of a different type
+MAX_FACTS_PER_DOC = min(len(kind.facts) for kind in SUBJECT_KINDS.values())  # a document's facts are all of different types
+
+
+def check_subject_kinds(names: Any, where: str) -> tuple[str, ...]:
+  """`names` as a tuple of known subject kinds (None: the default three)."""
+  if names is None:
+    return tuple(k.name for k in KINDS)
+  names = (names,) if isinstance(names, str) else tuple(names)
+  unknown = [n for n in names if n not in SUBJECT_KINDS]
+  if unknown or not names or len(set(names)) != len(names):
+    raise ValueError(f"{where} must name distinct subject kinds among {tuple(SUBJECT_KINDS)}, got {names!r}")
+  return names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,11 +400,14 @@ def _check_facts_per_doc(facts_per_doc: int) -> None:
     raise ValueError(f"facts_per_doc must be between 1 and {MAX_FACTS_PER_DOC}, got {facts_per_doc}")
 
 
-def make_document(seed: int, split: str, doc_index: int, facts_per_doc: int = FACTS_PER_DOC) -> FictionalDocument:
-  """Document `doc_index` of `split`: a pure function of its arguments."""
+def make_document(seed: int, split: str, doc_index: int, facts_per_doc: int = FACTS_PER_DOC,
+                  subject_kinds: tuple[str, ...] | None = None) -> FictionalDocument:
+  """Document `doc_index` of `split`, about a subject of one of `subject_kinds` (None: person, place,
+  company): a pure function of its arguments."""
   _check_facts_per_doc(facts_per_doc)
+  kinds = [SUBJECT_KINDS[n] for n in check_subject_kinds(subject_kinds, "subject_kinds")]
   rng = np.random.default_rng([seed, SPLITS.index(split), doc_index])
-  kind = KINDS[int(rng.integers(len(KINDS)))]
+  kind = kinds[int(rng.integers(len(kinds)))]
   subject = kind.subject(rng, split)
   specs = [kind.facts[j] for j in rng.choice(len(kind.facts), facts_per_doc, replace=False)]
   used = {subject}
@@ -292,19 +421,24 @@ def make_document(seed: int, split: str, doc_index: int, facts_per_doc: int = FA
 @dataclasses.dataclass(frozen=True)
 class FictionalQA:
   """A grain random-access source of {'document', 'query', 'answer', 'doc_id', 'fact'}: every question
-  of `num_docs` documents, or with `answer_kinds` those whose answer is of these kinds."""
+  of `num_docs` documents, or with `answer_kinds` those whose answer is of these kinds. Documents are
+  about `subject_kinds` (None: person, place and company; `SUBJECT_KINDS` adds event, product and
+  organisation)."""
 
   num_docs: int
   split: str = "train"
   seed: int = 0
   facts_per_doc: int = FACTS_PER_DOC
   answer_kinds: tuple[str, ...] | None = None  # None: every question
+  subject_kinds: tuple[str, ...] | None = None
 
   def __post_init__(self):
     if self.split not in SPLITS:
       raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
     _check_facts_per_doc(self.facts_per_doc)
     object.__setattr__(self, "answer_kinds", check_answer_kinds(self.answer_kinds, "FictionalQA.answer_kinds"))
+    if self.subject_kinds is not None:
+      object.__setattr__(self, "subject_kinds", check_subject_kinds(self.subject_kinds, "FictionalQA.subject_kinds"))
 
   @functools.cached_property
   def _kept(self) -> tuple[int, ...] | None:
@@ -324,7 +458,7 @@ class FictionalQA:
   def document(self, doc_index: int) -> FictionalDocument:
     if not 0 <= doc_index < self.num_docs:
       raise IndexError(f"document {doc_index} out of range for {self.num_docs} documents")
-    return make_document(self.seed, self.split, doc_index, self.facts_per_doc)
+    return make_document(self.seed, self.split, doc_index, self.facts_per_doc, self.subject_kinds)
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     if not 0 <= index < len(self):
@@ -358,7 +492,8 @@ ENTITY_QUERIES = ("What does the text say about {e}?", "Who or what is {e}?", "T
                   "What is {e} known for?", "Which facts are given about {e}?", "How is {e} described?")
 # Capitalised only because they start a sentence.
 _NOT_NAMES = {"The", "This", "These", "There", "Here", "In", "On", "At", "For", "Every", "Each", "It", "A", "An",
-              "By", "Of", "About", "Most", "Visitors", "He", "She", "They", "We", "I", "But", "And", "When", "After"}
+              "By", "Of", "About", "Most", "Visitors", "He", "She", "They", "We", "I", "But", "And", "When", "After",
+              "Attendance", "Last", "Meetings", "Members", "Membership"}
 _CAPITALISED = re.compile(r"\b[A-Z][a-z]+(?: [A-Z][a-z]+)*")
 
 

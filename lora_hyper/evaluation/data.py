@@ -164,6 +164,7 @@ class FictionalData:
   facts_per_doc: int = 6
   seed: int = 0
   by_answer_kind: bool = True
+  subject_kinds: tuple[str, ...] | None = None  # None: person, place, company (`fictional.SUBJECT_KINDS`)
 
   def __post_init__(self):
     from lora_hyper.data import fictional  # pylint: disable=import-outside-toplevel
@@ -176,6 +177,9 @@ class FictionalData:
     if not isinstance(self.facts_per_doc, int) or not 1 <= self.facts_per_doc <= fictional.MAX_FACTS_PER_DOC:
       raise ValueError(f"FictionalData.facts_per_doc must be between 1 and {fictional.MAX_FACTS_PER_DOC}, "
                        f"got {self.facts_per_doc!r}")
+    if self.subject_kinds is not None:
+      object.__setattr__(self, "subject_kinds",
+                         fictional.check_subject_kinds(self.subject_kinds, "FictionalData.subject_kinds"))
 
   def records(self, kind: str, count_tokens: TokenCounter) -> list[dict]:
     from lora_hyper.data import fictional  # pylint: disable=import-outside-toplevel
@@ -183,7 +187,8 @@ class FictionalData:
     del count_tokens
     if kind != "doc_to_lora":
       raise ValueError("FictionalData holds documents: it needs a doc_to_lora hypernetwork")
-    source = fictional.FictionalQA(self.first_doc + self.docs, self.split, self.seed, self.facts_per_doc)
+    source = fictional.FictionalQA(self.first_doc + self.docs, self.split, self.seed, self.facts_per_doc,
+                                   subject_kinds=self.subject_kinds)
     records = [r for d in range(self.first_doc, self.first_doc + self.docs) for r in source.qa_pairs(d)]
     if self.by_answer_kind:
       records = [{**r, "group": fictional.answer_kind(r["answer"])} for r in records]

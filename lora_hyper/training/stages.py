@@ -110,11 +110,13 @@ def done(stage: Stage) -> bool:
   return (stage.output / saved.MANIFEST).is_file()
 
 
-def variables_fit(previous: Any, config: Any) -> str | None:
+def variables_fit(previous: Any, config: Any, reshaped: bool = False) -> str | None:
   """Why `config`'s variables cannot start from `previous`'s (init_from's rule: added variables are
-  fine, changed shapes or another kind are not), or None."""
+  fine, another kind is not, changed shapes only with `reshaped`), or None."""
   if type(previous) is not type(config):
     return f"a {type(config).__name__} cannot start from a {type(previous).__name__}"
+  if reshaped:
+    return None
   shapes = lambda c: traverse_util.flatten_dict(nn.unbox(kinds.of_config(c).abstract_variables(c)))
   got, want = shapes(previous), shapes(config)
   return saved.shape_mismatch({"/".join(k): v for k, v in got.items()},
@@ -149,10 +151,11 @@ def check_stage(stage: Stage, settings: dict[str, Any], base: base_model_lib.Bas
   except (TypeError, ValueError) as e:
     raise StudyError(f"{where}: lora_hyper.train.hypernetwork / hyper_overrides: {e}") from None
   if architecture is not None:
-    mismatch = variables_fit(architecture, config)
+    mismatch = variables_fit(architecture, config, settings["init_reshaped"])
     if mismatch:
       raise StudyError(f"{where}: its hypernetwork does not fit the one it starts from ({mismatch}); bind no "
-                       "lora_hyper.train.hypernetwork preset in this stage and it takes the saved architecture")
+                       "lora_hyper.train.hypernetwork preset in this stage and it takes the saved architecture "
+                       "(or lora_hyper.train.init_reshaped = True: params of another shape start from their init)")
   return config
 
 

@@ -111,6 +111,7 @@ def train(
     seed: int = 0,
     shuffle: bool = True,
     init_from: str | None = None,
+    init_reshaped: bool = False,
     stop_after: int | None = None,
     resume_from_previous: bool = False,
     loaded_base: base_model_lib.BaseModel | None = None,
@@ -138,7 +139,10 @@ def train(
   for the same base model and shapes) with a fresh optimizer and step 0: a second training stage
   on other data. Params this run's hypernetwork has and the saved one lacks (a component switched
   on for the new stage, e.g. `chunk_gate`) start from their init, and are named in the log. A
-  checkpoint in `workdir` still wins, so a preempted stage resumes where it stopped.
+  checkpoint in `workdir` still wins, so a preempted stage resumes where it stopped. With
+  `init_reshaped`, params whose shape differs from the saved ones (an architecture change tried from
+  a trained start: more latents, rank 16, per-layer activations) also start from their init, named in
+  the log; without it such a change is refused as a mistake.
 
   `stop_after` ends this run after that many steps (a checkpoint is saved), as a preemption would.
   `loaded_base` lets callers (tests, notebooks) pass an already loaded base model.
@@ -194,7 +198,7 @@ def train(
   if init_from is None:
     state = program.init_state(jax.random.key(seed))
   else:
-    variables = _saved_variables(loaded, kind, hyper, seed)
+    variables = _saved_variables(loaded, kind, hyper, seed, init_reshaped)
     state = jax.jit(lambda v: step_lib.create_state(v, program.tx),
                     out_shardings=program.state_sharding)(variables)
   ckpt = checkpointing.manager(checkpointing.checkpoint_dir(workdir), save_every=save_every, keep=keep_checkpoints)
@@ -247,12 +251,16 @@ def train(
                      int(state.step), metrics, preempted)
 
 
-def _saved_variables(loaded: saved.SavedHypernetwork, kind: kinds.Kind, hyper: Any, seed: int) -> Any:
+def _saved_variables(loaded: saved.SavedHypernetwork, kind: kinds.Kind, hyper: Any, seed: int,
+                     reshaped: bool = False) -> Any:
   """`init_from`'s variables, float32, after checking they fit this run's hypernetwork; variables it
-  lacks come from this run's init (computed on the host CPU, the same on every process)."""
+  lacks (and, `reshaped`, those of another shape) come from this run's init (computed on the host CPU,
+  the same on every process)."""
   folder = str(loaded.path)
   got = traverse_util.flatten_dict(loaded.variables)
   want = traverse_util.flatten_dict(nn.unbox(kind.abstract_variables(hyper)))
+  if reshaped and type(loaded.config) is type(hyper):
+    got = {k: v for k, v in got.items() if k not in want or np.shape(v) == tuple(want[k].shape)}
   added = sorted(set(want) - set(got))
   mismatch = saved.shape_mismatch({"/".join(k): v for k, v in got.items()},
                                   {"/".join(k): v for k, v in want.items() if k in got})
@@ -261,7 +269,8 @@ def _saved_variables(loaded: saved.SavedHypernetwork, kind: kinds.Kind, hyper: A
                      f"this run's {type(hyper).__name__} ({mismatch or 'another kind'}); bind no hypernetwork preset "
                      "(the saved architecture is used), or the same one and hyper_overrides as the run that saved it")
   if added:
-    print(f"init_from: {len(added)} variables not in {folder} start from their init: "
+    print(f"init_from: {len(added)} variables not in {folder}{' (or of another shape there)' if reshaped else ''} "
+          f"start from their init: "
           f"{', '.join('/'.join(k) for k in added)}", flush=True)
     with jax.default_device(jax.local_devices(backend="cpu")[0]):
       fresh = traverse_util.flatten_dict(jax.device_get(kind.init(hyper, jax.random.key(seed))))

@@ -4,13 +4,12 @@ import pytest
 
 from lora_hyper.data import fictional, niah
 
-SHARED_WORDS = set(fictional.PROFESSIONS + fictional.COLOURS + fictional.HOBBIES + fictional.EXPORTS
-                   + fictional.PRODUCTS)
+EVERY_KIND = tuple(fictional.SUBJECT_KINDS)
 
 
 def _entities(doc):
   """The subject and every made-up name among the answers (numbers and shared words excluded)."""
-  return {doc.subject} | {f.answer for f in doc.facts if f.answer[0].isalpha() and f.answer not in SHARED_WORDS}
+  return {doc.subject} | {f.answer for f in doc.facts if fictional.answer_kind(f.answer) == "made-up name"}
 
 
 def test_same_seed_same_records_and_different_seeds_differ():
@@ -19,8 +18,9 @@ def test_same_seed_same_records_and_different_seeds_differ():
   assert a.document(0).text != c.document(0).text
 
 
-def test_every_answer_appears_in_its_document():
-  source = fictional.FictionalQA(200, seed=0)
+@pytest.mark.parametrize("subject_kinds", [None, EVERY_KIND])
+def test_every_answer_appears_in_its_document(subject_kinds):
+  source = fictional.FictionalQA(200, seed=0, subject_kinds=subject_kinds)
   for i in range(len(source)):
     record = source[i]
     assert record["answer"] and record["answer"] in record["document"]
@@ -60,17 +60,28 @@ def test_facts_per_doc_out_of_range_raises(count):
     fictional.FictionalQA(1, facts_per_doc=count)
 
 
-def test_train_and_test_documents_share_no_entity():
-  train, test = fictional.FictionalQA(300, "train"), fictional.FictionalQA(300, "test")
+@pytest.mark.parametrize("subject_kinds", [None, EVERY_KIND])
+def test_train_and_test_documents_share_no_entity(subject_kinds):
+  train, test = (fictional.FictionalQA(300, split, subject_kinds=subject_kinds) for split in ("train", "test"))
   train_docs = [train.document(i) for i in range(train.num_docs)]
   test_docs = [test.document(i) for i in range(test.num_docs)]
   train_entities = set().union(*map(_entities, train_docs))
   test_entities = set().union(*map(_entities, test_docs))
   assert train_entities and test_entities and not train_entities & test_entities
   mentioned = [set().union(*(fictional.entity_mentions(d.text) for d in docs)) for docs in (train_docs, test_docs)]
-  assert not mentioned[0] & mentioned[1]
+  assert not {m for m in mentioned[0] & mentioned[1] if m not in fictional.MONTHS}
   assert not {d.doc_id for d in train_docs} & {d.doc_id for d in test_docs}
-  assert {d.kind for d in test_docs} == {"person", "place", "company"}
+  assert {d.kind for d in test_docs} == set(subject_kinds or ("person", "place", "company"))
+
+
+def test_the_added_subject_kinds_leave_the_default_documents_as_they_were_and_bad_kinds_are_named():
+  every = fictional.FictionalQA(60, facts_per_doc=7, subject_kinds=EVERY_KIND)
+  assert {every.document(i).kind for i in range(60)} == set(EVERY_KIND)
+  assert {fictional.answer_kind(every[i]["answer"]) for i in range(len(every))} == set(fictional.ANSWER_KINDS)
+  default = fictional.FictionalQA(5, subject_kinds=("person", "place", "company"))
+  assert [default.document(i) for i in range(5)] == [fictional.FictionalQA(5).document(i) for i in range(5)]
+  with pytest.raises(ValueError, match=r"FictionalQA.subject_kinds must name distinct subject kinds .*'planet'"):
+    fictional.FictionalQA(1, subject_kinds=("person", "planet"))
 
 
 def test_unknown_split_raises():

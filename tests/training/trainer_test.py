@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import flax.linen as nn
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -342,6 +343,16 @@ def test_a_second_stage_starts_from_a_saved_hypernetwork_and_still_resumes(tmp_p
   assert not any(np.any(w) for w in jax.tree.leaves(params.pop("gates_down")))
   _assert_same({**gated.variables, "params": params}, first.variables)
   assert "2 variables not in" in capsys.readouterr().out
+  # An architecture lever tried from a trained start: params of another shape start from their init.
+  reshaped = _train(tmp_path / "rank4", init_from=folder, steps=0, init_reshaped=True,
+                    hyper_overrides={**OVERRIDES, "rank": 4})
+  flat = lambda v: {"/".join(k): w for k, w in traverse_util.flatten_dict(v).items()}
+  new, old = flat(reshaped.variables), flat(first.variables)
+  changed = {k for k in new if np.shape(new[k]) != np.shape(old[k])}
+  assert changed and changed < set(new)  # rank 4 reshapes some params (the heads), not all
+  for k in set(new) - changed:
+    np.testing.assert_array_equal(new[k], old[k])
+  assert f"{len(changed)} variables not in {folder} (or of another shape there)" in capsys.readouterr().out
 
 
 def test_a_saved_config_gin_names_its_folders_portably(tmp_path, monkeypatch):
