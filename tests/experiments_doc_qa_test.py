@@ -1,0 +1,121 @@
+"""experiments/doc_qa: issue 65's lever rows (levers.gin) start from one saved hypernetwork and change
+one thing each; on a tiny model every row trains a step (the re-shaped ones from the start's params
+where shapes allow) and levers_eval.gin scores them through the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gin
+import jax
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from lora_hyper import configurables  # noqa: F401  (registers the gin names)
+from lora_hyper.adapters import io
+from lora_hyper.hypernetworks import doc_to_lora, saved
+from lora_hyper.model import base_model
+from lora_hyper.training import stages
+
+import xla_flags
+from tiny_model import write_talking_tiny_model
+
+ROOT = Path(__file__).parents[1]
+LEVERS = ROOT / "experiments/doc_qa/levers.gin"
+EVAL = ROOT / "experiments/doc_qa/levers_eval.gin"
+ROWS = ["needle", "per_layer", "distill", "latents_32", "rank_16"]
+
+
+def _plan():
+  gin.clear_config()
+  try:
+    gin.parse_config_files_and_bindings([str(LEVERS)], [])
+    plan = stages.plan("/tmp/x", gin.query_parameter("lora_hyper.train_study.stages"))
+    stages.check_scopes(plan, stages.scoped_bindings())
+    return plan, {s.name: stages.stage_settings(s.name) for s in plan}
+  finally:
+    gin.clear_config()
+
+
+def test_every_row_starts_from_the_needle_hypernetwork_and_changes_one_thing():
+  plan, settings = _plan()
+  assert [s.name for s in plan] == ROWS and all(s.start_from is None for s in plan)
+  assert {s["init_from"] for s in settings.values()} == {"lora_hyper/pretrained/d2l_gemma3_270m"}
+  assert all(s["init_reshaped"] and s["steps"] == 300 and s["hypernetwork"] is None for s in settings.values())
+  base = settings["needle"]
+  changed = {n: sorted(k for k in s if k != "hyper_overrides" and s[k] != base[k]) for n, s in settings.items()}
+  assert changed == {"needle": [], "per_layer": [], "distill": ["doc_shapes", "objective"], "latents_32": [],
+                     "rank_16": []}
+  assert settings["distill"]["doc_shapes"].teacher_len == 128 and settings["distill"]["objective"] == "d2l_kl"
+  lever = {n: {k: v for k, v in s["hyper_overrides"].items() if k != "experimental"} for n, s in settings.items()}
+  assert lever == {"needle": {}, "per_layer": {"context_encoder": "per_layer_activations"}, "distill": {},
+                   "latents_32": {"perceiver": {"num_latents": 32}}, "rank_16": {"rank": 16}}
+  assert all(s["hyper_overrides"]["experimental"] == {"chunk_gate_cut": False} for s in settings.values())
+
+
+@pytest.fixture(scope="module")
+def tiny_levers(tmp_path_factory):
+  """levers.gin on a tiny model, one step a row, from a tiny stand-in of the needle hypernetwork."""
+  folder = tmp_path_factory.mktemp("levers")
+  model_dir = write_talking_tiny_model(folder / "model")
+  base = base_model.load_base_model(model_dir)
+  config = doc_to_lora.d2l_tiny(base.config, context_encoder="early_exit", exit_layer=1, chunk_len=512, max_chunks=2,
+                                experimental={"generated_factors": "b", "zero_b_init": "head", "chunk_gate": True,
+                                              "chunk_gate_cut": True})
+  start = saved.save_hypernetwork(folder / "start", config, doc_to_lora.init(config, jax.random.key(0)),
+                                  base=io.base_identity(base))
+  bindings = [f"lora_hyper.train_study.root = '{folder / 'levers'}'", f"lora_hyper.train.init_from = '{start}'",
+              f"lora_hyper.train.base_model = '{model_dir}'", "lora_hyper.train.mesh_shape = (4, 1, 1)",
+              "lora_hyper.train.steps = 1", "lora_hyper.OptimizerConfig.warmup_steps = 0",
+              "lora_hyper.FictionalQA.num_docs = 50", "lora_hyper.DocExampleShapes.student_len = 128",
+              "lora_hyper.DocExampleShapes.answer_len = 32", "distill/lora_hyper.DocExampleShapes.teacher_len = 512"]
+  gin.clear_config()
+  try:
+    gin.parse_config_files_and_bindings([str(LEVERS)], bindings)
+    result = stages.train_study(loaded_base=base)
+  finally:
+    gin.clear_config()
+  return model_dir, folder, start, result
+
+
+def test_every_row_trains_and_keeps_the_starts_params_where_their_shapes_allow(tiny_levers):
+  _, folder, start, result = tiny_levers
+  assert len(result.trained) == len(ROWS) and result.preempted is None
+  flat = lambda folder: {"/".join(k): np.asarray(v) for k, v in
+                         traverse_util.flatten_dict(saved.load_hypernetwork(folder).variables).items()}
+  started = flat(start)
+  for row in ROWS:
+    saved_row = saved.load_hypernetwork(folder / "levers" / row / "hypernetwork")
+    params = flat(folder / "levers" / row / "hypernetwork")
+    kept = [k for k in params if k in started and params[k].shape == started[k].shape]
+    assert kept and all(np.all(np.isfinite(v)) for v in params.values()), row
+    if row == "per_layer":
+      assert saved_row.config.context_encoder == "per_layer_activations"
+    if row in ("latents_32", "rank_16"):
+      assert any(params[k].shape != started[k].shape for k in params if k in started), row
+  assert saved.load_hypernetwork(folder / "levers" / "rank_16" / "hypernetwork").config.rank == 16
+  assert saved.load_hypernetwork(folder / "levers" / "latents_32" / "hypernetwork").config.perceiver.num_latents == 32
+
+
+def test_the_levers_eval_scores_every_row_through_the_cli(tiny_levers):
+  model_dir, folder, _, _ = tiny_levers
+  out = folder / "eval"
+  root = folder / "levers"
+  run = subprocess.run(
+      [sys.executable, "-m", "lora_hyper.cli", "eval", "--gin_file", str(EVAL),
+       "--gin_param", f"lora_hyper.eval_sweep.out = '{out}'", "--gin_param", f"lora_hyper.EvalConfig.base_model = '{model_dir}'",
+       "--gin_param", "lora_hyper.FictionalData.docs = 2", "--gin_param", "lora_hyper.EvalConfig.max_new_tokens = 2",
+       "--gin_param", "lora_hyper.eval_sweep.plot_results = False",
+       "--gin_param", "lora_hyper.eval_sweep.points = " + str(
+           [{"lora_hyper.EvalConfig.hypernetwork": str(root / "needle" / "hypernetwork"),
+             "lora_hyper.EvalConfig.conditions": ["base", "context"]}]
+           + [{"lora_hyper.EvalConfig.hypernetwork": str(root / r / "hypernetwork")} for r in ("per_layer", "rank_16")])],
+      capture_output=True, text=True, cwd=ROOT, timeout=600, env={**os.environ, "XLA_FLAGS": xla_flags.for_devices(1)})
+  assert run.returncode == 0, run.stderr
+  summary = json.loads((out / "results.json").read_text())
+  assert len(summary["points"]) == 3 and all(p["report"]["records"] == 6 for p in summary["points"])
+  assert all("adapter" in p["report"]["update_seconds"] for p in summary["points"][1:])
+  assert "Update seconds per document" in (out / "results.md").read_text()
