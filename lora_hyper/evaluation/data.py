@@ -23,6 +23,7 @@ TokenCounter = Callable[[str], int]
 # questions each whose answers are spans of the paragraph: {document, query, answer, group, style}.
 HANDWRITTEN_QA = Path(__file__).parents[1] / "data" / "handwritten_qa.jsonl"
 HANDWRITTEN_KINDS = ("name", "number", "word")
+STACK_SEPARATOR = "\n\n"  # between a stack's documents in the prompt
 
 
 def builtin_records(kind: str, limit: int) -> list[dict]:
@@ -165,6 +166,9 @@ class FictionalData:
   seed: int = 0
   by_answer_kind: bool = True
   subject_kinds: tuple[str, ...] | None = None  # None: person, place, company (`fictional.SUBJECT_KINDS`)
+  # Documents per adapter: consecutive documents stacked into one (their questions asked of it; in the
+  # prompt, for the context condition, they are joined by blank lines).
+  stack: int = 1
 
   def __post_init__(self):
     from lora_hyper.data import fictional  # pylint: disable=import-outside-toplevel
@@ -177,6 +181,9 @@ class FictionalData:
     if not isinstance(self.facts_per_doc, int) or not 1 <= self.facts_per_doc <= fictional.MAX_FACTS_PER_DOC:
       raise ValueError(f"FictionalData.facts_per_doc must be between 1 and {fictional.MAX_FACTS_PER_DOC}, "
                        f"got {self.facts_per_doc!r}")
+    _positive("FictionalData.stack", self.stack)
+    if self.docs % self.stack:
+      raise ValueError(f"FictionalData.docs={self.docs} is not a multiple of FictionalData.stack={self.stack}")
     if self.subject_kinds is not None:
       object.__setattr__(self, "subject_kinds",
                          fictional.check_subject_kinds(self.subject_kinds, "FictionalData.subject_kinds"))
@@ -189,7 +196,11 @@ class FictionalData:
       raise ValueError("FictionalData holds documents: it needs a doc_to_lora hypernetwork")
     source = fictional.FictionalQA(self.first_doc + self.docs, self.split, self.seed, self.facts_per_doc,
                                    subject_kinds=self.subject_kinds)
-    records = [r for d in range(self.first_doc, self.first_doc + self.docs) for r in source.qa_pairs(d)]
+    records = []
+    for first in range(self.first_doc, self.first_doc + self.docs, self.stack):
+      texts = [source.document(d).text for d in range(first, first + self.stack)]
+      stacked = {"document": STACK_SEPARATOR.join(texts), "documents": texts} if self.stack > 1 else {}
+      records += [{**r, **stacked} for d in range(first, first + self.stack) for r in source.qa_pairs(d)]
     if self.by_answer_kind:
       records = [{**r, "group": fictional.answer_kind(r["answer"])} for r in records]
     return records

@@ -1,7 +1,8 @@
 """Scores a hypernetwork's adapters on held-out records: one adapter per document (or task
 description), its questions (or inputs) answered with it, under the conditions asked for:
 
-  adapter        the hypernetwork's adapter of the record's own document / description
+  adapter        the hypernetwork's adapter of the record's own document / description (of its
+                 'documents' stacked into one adapter, where a record has them; its 'document' joins them)
   base           the bare base model, the same prompt
   context        the base model with the record's document / description in its prompt
   few_shot       the base model with worked examples of the record's task before its prompt (the
@@ -142,10 +143,11 @@ def forced_scores(base: BaseModel, prompt_texts: Sequence[str], references: Sequ
   return [{n: float(values[n][i]) for n in names} for i in range(len(examples))]
 
 
-def make_adapters(hyper: SavedHypernetwork, base: BaseModel, sources: Sequence[str], *, config: Any = None,
-                  iterative: bool = False, mesh: Mesh | None = None) -> lora.LoraAdapter:
-  """One adapter per document or task description [N, ...]; `config` replaces the saved one (e.g. another
-  chunk length). `mesh`: a Doc-to-LoRA's chunks encoded data-parallel over it."""
+def make_adapters(hyper: SavedHypernetwork, base: BaseModel, sources: Sequence[str | Sequence[str]], *,
+                  config: Any = None, iterative: bool = False, mesh: Mesh | None = None) -> lora.LoraAdapter:
+  """One adapter per document, stack of documents (a list: `doc_to_lora.internalize`) or task description
+  [N, ...]; `config` replaces the saved one (e.g. another chunk length). `mesh`: a Doc-to-LoRA's chunks
+  encoded data-parallel over it."""
   config = hyper.config if config is None else config
   if hyper.kind == "doc_to_lora":
     return doc_to_lora.internalize(hyper.variables, base.params, list(sources), config=config,
@@ -153,15 +155,17 @@ def make_adapters(hyper: SavedHypernetwork, base: BaseModel, sources: Sequence[s
   return text_to_lora.generate_adapter(hyper.variables, list(sources), config=config, encoder=hyper.task_encoder(base))
 
 
-def chunked_config(hyper: SavedHypernetwork, base: BaseModel, documents: Sequence[str], chunk_len: int | None):
-  """The saved config, or one with `chunk_len`-token chunks and room for the longest document (as many
-  chunks as it takes: the saved max_chunks was sized for the saved chunk length)."""
+def chunked_config(hyper: SavedHypernetwork, base: BaseModel, documents: Sequence[str | Sequence[str]],
+                   chunk_len: int | None):
+  """The saved config, or one with `chunk_len`-token chunks and room for the longest document or stack
+  of them (as many chunks as it takes: the saved max_chunks was sized for the saved chunk length)."""
   if chunk_len is None:
     return hyper.config
   if chunk_len < 2:
     raise ValueError(f"chunk_len must be at least 2 (a BOS and a token), got {chunk_len}")
-  longest = max(len(base.tokenizer.encode(d, add_bos=False)) for d in documents)
-  return hyper.config.replace(chunk_len=chunk_len, max_chunks=max(1, math.ceil(longest / (chunk_len - 1))))
+  chunks = lambda text: max(1, math.ceil(len(base.tokenizer.encode(text, add_bos=False)) / (chunk_len - 1)))
+  most = max(chunks(d) if isinstance(d, str) else sum(map(chunks, d)) for d in documents)
+  return hyper.config.replace(chunk_len=chunk_len, max_chunks=most)
 
 
 def other_sources(records: Sequence[dict], source_key: str) -> dict[str, str]:
@@ -280,6 +284,9 @@ def evaluate(hyper: SavedHypernetwork, base: BaseModel, records: Sequence[dict],
     raise ValueError("the other_source condition needs records of two sources or more")
   other = other_sources(records, source_key)
   randoms = {s: random_source(i, seed) for i, s in enumerate(all_sources)}
+  # A stacked record's adapter is made of its 'documents' (its 'document' joins them, for the prompt).
+  stacks = {r[source_key]: list(r["documents"]) for r in records if "documents" in r}
+  parts = lambda texts: [stacks.get(t, t) for t in texts]
   if distill is None and any(c.startswith("cd_") for c in conditions):
     from lora_hyper.baselines import context_distillation as cd  # pylint: disable=import-outside-toplevel
 
@@ -302,9 +309,10 @@ def evaluate(hyper: SavedHypernetwork, base: BaseModel, records: Sequence[dict],
         by_source.setdefault(records[i][source_key], []).append(i)
       sources = list(by_source)
       # Room for every text this group's adapters are made of, the controls' stand-ins included.
-      made_of = [t for s in sources for t in (s, other[s], randoms[s])]
+      made_of = parts([t for s in sources for t in (s, other[s], randoms[s])])
       config = chunked_config(hyper, base, made_of, chunk_len) if documents else hyper.config
-      adapters_of = lambda texts: make_adapters(hyper, base, texts, config=config, iterative=iterative, mesh=mesh)
+      adapters_of = lambda texts: make_adapters(hyper, base, parts(texts), config=config, iterative=iterative,
+                                                mesh=mesh)
       for start in range(0, len(sources), batch_size):
         batch = sources[start:start + batch_size]
         rows = [(j, i) for j, s in enumerate(batch) for i in by_source[s]]

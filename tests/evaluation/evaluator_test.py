@@ -54,6 +54,31 @@ def test_every_condition_answers_and_the_means_are_the_answers_scores(tiny):
   assert all(u["updates"] == 2 and u["median"] > 0 and u["first"] > 0 for u in updates.values())
 
 
+def test_stacked_documents_answer_with_one_adapter_of_the_whole_stack(tiny):
+  """Reference: the stack's adapter made by hand (`internalize` of the stack), its questions answered
+  with it; the in-context prompt holds every document of the stack."""
+  import jax.numpy as jnp
+
+  from lora_hyper import prompts, qa
+  from lora_hyper.hypernetworks import doc_to_lora
+
+  base, hyper = tiny
+  stacked = data.FictionalData(docs=4, stack=2, facts_per_doc=1).records("doc_to_lora", None)
+  assert len(stacked) == 4 and all(len(r["documents"]) == 2 for r in stacked)
+  assert stacked[0]["document"] == "\n\n".join(stacked[0]["documents"]) == stacked[1]["document"]
+  sampling = decoding.SamplingConfig(max_new_tokens=3)
+  result = evaluator.evaluate(hyper, base, stacked, conditions=("adapter", "context"), chunk_len=64,
+                              metrics=("contains",), sampling=sampling)
+  config = evaluator.chunked_config(hyper, base, [r["documents"] for r in stacked], 64)
+  adapters = doc_to_lora.internalize(hyper.variables, base.params, [stacked[0]["documents"], stacked[2]["documents"]],
+                                     config=config, tokenizer=base.tokenizer)
+  expected = qa.complete(base, [prompts.query_prompt(r["query"]) for r in stacked],
+                         adapter=lora.take(adapters, jnp.asarray([0, 0, 1, 1])), sampling=sampling)
+  assert [a["adapter"]["answer"] for a in result.answers] == expected
+  with pytest.raises(ValueError, match="docs=3 is not a multiple of FictionalData.stack=2"):
+    data.FictionalData(docs=3, stack=2)
+
+
 def test_update_seconds_leave_the_compiling_first_update_out_of_the_median():
   timed = evaluator.update_seconds({"adapter": [9.0, 0.2, 0.4, 0.3], "cd_oracle": [5.0], "cd_generated": []})
   assert timed == {"adapter": {"median": 0.3, "first": 9.0, "updates": 4},

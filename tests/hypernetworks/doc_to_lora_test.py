@@ -482,12 +482,20 @@ def test_stacked_documents_are_their_own_chunk_adapters_side_by_side(base_cfg, b
   assert stacked.rank == expected.rank == sum(a.rank - r for a in alone) + r
   chex_tree_close(stacked.weights, expected.weights, atol=1e-5)
   ids = [tokenizer.encode(d, add_bos=False) for d in docs]
-  layout = doc_to_lora.stack_documents(ids, config=cfg)
+  layout = doc_to_lora.stack_documents([ids], config=cfg)
   assert layout.tokens.shape[:2] == (1, sum(-(-len(i) // (cfg.chunk_len - 1)) for i in ids))
-  with pytest.raises(ValueError, match="document 1 is empty"):
-    doc_to_lora.stack_documents([ids[0], []], config=cfg)
+  # A batch of stacks: each row the stack's adapter, a lone document a stack of one.
+  batch = doc_to_lora.internalize(params, base_params, [docs, docs[1]], config=cfg, tokenizer=tokenizer)
+  chex_tree_close(lora.take(batch, 0).weights, stacked.weights, atol=1e-5)
+  short = lora.take(batch, 1)
+  chex_tree_close(jax.tree.map(lambda w: w[:, :alone[1].rank - r], short.weights),
+                  jax.tree.map(lambda w: w[:, :-r], alone[1].weights), atol=1e-5)
+  with pytest.raises(ValueError, match="stack 1, document 0 is empty"):
+    doc_to_lora.internalize(params, base_params, [docs, [" "]], config=cfg, tokenizer=tokenizer)
+  with pytest.raises(ValueError, match="^document 1 is empty"):
+    doc_to_lora.stack_documents([[ids[0], []]], config=cfg)
   with pytest.raises(ValueError, match=r"2 documents make 7 chunks .* max_chunks=6"):
-    doc_to_lora.stack_documents([list(range(3, 31)), list(range(3, 24))], config=cfg)
+    doc_to_lora.stack_documents([[list(range(3, 31)), list(range(3, 24))]], config=cfg)
 
 
 def test_empty_or_too_long_documents_are_rejected(base_cfg, base_params, tokenizer):

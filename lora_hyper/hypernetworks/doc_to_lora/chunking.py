@@ -86,19 +86,26 @@ def chunk_documents(documents: Sequence[Sequence[int]], *, config: DocToLoraConf
   return pad_chunks(split, config=config, num_chunks=num_chunks)
 
 
-def stack_documents(documents: Sequence[Sequence[int]], *, config: DocToLoraConfig) -> Chunks:
-  """Token ids of several documents -> the chunks of one stacked document [1, K, T]: each document split
-  on its own (no chunk holds the end of one and the start of the next), their chunks in order, so the
-  adapter is the documents' chunk adapters concatenated along the rank axis."""
-  if not documents:
+def stack_documents(stacks: Sequence[Sequence[Sequence[int]]], *, config: DocToLoraConfig) -> Chunks:
+  """Token ids of N stacks of documents -> their chunks [N, K, T], a stack's adapter holding all its
+  documents: each document split on its own (no chunk holds the end of one and the start of the
+  next), a stack's chunks in order, so its adapter is its documents' chunk adapters concatenated along
+  the rank axis."""
+  if not stacks or any(not stack for stack in stacks):
     raise ValueError("no documents given")
-  if any(not list(ids) for ids in documents):
-    raise ValueError(f"document {next(i for i, ids in enumerate(documents) if not list(ids))} is empty: it has no tokens")
-  chunks = [c for ids in documents for c in split_document(list(ids), config)]
-  if len(chunks) > config.max_chunks:
-    raise ValueError(f"{len(documents)} documents make {len(chunks)} chunks of at most {config.chunk_len - 1} tokens "
-                     f"(each document is chunked on its own); the configured maximum is max_chunks={config.max_chunks}")
-  return pad_chunks([chunks], config=config)
+  split = []
+  for n, stack in enumerate(stacks):
+    where = f"stack {n}, " if len(stacks) > 1 else ""
+    for i, ids in enumerate(stack):
+      if not list(ids):
+        raise ValueError(f"{where}document {i} is empty: it has no tokens")
+    chunks = [c for ids in stack for c in split_document(list(ids), config)]
+    if len(chunks) > config.max_chunks:
+      raise ValueError(f"{where}{len(stack)} documents make {len(chunks)} chunks of at most {config.chunk_len - 1} "
+                       f"tokens (each document is chunked on its own); the configured maximum is "
+                       f"max_chunks={config.max_chunks}")
+    split.append(chunks)
+  return pad_chunks(split, config=config)
 
 
 def pack_chunks(split: Sequence[Sequence[Sequence[int]]], *, config: DocToLoraConfig,

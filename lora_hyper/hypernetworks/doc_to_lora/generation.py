@@ -217,24 +217,32 @@ def generate(variables: PyTree, base_params: PyTree, chunks: chunking.Chunks, *,
   return _assemble(variables, tuple(group_codes), slots.astype(np.int32), chunk_valid, config=config, single=single)
 
 
-def internalize(variables: PyTree, base_params: PyTree, documents: str | Sequence[str], *,
+def internalize(variables: PyTree, base_params: PyTree, documents: str | Sequence[str | Sequence[str]], *,
                 config: DocToLoraConfig, tokenizer: TextTokenizer, iterative: bool = False, stack: bool = False,
                 mesh: Mesh | None = None) -> lora.LoraAdapter:
   """Document(s) -> adapter: tokenize, chunk, encode, generate.
 
-  One string gives an unbatched adapter [L, K*r + r, d]; a list gives one per document
-  [N, L, K*r + r, d], or with `stack` one adapter of them all [L, K*r + r, d] (each document chunked on
-  its own, every chunk's rank block side by side: `chunking.stack_documents`). Time it with
+  One string gives an unbatched adapter [L, K*r + r, d]; a list gives one per item [N, L, K*r + r, d],
+  an item being a document or a stack of them (a list of strings): one adapter of them all, each
+  document chunked on its own and every chunk's rank block side by side (`chunking.stack_documents`).
+  `stack`: the list is one stack, and its adapter is unbatched. Time it with
   `jax.block_until_ready(internalize(...))`. `mesh`: the chunks encoded data-parallel over it (`generate`).
   """
   single = isinstance(documents, str) or stack
-  texts = [documents] if isinstance(documents, str) else list(documents)
-  for i, text in enumerate(texts):
-    if not isinstance(text, str) or not text.strip():
-      raise ValueError(f"document {i} is empty or not a string: {text!r}")
+  items = [documents] if isinstance(documents, str) else [list(documents)] if stack else list(documents)
+  stacked = stack or any(not isinstance(item, str) for item in items)
+  stacks = [[item] if isinstance(item, str) else list(item) for item in items]
+  for n, texts in enumerate(stacks):
+    for i, text in enumerate(texts):
+      if not isinstance(text, str) or not text.strip():
+        where = f"stack {n}, document {i}" if stacked and len(stacks) > 1 else f"document {i if stacked else n}"
+        raise ValueError(f"{where} is empty or not a string: {text!r}")
   # A templated (published) hypernetwork reads the text as a chat turn, which trims it.
-  ids = [tokenizer.encode(text.strip() if config.templated else text, add_bos=False) for text in texts]
-  chunks = chunking.stack_documents(ids, config=config) if stack else chunking.chunk_documents(ids, config=config)
+  encode = lambda text: tokenizer.encode(text.strip() if config.templated else text, add_bos=False)
+  if stacked:
+    chunks = chunking.stack_documents([[encode(t) for t in texts] for texts in stacks], config=config)
+  else:
+    chunks = chunking.chunk_documents([encode(texts[0]) for texts in stacks], config=config)
   return generate(variables, base_params, chunks, config=config, iterative=iterative, single=single, mesh=mesh)
 
 
