@@ -26,7 +26,7 @@ from tiny_model import write_talking_tiny_model
 ROOT = Path(__file__).parents[1]
 LEVERS = ROOT / "experiments/doc_qa/levers.gin"
 EVAL = ROOT / "experiments/doc_qa/levers_eval.gin"
-ROWS = ["needle", "per_layer", "distill", "latents_32", "rank_16"]
+ROWS = ["needle", "distill", "latents_32", "rank_16", "per_layer"]
 
 
 def _plan():

@@ -317,9 +317,11 @@ def _cell(point: Mapping[str, Any], axis: str, rows: Sequence[dict]) -> str:
   return short(point[axis], [r["point"][axis] for r in rows if axis in r["point"]])
 
 
-def column_label(point: Mapping[str, Any], condition: str) -> str:
-  """A point's condition as a column: its axes' values (the conditions axis aside) and the condition."""
-  shown = [f"{axis_label(a)}={short(v)}" for a, v in point.items() if axis_label(a) != "conditions"]
+def column_label(point: Mapping[str, Any], condition: str, points: Sequence[Mapping[str, Any]] = ()) -> str:
+  """A point's condition as a column: its axes' values (the conditions axis aside; a folder by as much
+  of it as tells it from the other `points`' values) and the condition."""
+  shown = [f"{axis_label(a)}={short(v, [p[a] for p in points if a in p])}" for a, v in point.items()
+           if axis_label(a) != "conditions"]
   return " ".join([", ".join(shown), condition]).strip()
 
 
@@ -349,7 +351,9 @@ def by_point_table(axes: Sequence[str], rows: Sequence[dict]) -> list[str]:
 def by_group_columns(rows: Sequence[dict]) -> tuple[list[str], list[str], dict[tuple[str, str], dict[str, float]]]:
   """(groups, column labels, {(group, label): {metric: score}}): every point's conditions side by side."""
   groups = list(dict.fromkeys(str(r["group"]) for r in rows))
-  cells = {(str(r["group"]), column_label(r["point"], c)): scores for r in rows for c, scores in r["scores"].items()}
+  points = [r["point"] for r in rows]
+  cells = {(str(r["group"]), column_label(r["point"], c, points)): scores
+           for r in rows for c, scores in r["scores"].items()}
   labels = list(dict.fromkeys(label for _, label in cells))
   return groups, labels, cells
 
@@ -368,7 +372,7 @@ def by_group_tables(rows: Sequence[dict]) -> list[str]:
 
 def update_table(points: Sequence[Mapping[str, Any]]) -> list[str]:
   """Each point's update seconds per document, by condition (`evaluator.update_seconds`); none: no lines."""
-  body = [[column_label(p["point"], c), f"{u['median']:.3g}", f"{u['first']:.3g}", str(u["updates"])]
+  body = [[column_label(p["point"], c, [q["point"] for q in points]), f"{u['median']:.3g}", f"{u['first']:.3g}", str(u["updates"])]
           for p in points for c, u in p["report"].get("update_seconds", {}).items()]
   if not body:
     return []

@@ -305,3 +305,9 @@ def test_update_times_follow_the_score_tables():
   assert lines[-4:] == ["| point and condition | median s | first s | updates |", "|---|---|---|---|",
                         "| chunk_len=16 adapter | 0.012 | 3.5 | 4 |", "| chunk_len=16 cd_oracle | 41.2 | 60 | 3 |"]
   assert "update seconds" not in study.markdown("t", "cmd", [], [], points=points[1:]).lower()
+
+
+def test_columns_name_folders_by_as_much_as_tells_them_apart():
+  points = [{"lora_hyper.EvalConfig.hypernetwork": f"runs/levers/{row}/hypernetwork"} for row in ("a", "b")]
+  rows = [{"point": p, "group": "name", "scores": {"adapter": {"contains": float(i)}}} for i, p in enumerate(points)]
+  assert study.by_group_columns(rows)[1] == ["hypernetwork=a/hypernetwork adapter", "hypernetwork=b/hypernetwork adapter"]
