@@ -21,6 +21,7 @@ from lora_hyper.model import base_model
 from lora_hyper.training import stages
 
 import xla_flags
+from study_plan import study_plan
 from tiny_model import write_talking_tiny_model
 
 ROOT = Path(__file__).parents[1]
@@ -29,19 +30,8 @@ EVAL = ROOT / "experiments/doc_qa/levers_eval.gin"
 ROWS = ["needle", "distill", "latents_32", "rank_16", "per_layer"]
 
 
-def _plan():
-  gin.clear_config()
-  try:
-    gin.parse_config_files_and_bindings([str(LEVERS)], [])
-    plan = stages.plan("/tmp/x", gin.query_parameter("lora_hyper.train_study.stages"))
-    stages.check_scopes(plan, stages.scoped_bindings())
-    return plan, {s.name: stages.stage_settings(s.name) for s in plan}
-  finally:
-    gin.clear_config()
-
-
 def test_every_row_starts_from_the_needle_hypernetwork_and_changes_one_thing():
-  plan, settings = _plan()
+  plan, settings = study_plan(LEVERS)
   assert [s.name for s in plan] == ROWS and all(s.start_from is None for s in plan)
   assert {s["init_from"] for s in settings.values()} == {"lora_hyper/pretrained/d2l_gemma3_270m"}
   assert all(s["init_reshaped"] and s["steps"] == 300 and s["hypernetwork"] is None for s in settings.values())

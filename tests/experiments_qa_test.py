@@ -21,6 +21,7 @@ from lora_hyper.model import base_model
 from lora_hyper.training import stages
 
 import xla_flags
+from study_plan import study_plan
 from tiny_model import write_talking_tiny_model
 
 ROOT = Path(__file__).parents[1]
@@ -28,19 +29,8 @@ STUDY = ROOT / "experiments/qa/study.gin"
 EVAL = ROOT / "experiments/qa/eval.gin"
 
 
-def _study_plan():
-  gin.clear_config()
-  try:
-    gin.parse_config_files_and_bindings([str(STUDY)], [])
-    plan = stages.plan("/tmp/x", gin.query_parameter("lora_hyper.train_study.stages"))
-    stages.check_scopes(plan, stages.scoped_bindings())
-    return plan, {s.name: stages.stage_settings(s.name) for s in plan}
-  finally:
-    gin.clear_config()
-
-
 def test_the_study_chains_forty_stages_from_the_needle_hypernetwork_as_the_scripts_did():
-  plan, settings = _study_plan()
+  plan, settings = study_plan(STUDY)
   names = [s.name for s in plan]
   assert len(names) == 40 and names[:8] == ["k", "kc", "kc2", "qc", "qc_two", "six_shuffled", "numbers", "six_no_names"]
   assert all(s.start_from == previous for s, previous in zip(plan[1:], names))  # one chain
@@ -85,7 +75,7 @@ def tiny_study(tmp_path_factory):
                                 experimental={"chunk_gate": True, "chunk_gate_cut": True})
   start = saved.save_hypernetwork(folder / "start", config, doc_to_lora.init(config, jax.random.key(0)),
                                   base=io.base_identity(base))
-  plan, _ = _study_plan()
+  plan, _ = study_plan(STUDY)
   bindings = [f"lora_hyper.train_study.root = '{folder / 'study'}'",
               f"k/lora_hyper.train.init_from = '{start}'",
               f"lora_hyper.train.base_model = '{model_dir}'",

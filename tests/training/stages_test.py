@@ -13,6 +13,7 @@ from lora_hyper.hypernetworks import saved
 from lora_hyper.training import stages
 
 from fakes import qa_records, tiny_base
+from study_plan import study_plan
 
 ROOT = Path(__file__).parents[2]
 
@@ -111,16 +112,9 @@ def test_a_bad_stage_stops_before_any_step(tmp_path, study, bindings, message):
 def test_the_niah_study_builds_every_stage_and_names_a_bad_one_from_the_cli():
   """The shipped study's three stages parse and chain (architecture from stage 1 only); the CLI
   reports a stage that starts from a missing one with exit code 2, before loading anything."""
-  gin.clear_config()
-  try:
-    gin.parse_config_files_and_bindings([str(ROOT / "experiments/niah/study.gin")], [])
-    plan = stages.plan("/tmp/x", gin.query_parameter("lora_hyper.train_study.stages"))
-    stages.check_scopes(plan, stages.scoped_bindings())
-    settings = {s.name: stages.stage_settings(s.name) for s in plan}
-    assert [settings[s.name]["steps"] for s in plan] == [1400, 400, 200]
-    assert [settings[s.name]["hypernetwork"] for s in plan] == ["d2l_compact", None, None]
-  finally:
-    gin.clear_config()
+  plan, settings = study_plan(ROOT / "experiments/niah/study.gin")
+  assert [settings[s.name]["steps"] for s in plan] == [1400, 400, 200]
+  assert [settings[s.name]["hypernetwork"] for s in plan] == ["d2l_compact", None, None]
   run = subprocess.run([sys.executable, "-m", "lora_hyper.cli", "train", "--gin_file", "experiments/niah/study.gin",
                         "--gin_param", "lora_hyper.train_study.stages = {'stage1': None, 'stage3': 'stage2'}"],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
