@@ -370,13 +370,16 @@ def by_group_tables(rows: Sequence[dict]) -> list[str]:
   return lines[1:]
 
 
+TIMES_HEADING = "Update seconds per document"  # results.md's last table: measured times, not scores
+
+
 def update_table(points: Sequence[Mapping[str, Any]]) -> list[str]:
   """Each point's update seconds per document, by condition (`evaluator.update_seconds`); none: no lines."""
   body = [[column_label(p["point"], c, [q["point"] for q in points]), f"{u['median']:.3g}", f"{u['first']:.3g}", str(u["updates"])]
           for p in points for c, u in p["report"].get("update_seconds", {}).items()]
   if not body:
     return []
-  return ["", "Update seconds per document (the median; the first update, which compiles, apart):", "",
+  return ["", f"{TIMES_HEADING} (the median; the first update, which compiles, apart):", "",
           *_table(["point and condition", "median s", "first s", "updates"], body)]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from lora_hyper.evaluation import study
 from lora_hyper.model import base_model
 
 import xla_flags
@@ -83,7 +84,10 @@ def _free_port() -> int:
 
 
 def _results(out: Path):
-  table = (out / "results.md").read_text().split("\n", 4)[4]  # after the title and the command line
+  """The scores' tables (after the title and the command line, before the update times, which are
+  measured) and the answers."""
+  table, times = (out / "results.md").read_text().split("\n", 4)[4].split("\n\n" + study.TIMES_HEADING)
+  assert "| adapter |" in times
   answers = [{k: v for k, v in json.loads(line).items() if k != "command"}
              for line in (out / "answers.jsonl").read_text().splitlines()]
   return table, answers
