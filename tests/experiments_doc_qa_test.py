@@ -8,20 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gin
 import jax
 import numpy as np
 import pytest
 from flax import traverse_util
 
-from lora_hyper import configurables  # noqa: F401  (registers the gin names)
 from lora_hyper.adapters import io
 from lora_hyper.hypernetworks import doc_to_lora, saved
 from lora_hyper.model import base_model
-from lora_hyper.training import stages
 
 import xla_flags
-from study_plan import study_plan
+from study_plan import study_plan, train_study
 from tiny_model import write_talking_tiny_model
 
 ROOT = Path(__file__).parents[1]
@@ -62,12 +59,7 @@ def tiny_levers(tmp_path_factory):
               "lora_hyper.train.steps = 1", "lora_hyper.OptimizerConfig.warmup_steps = 0",
               "lora_hyper.FictionalQA.num_docs = 50", "lora_hyper.DocExampleShapes.student_len = 128",
               "lora_hyper.DocExampleShapes.answer_len = 32", "distill/lora_hyper.DocExampleShapes.teacher_len = 512"]
-  gin.clear_config()
-  try:
-    gin.parse_config_files_and_bindings([str(LEVERS)], bindings)
-    result = stages.train_study(loaded_base=base)
-  finally:
-    gin.clear_config()
+  result = train_study(LEVERS, bindings, base)
   return model_dir, folder, start, result
 
 

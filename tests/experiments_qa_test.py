@@ -10,19 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gin
 import jax
 import pytest
 
-from lora_hyper import configurables  # noqa: F401  (registers the gin names)
 from lora_hyper.adapters import io
 from lora_hyper.evaluation import study
 from lora_hyper.hypernetworks import doc_to_lora, saved
 from lora_hyper.model import base_model
-from lora_hyper.training import stages
 
 import xla_flags
-from study_plan import study_plan
+from study_plan import study_plan, train_study
 from tiny_model import write_talking_tiny_model
 
 ROOT = Path(__file__).parents[1]
@@ -89,12 +86,7 @@ def tiny_study(tmp_path_factory):
               # The first and last stages take a step; the 38 between only build their data and chain
               # (no step: no compile, each of which would cost seconds).
               *(f"{s.name}/lora_hyper.train.steps = {int(s in (plan[0], plan[-1]))}" for s in plan)]
-  gin.clear_config()
-  try:
-    gin.parse_config_files_and_bindings([str(STUDY)], bindings)
-    result = stages.train_study(loaded_base=base)
-  finally:
-    gin.clear_config()
+  result = train_study(STUDY, bindings, base)
   return model_dir, folder / "study", result
 
 

@@ -17,3 +17,13 @@ def study_plan(path: Path) -> tuple[list[stages.Stage], dict[str, dict]]:
     return plan, {s.name: stages.stage_settings(s.name) for s in plan}
   finally:
     gin.clear_config()
+
+
+def train_study(path: Path, bindings: list[str], base) -> stages.StudyResult:
+  """Trains the study gin file `path` with `bindings` on the loaded base model `base`."""
+  gin.clear_config()
+  try:
+    gin.parse_config_files_and_bindings([str(path)], bindings)
+    return stages.train_study(loaded_base=base)
+  finally:
+    gin.clear_config()
