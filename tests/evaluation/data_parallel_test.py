@@ -64,7 +64,8 @@ def test_data_parallel_answers_and_scores_are_one_devices(tiny, monkeypatch, bat
                *batch.values(), *([] if adapter is None else jax.tree.leaves(adapter.weights))))}
   parallel = run(sharding.data_mesh())
   assert parallel.answers == one.answers
-  assert parallel.report == one.report
+  unmeasured = lambda report: {k: v for k, v in report.items() if k != "update_seconds"}  # times differ
+  assert unmeasured(parallel.report) == unmeasured(one.report)
   # The comparison means something: answers and teacher-forced scores differ from row to row.
   assert len({a["adapter"]["answer"] for a in one.answers}) > 3
   assert len({a["adapter"]["token_accuracy"] for a in one.answers}) > 1
