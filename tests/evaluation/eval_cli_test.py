@@ -87,7 +87,7 @@ def _results(out: Path):
   """The scores' tables (after the title and the command line, before the update times, which are
   measured) and the answers."""
   table, times = (out / "results.md").read_text().split("\n", 4)[4].split("\n\n" + study.TIMES_HEADING)
-  assert "| adapter |" in times
+  assert " adapter |" in times
   answers = [{k: v for k, v in json.loads(line).items() if k != "command"}
              for line in (out / "answers.jsonl").read_text().splitlines()]
   return table, answers
