@@ -198,9 +198,10 @@ class FictionalData:
                                    subject_kinds=self.subject_kinds)
     records = []
     for first in range(self.first_doc, self.first_doc + self.docs, self.stack):
-      texts = [source.document(d).text for d in range(first, first + self.stack)]
+      pairs = [source.qa_pairs(d) for d in range(first, first + self.stack)]  # each document drawn once
+      texts = [questions[0]["document"] for questions in pairs]
       stacked = {"document": STACK_SEPARATOR.join(texts), "documents": texts} if self.stack > 1 else {}
-      records += [{**r, **stacked} for d in range(first, first + self.stack) for r in source.qa_pairs(d)]
+      records += [{**r, **stacked} for questions in pairs for r in questions]
     if self.by_answer_kind:
       records = [{**r, "group": fictional.answer_kind(r["answer"])} for r in records]
     return records
