@@ -101,3 +101,39 @@ def test_the_levers_eval_scores_every_row_through_the_cli(tiny_levers):
   assert len(summary["points"]) == 3 and all(p["report"]["records"] == 6 for p in summary["points"])
   assert all("adapter" in p["report"]["update_seconds"] for p in summary["points"][1:])
   assert "Update seconds per document" in (out / "results.md").read_text()
+
+
+def _tiny_eval(gin_file: Path, model_dir: Path, hypernetwork: Path, out: Path, *bindings: str) -> dict:
+  """`lora-hyper eval --gin_file gin_file` on the tiny model, 2 documents and 2-token answers."""
+  params = [f"lora_hyper.eval_sweep.out = '{out}'", f"lora_hyper.EvalConfig.base_model = '{model_dir}'",
+            f"lora_hyper.EvalConfig.hypernetwork = '{hypernetwork}'", "lora_hyper.FictionalData.docs = 2",
+            "lora_hyper.EvalConfig.max_new_tokens = 2", "lora_hyper.eval_sweep.plot_results = False", *bindings]
+  run = subprocess.run([sys.executable, "-m", "lora_hyper.cli", "eval", "--gin_file", str(gin_file),
+                        *(a for p in params for a in ("--gin_param", p))], capture_output=True, text=True, cwd=ROOT,
+                       timeout=600, env={**os.environ, "XLA_FLAGS": xla_flags.for_devices(1)})
+  assert run.returncode == 0, run.stderr
+  return json.loads((out / "results.json").read_text())
+
+
+def test_the_speed_eval_times_distillation_against_the_adapter(tiny_levers):
+  model_dir, folder, _, _ = tiny_levers
+  summary = _tiny_eval(ROOT / "experiments/doc_qa/speed_eval.gin", model_dir, folder / "levers" / "needle" / "hypernetwork",
+                       folder / "speed", "lora_hyper.EvalConfig.distill = @lora_hyper.DistillConfig()",
+                       "lora_hyper.DistillConfig.steps = 2", "lora_hyper.DistillConfig.max_answer_tokens = 2")
+  timed = summary["points"][0]["report"]["update_seconds"]
+  assert set(timed) == {"adapter", "cd_oracle"} and timed["cd_oracle"]["updates"] == 6  # a distillation per question
+  times = (folder / "speed" / "results.md").read_text().split("Update seconds per document")[1]
+  assert "| x adapter |" in times
+  ratio = float(times.splitlines()[-1].split("|")[-2])
+  assert ratio == pytest.approx(timed["cd_oracle"]["median"] / timed["adapter"]["median"], rel=0.01)
+
+
+def test_the_stacking_eval_asks_each_stack_of_its_documents(tiny_levers):
+  model_dir, folder, _, _ = tiny_levers
+  summary = _tiny_eval(ROOT / "experiments/doc_qa/stacking_eval.gin", model_dir,
+                       folder / "levers" / "needle" / "hypernetwork", folder / "stacking",
+                       "lora_hyper.eval_sweep.axes = {'lora_hyper.FictionalData.stack': [1, 2]}")
+  points = summary["points"]
+  assert [p["point"]["lora_hyper.FictionalData.stack"] for p in points] == [1, 2]
+  assert all(p["report"]["records"] == 6 for p in points)  # every question of every document, at each size
+  assert all(set(p["report"]["update_seconds"]) == {"adapter"} for p in points)

@@ -373,14 +373,26 @@ def by_group_tables(rows: Sequence[dict]) -> list[str]:
 TIMES_HEADING = "Update seconds per document"  # results.md's last table: measured times, not scores
 
 
+def _ratio(value: float) -> str:
+  return f"{value:.0f}" if value >= 100 else f"{value:.3g}"  # 3438, not 3.44e+03
+
+
 def update_table(points: Sequence[Mapping[str, Any]]) -> list[str]:
-  """Each point's update seconds per document, by condition (`evaluator.update_seconds`); none: no lines."""
-  body = [[column_label(p["point"], c, [q["point"] for q in points]), f"{u['median']:.3g}", f"{u['first']:.3g}", str(u["updates"])]
-          for p in points for c, u in p["report"].get("update_seconds", {}).items()]
+  """Each point's update seconds per document, by condition (`evaluator.update_seconds`), and each
+  median over the same point's adapter median (how many times slower than one hypernetwork pass,
+  e.g. gradient context distillation's cd_oracle); none timed: no lines."""
+  body = []
+  for p in points:
+    timed = p["report"].get("update_seconds", {})
+    adapter = timed.get("adapter", {}).get("median")
+    for c, u in timed.items():
+      ratio = "-" if not adapter else _ratio(u["median"] / adapter)
+      body.append([column_label(p["point"], c, [q["point"] for q in points]), f"{u['median']:.3g}",
+                   f"{u['first']:.3g}", str(u["updates"]), ratio])
   if not body:
     return []
   return ["", f"{TIMES_HEADING} (the median; the first update, which compiles, apart):", "",
-          *_table(["point and condition", "median s", "first s", "updates"], body)]
+          *_table(["point and condition", "median s", "first s", "updates", "x adapter"], body)]
 
 
 def markdown(title: str, command: str, axes: Sequence[str], rows: Sequence[dict], table: str = "by_point",

@@ -302,9 +302,12 @@ def test_update_times_follow_the_score_tables():
                                            "cd_oracle": {"median": 41.25, "first": 60.0, "updates": 3}}}},
             {"point": {"lora_hyper.EvalConfig.conditions": ["base"]}, "report": {}}]
   lines = study.markdown("t", "cmd", [], [], points=points).splitlines()
-  assert lines[-4:] == ["| point and condition | median s | first s | updates |", "|---|---|---|---|",
-                        "| chunk_len=16 adapter | 0.012 | 3.5 | 4 |", "| chunk_len=16 cd_oracle | 41.2 | 60 | 3 |"]
+  assert lines[-4:] == ["| point and condition | median s | first s | updates | x adapter |", "|---|---|---|---|---|",
+                        "| chunk_len=16 adapter | 0.012 | 3.5 | 4 | 1 |",
+                        "| chunk_len=16 cd_oracle | 41.2 | 60 | 3 | 3438 |"]
   assert "update seconds" not in study.markdown("t", "cmd", [], [], points=points[1:]).lower()
+  untimed_adapter = [{"point": {}, "report": {"update_seconds": {"cd_oracle": points[0]["report"]["update_seconds"]["cd_oracle"]}}}]
+  assert study.markdown("t", "cmd", [], [], points=untimed_adapter).splitlines()[-1] == "| cd_oracle | 41.2 | 60 | 3 | - |"
 
 
 def test_columns_name_folders_by_as_much_as_tells_them_apart():

@@ -44,6 +44,7 @@ def test_every_shipped_config_parses():
   # The others (prepare-data, evaluation sweeps) parse too, with their one required binding given.
   others = {"prepare_data.gin": ["lora_hyper.prepare_data.out = '/tmp/x'"], "niah_chunk_sweep.gin": [],
             "eval.gin": [], "chunk_sweep.gin": [], "handwritten_eval.gin": [], "levers_eval.gin": [], "stacking_eval.gin": [],
+            "speed_eval.gin": [],
             "eval_train.gin": ["lora_hyper.EvalConfig.lora = '/tmp/x'", "lora_hyper.EvalConfig.task_loras = '/tmp/y'"]}
   assert {p.name for p in every if p not in paths + studies} == set(others)
   try:
