@@ -32,12 +32,13 @@ encoder and the cd_* distillations are not split: they run whole on every device
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import statistics
 import sys
 import time
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -190,10 +191,11 @@ def random_source(index: int, seed: int = 0) -> str:
 
 def _distilled_answers(base: BaseModel, rows: Sequence[dict], condition: str, settings, num_queries: int,
                        sampling: decoding.SamplingConfig, per_document: dict[str, Any],
-                       seconds: list[float]) -> list[str]:
+                       seconds: list[tuple[float, bool]]) -> list[str]:
   """Answers of the base model with a LoRA distilled from each row's document (experiments/qa's recipe);
   cd_generated's LoRA is distilled once per document and kept in `per_document` (a document's questions
-  may fall in several groups). Each distillation's wall seconds are appended to `seconds`."""
+  may fall in several groups). Each distillation's seconds are appended to `seconds`, with False: its
+  compilation is timed apart (`context_distillation.Timings.update_s`)."""
   from lora_hyper.baselines import context_distillation as cd  # pylint: disable=import-outside-toplevel
   from lora_hyper.data import fictional  # pylint: disable=import-outside-toplevel
 
@@ -203,18 +205,18 @@ def _distilled_answers(base: BaseModel, rows: Sequence[dict], condition: str, se
   answers = []
   for r in rows:
     context = tok.encode(r["document"] + "\n\n", add_bos=False)
-    start = time.perf_counter()
     if condition == "cd_oracle":
-      adapter = cd.distill(base.params, base.config, context, prompt_ids(r["query"]), settings=settings,
-                           stop_ids=stop_ids).adapter
-      seconds.append(_ready_seconds(adapter, start))
+      result = cd.distill(base.params, base.config, context, prompt_ids(r["query"]), settings=settings,
+                          stop_ids=stop_ids)
+      adapter = result.adapter
+      seconds.append((result.timings.update_s, False))
     else:
       if r["document"] not in per_document:
         queries = fictional.generated_queries({"document": r["document"]}, num_queries)
-        per_document[r["document"]] = cd.distill_queries(base.params, base.config, context,
-                                                         [prompt_ids(q) for q in queries], settings=settings,
-                                                         stop_ids=stop_ids).adapter
-        seconds.append(_ready_seconds(per_document[r["document"]], start))
+        result = cd.distill_queries(base.params, base.config, context, [prompt_ids(q) for q in queries],
+                                    settings=settings, stop_ids=stop_ids)
+        per_document[r["document"]] = result.adapter
+        seconds.append((result.timings.update_s, False))
       adapter = per_document[r["document"]]
     answers += qa.complete(base, [prompts.query_prompt(r["query"])], adapter=adapter, sampling=sampling)
   return answers
@@ -226,11 +228,37 @@ def _ready_seconds(adapter: lora.LoraAdapter, start: float) -> float:
   return time.perf_counter() - start
 
 
-def update_seconds(timings: Mapping[str, Sequence[float]]) -> dict[str, dict[str, float]]:
-  """{condition: its updates' seconds per document}: the median (the first update compiles: it is
-  reported apart, as `first`) and how many were timed."""
-  return {c: {"median": statistics.median(t[1:] or t), "first": t[0], "updates": len(t)}
-          for c, t in timings.items() if t}
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # jax.monitoring's, once per XLA compilation
+
+
+@contextlib.contextmanager
+def counting_compiles() -> Iterator[list[float]]:
+  """A list that gets each XLA compilation's seconds while the context is open: an update that
+  compiled (a new batch or chunk shape) is not a steady-state update."""
+  compiles: list[float] = []
+
+  def listener(event: str, duration: float, **_) -> None:
+    if event == COMPILE_EVENT:
+      compiles.append(duration)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield compiles
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def update_seconds(timings: Mapping[str, Sequence[tuple[float, bool]]]) -> dict[str, dict[str, float]]:
+  """{condition: its updates' seconds per document}, from (seconds, whether it compiled) per update:
+  the median of those that compiled nothing (of all, where every one did), the first update's
+  seconds, and how many were timed and how many compiled."""
+  out = {}
+  for c, t in timings.items():
+    if t:
+      steady = [s for s, compiled in t if not compiled]
+      out[c] = {"median": statistics.median(steady or [s for s, _ in t]), "first": t[0][0], "updates": len(t),
+                "compiled": sum(compiled for _, compiled in t)}
+  return out
 
 
 def _unique_complete(base: BaseModel, questions: list[str], sampling: decoding.SamplingConfig,
@@ -296,8 +324,9 @@ def evaluate(hyper: SavedHypernetwork, base: BaseModel, records: Sequence[dict],
     hyper = dataclasses.replace(hyper, variables=sharding.replicate(hyper.variables, mesh))
 
   distilled: dict[str, Any] = {}  # cd_generated's LoRA of each document
-  # Each update's wall seconds per document: a distillation's, or a batch of adapters' shared evenly.
-  timings: dict[str, list[float]] = {c: [] for c in ("adapter", *DOCUMENT_ONLY) if c in conditions}
+  # Each update's wall seconds per document (a distillation's, or a batch of adapters' shared evenly)
+  # and whether it compiled.
+  timings: dict[str, list[tuple[float, bool]]] = {c: [] for c in ("adapter", *DOCUMENT_ONLY) if c in conditions}
   groups: dict[Any, list[int]] = {}
   for i, r in enumerate(records):
     groups.setdefault(r.get("group"), []).append(i)
@@ -331,10 +360,13 @@ def evaluate(hyper: SavedHypernetwork, base: BaseModel, records: Sequence[dict],
           if condition in ("adapter", "other_source", "random_source"):
             texts = {"adapter": batch, "other_source": [other[s] for s in batch],
                      "random_source": [randoms[s] for s in batch]}[condition]
-            start = time.perf_counter()
-            made = adapters_of(texts)
-            if condition == "adapter":
-              timings["adapter"].append(_ready_seconds(made, start) / len(batch))
+            with counting_compiles() as compiles:
+              start = time.perf_counter()
+              made = adapters_of(texts)
+              seconds = _ready_seconds(made, start)
+            if condition == "adapter":  # per document: a stack's time shared by its documents
+              count = sum(len(p) if isinstance(p, list) else 1 for p in parts(texts))
+              timings["adapter"].append((seconds / count, bool(compiles)))
             adapter = lora.take(made, per_row)
           elif condition == "context":
             asked = [in_context(r[source_key], r[input_key]) for r in recs]

@@ -378,21 +378,24 @@ def _ratio(value: float) -> str:
 
 
 def update_table(points: Sequence[Mapping[str, Any]]) -> list[str]:
-  """Each point's update seconds per document, by condition (`evaluator.update_seconds`), and each
-  median over the same point's adapter median (how many times slower than one hypernetwork pass,
-  e.g. gradient context distillation's cd_oracle); none timed: no lines."""
+  """Each point's update seconds per document, by condition (`evaluator.update_seconds`), and, where a
+  point timed another update beside its adapter's (e.g. gradient context distillation's cd_oracle),
+  each median over that adapter median: how many times slower than one hypernetwork pass. None timed:
+  no lines."""
+  timed = [(p["point"], p["report"].get("update_seconds", {})) for p in points]
+  compared = any("adapter" in t and len(t) > 1 for _, t in timed)
   body = []
-  for p in points:
-    timed = p["report"].get("update_seconds", {})
-    adapter = timed.get("adapter", {}).get("median")
-    for c, u in timed.items():
-      ratio = "-" if not adapter else _ratio(u["median"] / adapter)
-      body.append([column_label(p["point"], c, [q["point"] for q in points]), f"{u['median']:.3g}",
-                   f"{u['first']:.3g}", str(u["updates"]), ratio])
+  for point, times in timed:
+    adapter = times.get("adapter", {}).get("median")
+    for c, u in times.items():
+      ratio = ["-" if not adapter else _ratio(u["median"] / adapter)] if compared else []
+      body.append([column_label(point, c, [q for q, _ in timed]), f"{u['median']:.3g}", f"{u['first']:.3g}",
+                   str(u["updates"]), str(u.get("compiled", "-")), *ratio])
   if not body:
     return []
-  return ["", f"{TIMES_HEADING} (the median; the first update, which compiles, apart):", "",
-          *_table(["point and condition", "median s", "first s", "updates", "x adapter"], body)]
+  header = ["point and condition", "median s", "first s", "updates", "compiled", *(["x adapter"] if compared else [])]
+  return ["", f"{TIMES_HEADING} (the median of the updates that compiled nothing, where counted; the first update apart):", "",
+          *_table(header, body)]
 
 
 def markdown(title: str, command: str, axes: Sequence[str], rows: Sequence[dict], table: str = "by_point",

@@ -298,16 +298,24 @@ def test_folders_are_named_by_as_many_last_parts_as_tell_them_apart():
 
 def test_update_times_follow_the_score_tables():
   points = [{"point": {"lora_hyper.EvalConfig.chunk_len": 16},
-             "report": {"update_seconds": {"adapter": {"median": 0.012, "first": 3.5, "updates": 4},
-                                           "cd_oracle": {"median": 41.25, "first": 60.0, "updates": 3}}}},
+             "report": {"update_seconds": {"adapter": {"median": 0.012, "first": 3.5, "updates": 4, "compiled": 1},
+                                           "cd_oracle": {"median": 41.25, "first": 60.0, "updates": 3, "compiled": 0}}}},
             {"point": {"lora_hyper.EvalConfig.conditions": ["base"]}, "report": {}}]
   lines = study.markdown("t", "cmd", [], [], points=points).splitlines()
-  assert lines[-4:] == ["| point and condition | median s | first s | updates | x adapter |", "|---|---|---|---|---|",
-                        "| chunk_len=16 adapter | 0.012 | 3.5 | 4 | 1 |",
-                        "| chunk_len=16 cd_oracle | 41.2 | 60 | 3 | 3438 |"]
+  assert lines[-4:] == ["| point and condition | median s | first s | updates | compiled | x adapter |",
+                        "|---|---|---|---|---|---|", "| chunk_len=16 adapter | 0.012 | 3.5 | 4 | 1 | 1 |",
+                        "| chunk_len=16 cd_oracle | 41.2 | 60 | 3 | 0 | 3438 |"]
   assert "update seconds" not in study.markdown("t", "cmd", [], [], points=points[1:]).lower()
-  untimed_adapter = [{"point": {}, "report": {"update_seconds": {"cd_oracle": points[0]["report"]["update_seconds"]["cd_oracle"]}}}]
-  assert study.markdown("t", "cmd", [], [], points=untimed_adapter).splitlines()[-1] == "| cd_oracle | 41.2 | 60 | 3 | - |"
+  adapter_alone = {"point": {"lora_hyper.EvalConfig.chunk_len": 8}, "report": {"update_seconds": {
+      "adapter": {"median": 0.02, "first": 1.0, "updates": 2, "compiled": 1}}}}
+  assert study.markdown("t", "cmd", [], [], points=[points[0], adapter_alone]).splitlines()[-1] == \
+      "| chunk_len=8 adapter | 0.02 | 1 | 2 | 1 | 1 |"
+  # Nothing compared: no ratio column.
+  assert study.markdown("t", "cmd", [], [], points=[adapter_alone]).splitlines()[-2:] == [
+      "|---|---|---|---|---|", "| chunk_len=8 adapter | 0.02 | 1 | 2 | 1 |"]
+  untimed_adapter = [{"point": {}, "report": {"update_seconds": {"cd_oracle": points[0]["report"]["update_seconds"]["cd_oracle"]}}},
+                     points[0]]
+  assert study.markdown("t", "cmd", [], [], points=untimed_adapter).splitlines()[-3] == "| cd_oracle | 41.2 | 60 | 3 | 0 | - |"
 
 
 def test_columns_name_folders_by_as_much_as_tells_them_apart():
