@@ -1,6 +1,6 @@
 """experiments/doc_qa: issue 65's lever rows (levers.gin) start from one saved hypernetwork and change
 one thing each; on a tiny model every row trains a step (the re-shaped ones from the start's params
-where shapes allow) and levers_eval.gin scores them through the CLI."""
+where shapes allow), and levers_eval.gin, speed_eval.gin and stacking_eval.gin run through the CLI."""
 
 import json
 import os
@@ -117,8 +117,9 @@ def _tiny_eval(gin_file: Path, model_dir: Path, hypernetwork: Path, out: Path, *
 
 def test_the_speed_eval_times_distillation_against_the_adapter(tiny_levers):
   model_dir, folder, _, _ = tiny_levers
-  summary = _tiny_eval(ROOT / "experiments/doc_qa/speed_eval.gin", model_dir, folder / "levers" / "needle" / "hypernetwork",
-                       folder / "speed", "lora_hyper.EvalConfig.distill = @lora_hyper.DistillConfig()",
+  needle = folder / "levers" / "needle" / "hypernetwork"
+  summary = _tiny_eval(ROOT / "experiments/doc_qa/speed_eval.gin", model_dir, needle, folder / "speed",
+                       "lora_hyper.EvalConfig.distill = @lora_hyper.DistillConfig()",
                        "lora_hyper.DistillConfig.steps = 2", "lora_hyper.DistillConfig.max_answer_tokens = 2")
   timed = summary["points"][0]["report"]["update_seconds"]
   assert set(timed) == {"adapter", "cd_oracle"} and timed["cd_oracle"]["updates"] == 6  # a distillation per question

@@ -394,8 +394,8 @@ def update_table(points: Sequence[Mapping[str, Any]]) -> list[str]:
   if not body:
     return []
   header = ["point and condition", "median s", "first s", "updates", "compiled", *(["x adapter"] if compared else [])]
-  return ["", f"{TIMES_HEADING} (the median of the updates that compiled nothing, where counted; the first update apart):", "",
-          *_table(header, body)]
+  how = "the median of the updates that compiled nothing, where counted; the first update apart"
+  return ["", f"{TIMES_HEADING} ({how}):", "", *_table(header, body)]
 
 
 def markdown(title: str, command: str, axes: Sequence[str], rows: Sequence[dict], table: str = "by_point",
