@@ -14,6 +14,7 @@ import pytest
 from flax import traverse_util
 
 from lora_hyper.adapters import io
+from lora_hyper.evaluation import study
 from lora_hyper.hypernetworks import doc_to_lora, saved
 from lora_hyper.model import base_model
 
@@ -82,32 +83,11 @@ def test_every_row_trains_and_keeps_the_starts_params_where_their_shapes_allow(t
   assert saved.load_hypernetwork(folder / "levers" / "latents_32" / "hypernetwork").config.perceiver.num_latents == 32
 
 
-def test_the_levers_eval_scores_every_row_through_the_cli(tiny_levers):
-  model_dir, folder, _, _ = tiny_levers
-  out = folder / "eval"
-  root = folder / "levers"
-  run = subprocess.run(
-      [sys.executable, "-m", "lora_hyper.cli", "eval", "--gin_file", str(EVAL),
-       "--gin_param", f"lora_hyper.eval_sweep.out = '{out}'", "--gin_param", f"lora_hyper.EvalConfig.base_model = '{model_dir}'",
-       "--gin_param", "lora_hyper.FictionalData.docs = 2", "--gin_param", "lora_hyper.EvalConfig.max_new_tokens = 2",
-       "--gin_param", "lora_hyper.eval_sweep.plot_results = False",
-       "--gin_param", "lora_hyper.eval_sweep.points = " + str(
-           [{"lora_hyper.EvalConfig.hypernetwork": str(root / "needle" / "hypernetwork"),
-             "lora_hyper.EvalConfig.conditions": ["base", "context"]}]
-           + [{"lora_hyper.EvalConfig.hypernetwork": str(root / r / "hypernetwork")} for r in ("per_layer", "rank_16")])],
-      capture_output=True, text=True, cwd=ROOT, timeout=600, env={**os.environ, "XLA_FLAGS": xla_flags.for_devices(1)})
-  assert run.returncode == 0, run.stderr
-  summary = json.loads((out / "results.json").read_text())
-  assert len(summary["points"]) == 3 and all(p["report"]["records"] == 6 for p in summary["points"])
-  assert all("adapter" in p["report"]["update_seconds"] for p in summary["points"][1:])
-  assert "Update seconds per document" in (out / "results.md").read_text()
-
-
-def _tiny_eval(gin_file: Path, model_dir: Path, hypernetwork: Path, out: Path, *bindings: str) -> dict:
+def _tiny_eval(gin_file: Path, model_dir: Path, out: Path, *bindings: str) -> dict:
   """`lora-hyper eval --gin_file gin_file` on the tiny model, 2 documents and 2-token answers."""
   params = [f"lora_hyper.eval_sweep.out = '{out}'", f"lora_hyper.EvalConfig.base_model = '{model_dir}'",
-            f"lora_hyper.EvalConfig.hypernetwork = '{hypernetwork}'", "lora_hyper.FictionalData.docs = 2",
-            "lora_hyper.EvalConfig.max_new_tokens = 2", "lora_hyper.eval_sweep.plot_results = False", *bindings]
+            "lora_hyper.FictionalData.docs = 2", "lora_hyper.EvalConfig.max_new_tokens = 2",
+            "lora_hyper.eval_sweep.plot_results = False", *bindings]
   run = subprocess.run([sys.executable, "-m", "lora_hyper.cli", "eval", "--gin_file", str(gin_file),
                         *(a for p in params for a in ("--gin_param", p))], capture_output=True, text=True, cwd=ROOT,
                        timeout=600, env={**os.environ, "XLA_FLAGS": xla_flags.for_devices(1)})
@@ -115,15 +95,30 @@ def _tiny_eval(gin_file: Path, model_dir: Path, hypernetwork: Path, out: Path, *
   return json.loads((out / "results.json").read_text())
 
 
+def test_the_levers_eval_scores_every_row_through_the_cli(tiny_levers):
+  model_dir, folder, _, _ = tiny_levers
+  out = folder / "eval"
+  root = folder / "levers"
+  points = ([{"lora_hyper.EvalConfig.hypernetwork": str(root / "needle" / "hypernetwork"),
+              "lora_hyper.EvalConfig.conditions": ["base", "context"]}]
+            + [{"lora_hyper.EvalConfig.hypernetwork": str(root / r / "hypernetwork")}
+               for r in ("per_layer", "rank_16")])
+  summary = _tiny_eval(EVAL, model_dir, out, f"lora_hyper.eval_sweep.points = {points}")
+  assert len(summary["points"]) == 3 and all(p["report"]["records"] == 6 for p in summary["points"])
+  assert all("adapter" in p["report"]["update_seconds"] for p in summary["points"][1:])
+  assert study.TIMES_HEADING in (out / "results.md").read_text()
+
+
 def test_the_speed_eval_times_distillation_against_the_adapter(tiny_levers):
   model_dir, folder, _, _ = tiny_levers
   needle = folder / "levers" / "needle" / "hypernetwork"
-  summary = _tiny_eval(ROOT / "experiments/doc_qa/speed_eval.gin", model_dir, needle, folder / "speed",
+  summary = _tiny_eval(ROOT / "experiments/doc_qa/speed_eval.gin", model_dir, folder / "speed",
+                       f"lora_hyper.EvalConfig.hypernetwork = '{needle}'",
                        "lora_hyper.EvalConfig.distill = @lora_hyper.DistillConfig()",
                        "lora_hyper.DistillConfig.steps = 2", "lora_hyper.DistillConfig.max_answer_tokens = 2")
   timed = summary["points"][0]["report"]["update_seconds"]
   assert set(timed) == {"adapter", "cd_oracle"} and timed["cd_oracle"]["updates"] == 6  # a distillation per question
-  times = (folder / "speed" / "results.md").read_text().split("Update seconds per document")[1]
+  times = (folder / "speed" / "results.md").read_text().split(study.TIMES_HEADING)[1]
   assert "| x adapter |" in times
   ratio = float(times.splitlines()[-1].split("|")[-2])
   assert ratio == pytest.approx(timed["cd_oracle"]["median"] / timed["adapter"]["median"], rel=0.01)
@@ -131,8 +126,9 @@ def test_the_speed_eval_times_distillation_against_the_adapter(tiny_levers):
 
 def test_the_stacking_eval_asks_each_stack_of_its_documents(tiny_levers):
   model_dir, folder, _, _ = tiny_levers
-  summary = _tiny_eval(ROOT / "experiments/doc_qa/stacking_eval.gin", model_dir,
-                       folder / "levers" / "needle" / "hypernetwork", folder / "stacking",
+  needle = folder / "levers" / "needle" / "hypernetwork"
+  summary = _tiny_eval(ROOT / "experiments/doc_qa/stacking_eval.gin", model_dir, folder / "stacking",
+                       f"lora_hyper.EvalConfig.hypernetwork = '{needle}'",
                        "lora_hyper.eval_sweep.axes = {'lora_hyper.FictionalData.stack': [1, 2]}")
   points = summary["points"]
   assert [p["point"]["lora_hyper.FictionalData.stack"] for p in points] == [1, 2]
