@@ -38,7 +38,7 @@ import math
 import statistics
 import sys
 import time
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -248,6 +248,29 @@ def counting_compiles() -> Iterator[list[float]]:
     jax.monitoring.unregister_event_duration_listener(listener)
 
 
+@contextlib.contextmanager
+def _progress(total: int) -> Iterator[Callable[[int], None]]:
+  """Counts answered records: a tqdm bar on a terminal; in a log (nohup, a job's output), where a
+  bar shows nothing until it closes, a plain line per batch, as training prints its steps."""
+  stream, start, done = sys.stderr, time.perf_counter(), 0
+  bar = tqdm(total=total, unit="record", file=stream) if stream.isatty() else None
+
+  def update(n: int) -> None:
+    nonlocal done
+    done += n
+    if bar is not None:
+      bar.update(n)
+    else:
+      print(f"[lora-hyper] evaluated {done}/{total} records ({time.perf_counter() - start:.0f} s)",
+            file=stream, flush=True)
+
+  try:
+    yield update
+  finally:
+    if bar is not None:
+      bar.close()
+
+
 def update_seconds(timings: Mapping[str, Sequence[tuple[float, bool]]]) -> dict[str, dict[str, float]]:
   """{condition: its updates' seconds per document}, from (seconds, whether it compiled) per update:
   the median of those that compiled nothing (of all, where every one did), the first update's
@@ -331,7 +354,7 @@ def evaluate(hyper: SavedHypernetwork, base: BaseModel, records: Sequence[dict],
   for i, r in enumerate(records):
     groups.setdefault(r.get("group"), []).append(i)
   answers: list[dict | None] = [None] * len(records)
-  with tqdm(total=len(records), unit="record", file=sys.stderr, disable=None) as progress:
+  with _progress(len(records)) as progress:
     for indices in groups.values():
       by_source: dict[str, list[int]] = {}
       for i in indices:
@@ -394,7 +417,7 @@ def evaluate(hyper: SavedHypernetwork, base: BaseModel, records: Sequence[dict],
           for condition, scores in scored.items():
             answer[condition] = scores[k]
           answers[rows[k][1]] = answer
-        progress.update(len(rows))
+        progress(len(rows))
   report = {"hypernetwork": hyper.describe(), "base_model": base.name, "records": len(records),
             "scores": mean_scores(answers, conditions, metrics)}
   report["update_seconds"] = update_seconds(timings)

@@ -104,6 +104,15 @@ def test_compiles_are_counted_while_the_context_is_open():
   assert len(first) == 1 and again == [] and len(new_shape) == 1
 
 
+def test_progress_in_a_log_is_a_line_per_batch(tiny, capsys):
+  """Where stderr is not a terminal (a job's log) a tqdm bar would show nothing until the end."""
+  base, hyper = tiny
+  evaluator.evaluate(hyper, base, RECORDS, conditions=("base",), sampling=decoding.SamplingConfig(max_new_tokens=1))
+  lines = capsys.readouterr().err.splitlines()
+  assert [line.split(" (")[0] for line in lines if "evaluated" in line] == \
+      ["[lora-hyper] evaluated 1/2 records", "[lora-hyper] evaluated 2/2 records"]
+
+
 def test_bad_conditions_and_options_are_refused(tiny):
   base, hyper = tiny
   with pytest.raises(ValueError, match=r"unknown condition\(s\) \['oracle'\]"):
