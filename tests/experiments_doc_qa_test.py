@@ -25,7 +25,7 @@ from tiny_model import write_talking_tiny_model
 ROOT = Path(__file__).parents[1]
 LEVERS = ROOT / "experiments/doc_qa/levers.gin"
 EVAL = ROOT / "experiments/doc_qa/levers_eval.gin"
-ROWS = ["needle", "distill", "latents_32", "rank_16", "per_layer"]
+ROWS = ["needle", "distill", "latents_32", "rank_16", "per_layer", "rank_16_widened"]
 
 
 def test_every_row_starts_from_the_needle_hypernetwork_and_changes_one_thing():
@@ -36,11 +36,13 @@ def test_every_row_starts_from_the_needle_hypernetwork_and_changes_one_thing():
   base = settings["needle"]
   changed = {n: sorted(k for k in s if k != "hyper_overrides" and s[k] != base[k]) for n, s in settings.items()}
   assert changed == {"needle": [], "per_layer": [], "distill": ["doc_shapes", "objective"], "latents_32": [],
-                     "rank_16": []}
+                     "rank_16": [], "rank_16_widened": ["init_reshaped"]}
+  assert settings["rank_16_widened"]["init_reshaped"] == "widen_rank"
   assert settings["distill"]["doc_shapes"].teacher_len == 128 and settings["distill"]["objective"] == "d2l_kl"
   lever = {n: {k: v for k, v in s["hyper_overrides"].items() if k != "experimental"} for n, s in settings.items()}
   assert lever == {"needle": {}, "per_layer": {"context_encoder": "per_layer_activations"}, "distill": {},
-                   "latents_32": {"perceiver": {"num_latents": 32}}, "rank_16": {"rank": 16}}
+                   "latents_32": {"perceiver": {"num_latents": 32}}, "rank_16": {"rank": 16},
+                   "rank_16_widened": {"rank": 16}}
   assert all(s["hyper_overrides"]["experimental"] == {"chunk_gate_cut": False} for s in settings.values())
 
 
@@ -77,9 +79,10 @@ def test_every_row_trains_and_keeps_the_starts_params_where_their_shapes_allow(t
     assert kept and all(np.all(np.isfinite(v)) for v in params.values()), row
     if row == "per_layer":
       assert saved_row.config.context_encoder == "per_layer_activations"
-    if row in ("latents_32", "rank_16"):
+    if row in ("latents_32", "rank_16", "rank_16_widened"):
       assert any(params[k].shape != started[k].shape for k in params if k in started), row
-  assert saved.load_hypernetwork(folder / "levers" / "rank_16" / "hypernetwork").config.rank == 16
+  for row in ("rank_16", "rank_16_widened"):
+    assert saved.load_hypernetwork(folder / "levers" / row / "hypernetwork").config.rank == 16
   assert saved.load_hypernetwork(folder / "levers" / "latents_32" / "hypernetwork").config.perceiver.num_latents == 32
 
 

@@ -14,6 +14,9 @@ there) is skipped, so rerunning a killed study resumes at the right stage. A sta
 another gets `init_from` = that stage's folder and, naming no preset, its architecture (the
 trainer's rule), with the stage's `hyper_overrides` on top.
 
+`lora_hyper.train_study.only = ['stage2']` trains those stages and no other (independent rows of a
+study, a process or machine each); a stage it names must start from a saved one or another it names.
+
 Every stage's bindings are built (data sources, shapes, optimizer, architecture) before the first
 stage trains; a bad one is a `StudyError` naming the stage and the binding.
 """
@@ -24,7 +27,7 @@ import dataclasses
 import inspect
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import gin
@@ -139,6 +142,10 @@ def check_stage(stage: Stage, settings: dict[str, Any], base: base_model_lib.Bas
     optimizer_lib.for_steps(settings["optimizer"], steps)
   except ValueError as e:
     raise StudyError(f"{where}: {e}") from None
+  try:
+    trainer.check_init_reshaped(settings["init_reshaped"])
+  except ValueError as e:
+    raise StudyError(f"{where}: lora_hyper.train.{e}") from None
   architecture = previous
   if stage.start_from is None and settings["init_from"] is not None:
     try:
@@ -155,7 +162,8 @@ def check_stage(stage: Stage, settings: dict[str, Any], base: base_model_lib.Bas
     if mismatch:
       raise StudyError(f"{where}: its hypernetwork does not fit the one it starts from ({mismatch}); bind no "
                        "lora_hyper.train.hypernetwork preset in this stage and it takes the saved architecture "
-                       "(or lora_hyper.train.init_reshaped = True: params of another shape start from their init)")
+                       "(or lora_hyper.train.init_reshaped = True: params of another shape start from their init; "
+                       f"{trainer.WIDEN_RANK!r}: a multiple of the rank starts from the saved function)")
   return config
 
 
@@ -181,20 +189,38 @@ def _sync(name: str) -> None:
 @dataclasses.dataclass(frozen=True)
 class StudyResult:
   trained: tuple[str, ...]  # stages this call trained to the end
-  skipped: tuple[str, ...]  # stages already saved
+  skipped: tuple[str, ...]  # stages already saved, or left out by `only`
   preempted: str | None  # the stage stopped before its steps (a signal, stop_after): rerun to resume; or None
   outputs: dict[str, str]  # stage -> its saved hypernetwork
 
 
+def check_only(stages: list[Stage], only: Sequence[str] | None) -> None:
+  """`only` names stages of the study, each starting from a saved stage or another one it names."""
+  if only is None:
+    return
+  if isinstance(only, str):
+    raise StudyError(f"lora_hyper.train_study.only is a list of stage names, got the string {only!r}")
+  by_name = {s.name: s for s in stages}
+  unknown = [n for n in only if n not in by_name]
+  if unknown:
+    raise StudyError(f"lora_hyper.train_study.only names {unknown}, not stages of this study ({list(by_name)})")
+  for name in only:
+    start = by_name[name].start_from
+    if start is not None and start not in only and not done(by_name[start]):
+      raise StudyError(f"stage {name!r} starts from {start!r}, which is not saved and not in lora_hyper.train_study.only")
+
+
 @gin.configurable(module="lora_hyper")
 def train_study(root: str = gin.REQUIRED, stages: Mapping[str, str | None] = gin.REQUIRED,
-                save_dtype: str = "float32", loaded_base: base_model_lib.BaseModel | None = None) -> StudyResult:
+                save_dtype: str = "float32", only: Sequence[str] | None = None,
+                loaded_base: base_model_lib.BaseModel | None = None) -> StudyResult:
   """Trains the stages in order (see the module's docstring). `save_dtype` stores every stage's
-  hypernetwork (the next stage starts from what is stored: bfloat16 rounds it); `loaded_base` as
-  for `train`."""
+  hypernetwork (the next stage starts from what is stored: bfloat16 rounds it); `only` names the
+  stages to train, None all; `loaded_base` as for `train`."""
   if save_dtype not in saved.DTYPES:
     raise StudyError(f"lora_hyper.train_study.save_dtype must be one of {sorted(saved.DTYPES)}, got {save_dtype!r}")
   plan_ = plan(root, stages)
+  check_only(plan_, only)
   check_scopes(plan_, scoped_bindings())
   settings = {s.name: stage_settings(s.name) for s in plan_}
   first = settings[plan_[0].name]
@@ -204,6 +230,9 @@ def train_study(root: str = gin.REQUIRED, stages: Mapping[str, str | None] = gin
   trained, skipped = [], []
   outputs = {s.name: str(s.output) for s in plan_}
   for stage in plan_:
+    if only is not None and stage.name not in only:
+      skipped.append(stage.name)
+      continue
     if done(stage):
       print(f"[lora-hyper] stage {stage.name}: {stage.output} is saved; skipped", flush=True)
       skipped.append(stage.name)

@@ -22,12 +22,15 @@ from lora_hyper.adapters import io
 from lora_hyper.data import lora_library, pipeline
 from lora_hyper.errors import NonFiniteLossError
 from lora_hyper.hypernetworks import kinds, saved, text_to_lora
+from lora_hyper.hypernetworks.doc_to_lora import DocToLoraConfig, widening
 from lora_hyper.hypernetworks.task_encoders import TaskEncoder, make_task_encoder
 from lora_hyper.model import base_model as base_model_lib
 from lora_hyper.training import checkpointing, distributed, objectives, optimizer as optimizer_lib
 from lora_hyper.training import program as program_lib, step as step_lib
 from lora_hyper.training.metrics import MetricsLogger
 from lora_hyper.training.optimizer import OptimizerConfig
+
+WIDEN_RANK = "widen_rank"  # init_reshaped: a wider Doc-to-LoRA rank starts from the saved function
 
 PyTree = Any
 
@@ -111,7 +114,7 @@ def train(
     seed: int = 0,
     shuffle: bool = True,
     init_from: str | None = None,
-    init_reshaped: bool = False,
+    init_reshaped: bool | str = False,
     stop_after: int | None = None,
     resume_from_previous: bool = False,
     loaded_base: base_model_lib.BaseModel | None = None,
@@ -142,7 +145,10 @@ def train(
   checkpoint in `workdir` still wins, so a preempted stage resumes where it stopped. With
   `init_reshaped`, params whose shape differs from the saved ones (an architecture change tried from
   a trained start: more latents, rank 16, per-layer activations) also start from their init, named in
-  the log; without it such a change is refused as a mistake.
+  the log; without it such a change is refused as a mistake. `init_reshaped='widen_rank'` does the
+  same, except that a Doc-to-LoRA rank k times the saved one starts from the saved hypernetwork's
+  function (`doc_to_lora.widening`: each rank row copied k times, the copies' queries told apart by
+  noise) rather than from init.
 
   `stop_after` ends this run after that many steps (a checkpoint is saved), as a preemption would.
   `loaded_base` lets callers (tests, notebooks) pass an already loaded base model.
@@ -155,6 +161,7 @@ def train(
   infinite loss or gradient norm raises NonFiniteLossError before that step is saved.
   """
   # ---- mesh and base model
+  check_init_reshaped(init_reshaped)
   distributed.maybe_initialize()
   mesh = sharding.make_mesh(*mesh_shape)
   program_lib.check_batch_splits(global_batch_size, mesh)
@@ -251,13 +258,23 @@ def train(
                      int(state.step), metrics, preempted)
 
 
+def check_init_reshaped(value: Any) -> None:
+  if value not in (False, True, WIDEN_RANK):
+    raise ValueError(f"init_reshaped must be False, True or {WIDEN_RANK!r}, got {value!r}")
+
+
 def _saved_variables(loaded: saved.SavedHypernetwork, kind: kinds.Kind, hyper: Any, seed: int,
                      reshaped: bool = False) -> Any:
   """`init_from`'s variables, float32, after checking they fit this run's hypernetwork; variables it
   lacks (and, `reshaped`, those of another shape) come from this run's init (computed on the host CPU,
   the same on every process)."""
   folder = str(loaded.path)
-  got = traverse_util.flatten_dict(loaded.variables)
+  variables = loaded.variables
+  if reshaped == WIDEN_RANK and isinstance(hyper, DocToLoraConfig) and type(loaded.config) is type(hyper) \
+      and hyper.rank != loaded.config.rank:
+    variables = widening.widen_rank(variables, loaded.config, hyper.rank, jax.random.key(seed))
+    print(f"init_from: rank {loaded.config.rank} -> {hyper.rank} from the saved hypernetwork's function", flush=True)
+  got = traverse_util.flatten_dict(variables)
   want = traverse_util.flatten_dict(nn.unbox(kind.abstract_variables(hyper)))
   if reshaped and type(loaded.config) is type(hyper):
     got = {k: v for k, v in got.items() if k not in want or np.shape(v) == tuple(want[k].shape)}

@@ -91,6 +91,15 @@ def test_stages_chain_skip_when_saved_and_resume_where_stopped(tmp_path, study, 
   assert (third.trained, third.skipped) == ((), ("s1", "s2", "s3"))
 
 
+def test_only_trains_the_stages_it_names(tmp_path, study):
+  first = study("lora_hyper.train_study.only = ['s1']")
+  assert (first.trained, first.skipped) == (("s1",), ("s2", "s3"))
+  assert not (tmp_path / "s2").exists()
+  # s3 starts from s2: with both named, s2 trains first, from the saved s1.
+  second = study("lora_hyper.train_study.only = ['s3', 's2']")
+  assert (second.trained, second.skipped) == (("s2", "s3"), ("s1",))
+
+
 @pytest.mark.parametrize("bindings, message", [
     (["lora_hyper.train_study.stages = {'s1': None, 's3': 's2'}"],
      "stage 's3' starts from 's2', which is not an earlier stage"),
@@ -102,6 +111,10 @@ def test_stages_chain_skip_when_saved_and_resume_where_stopped(tmp_path, study, 
     (["s3/lora_hyper.OptimizerConfig.warmup_steps = 2"], "stage 's3'.*warmup_steps"),
     (["s2/lora_hyper.train.hypernetwork = 'd2l_small'"], "stage 's2'.*does not fit"),
     (["s2/lora_hyper.train.base_model = 'x'"], "s2/lora_hyper.train.base_model"),
+    (["s3/lora_hyper.train.init_reshaped = 'widen'"], "stage 's3': lora_hyper.train.init_reshaped must be"),
+    (["lora_hyper.train_study.only = ['s4']"], r"only names \['s4'\], not stages"),
+    (["lora_hyper.train_study.only = ['s2']"], "stage 's2' starts from 's1', which is not saved"),
+    (["lora_hyper.train_study.only = 's1'"], "a list of stage names"),
 ])
 def test_a_bad_stage_stops_before_any_step(tmp_path, study, bindings, message):
   with pytest.raises(stages.StudyError, match=message):

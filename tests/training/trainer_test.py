@@ -22,7 +22,7 @@ import pytest
 from lora_hyper import sharding
 from lora_hyper.data import pipeline
 from lora_hyper.hypernetworks import doc_to_lora, kinds, text_to_lora
-from lora_hyper.hypernetworks.doc_to_lora import d2l_tiny
+from lora_hyper.hypernetworks.doc_to_lora import d2l_tiny, widening
 from lora_hyper.model import transformer
 from lora_hyper.training import objectives, program as program_lib, step as step_lib, trainer
 from lora_hyper.training.optimizer import OptimizerConfig, learning_rate_schedule, make_optimizer
@@ -353,6 +353,14 @@ def test_a_second_stage_starts_from_a_saved_hypernetwork_and_still_resumes(tmp_p
   for k in set(new) - changed:
     np.testing.assert_array_equal(new[k], old[k])
   assert f"{len(changed)} variables not in {folder} (or of another shape there)" in capsys.readouterr().out
+  # 'widen_rank': rank 4 from the saved rank 2's function, every variable taken from the saved ones.
+  widened = _train(tmp_path / "widened", init_from=folder, steps=0, init_reshaped="widen_rank",
+                   hyper_overrides={**OVERRIDES, "rank": 4})
+  expected = widening.widen_rank(first.variables, first.config, 4, jax.random.key(0))
+  _assert_same(widened.variables, expected)
+  assert "rank 2 -> 4 from the saved hypernetwork's function" in capsys.readouterr().out
+  with pytest.raises(ValueError, match="init_reshaped must be False, True or 'widen_rank', got 'widen'"):
+    _train(tmp_path / "typo", init_from=folder, init_reshaped="widen")
 
 
 def test_a_saved_config_gin_names_its_folders_portably(tmp_path, monkeypatch):
