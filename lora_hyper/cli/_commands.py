@@ -86,9 +86,11 @@ def _train_study(args: argparse.Namespace) -> int:
   if result.preempted:
     log(f"stage {result.preempted} was preempted; rerun the same command to resume it")
     return EXIT_PREEMPTED
-  last = list(result.outputs.values())[-1]
+  last = list(result.outputs.values())[-1] if not result.trained else result.outputs[result.trained[-1]]
   log(f"trained {', '.join(result.trained) or 'no stage'}" +
-      (f" (already saved: {', '.join(result.skipped)})" if result.skipped else "") + f"; the last stage is {last}")
+      (f" (already saved: {', '.join(result.skipped)})" if result.skipped else "") +
+      (f" (left out by lora_hyper.train_study.only: {', '.join(result.left_out)})" if result.left_out else "") +
+      f"; the last stage is {last}")
   print(last)
   return EXIT_OK
 

@@ -189,9 +189,10 @@ def _sync(name: str) -> None:
 @dataclasses.dataclass(frozen=True)
 class StudyResult:
   trained: tuple[str, ...]  # stages this call trained to the end
-  skipped: tuple[str, ...]  # stages already saved, or left out by `only`
+  skipped: tuple[str, ...]  # stages already saved
   preempted: str | None  # the stage stopped before its steps (a signal, stop_after): rerun to resume; or None
   outputs: dict[str, str]  # stage -> its saved hypernetwork
+  left_out: tuple[str, ...] = ()  # stages `only` did not name
 
 
 def check_only(stages: list[Stage], only: Sequence[str] | None) -> None:
@@ -227,11 +228,11 @@ def train_study(root: str = gin.REQUIRED, stages: Mapping[str, str | None] = gin
   base = loaded_base or base_model_lib.load_base_model(first["base_model"], dtype=first["base_dtype"], on_host=True)
   check_study(plan_, settings, base)
 
-  trained, skipped = [], []
+  trained, skipped, left_out = [], [], []
   outputs = {s.name: str(s.output) for s in plan_}
   for stage in plan_:
     if only is not None and stage.name not in only:
-      skipped.append(stage.name)
+      left_out.append(stage.name)
       continue
     if done(stage):
       print(f"[lora-hyper] stage {stage.name}: {stage.output} is saved; skipped", flush=True)
@@ -247,11 +248,11 @@ def train_study(root: str = gin.REQUIRED, stages: Mapping[str, str | None] = gin
       operative = gin.operative_config_str()
     if result.preempted or result.step < settings[stage.name]["steps"]:  # a signal, or stop_after: not done
       print(f"[lora-hyper] stage {stage.name}: stopped at step {result.step}; rerun to resume it", flush=True)
-      return StudyResult(tuple(trained), tuple(skipped), stage.name, outputs)
+      return StudyResult(tuple(trained), tuple(skipped), stage.name, outputs, tuple(left_out))
     if distributed.is_main_process():
       saved.save_hypernetwork(stage.output, result.config, result.variables, base=result.base,
                               gin_config=operative, dtype=save_dtype, task_encoder=result.task_encoder)
     _sync(f"study stage {stage.name} saved")  # the next stage reads it on every host
     print(f"[lora-hyper] stage {stage.name}: saved {stage.output}", flush=True)
     trained.append(stage.name)
-  return StudyResult(tuple(trained), tuple(skipped), None, outputs)
+  return StudyResult(tuple(trained), tuple(skipped), None, outputs, tuple(left_out))

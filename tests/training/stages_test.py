@@ -93,11 +93,11 @@ def test_stages_chain_skip_when_saved_and_resume_where_stopped(tmp_path, study, 
 
 def test_only_trains_the_stages_it_names(tmp_path, study):
   first = study("lora_hyper.train_study.only = ['s1']")
-  assert (first.trained, first.skipped) == (("s1",), ("s2", "s3"))
+  assert (first.trained, first.skipped, first.left_out) == (("s1",), (), ("s2", "s3"))
   assert not (tmp_path / "s2").exists()
   # s3 starts from s2: with both named, s2 trains first, from the saved s1.
   second = study("lora_hyper.train_study.only = ['s3', 's2']")
-  assert (second.trained, second.skipped) == (("s2", "s3"), ("s1",))
+  assert (second.trained, second.left_out) == (("s2", "s3"), ("s1",))
 
 
 @pytest.mark.parametrize("bindings, message", [
