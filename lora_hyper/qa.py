@@ -55,8 +55,13 @@ def answer(model: BaseModel, questions: Sequence[str], *, adapter: lora.LoraAdap
 # ----------------------------------------------------------------------------- scores
 
 
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # the comma of 2,214
+
+
 def words(text: str) -> list[str]:
-  return re.findall(r"\w+", text.lower())
+  """Lowercased words; a number's thousands separators folded, so 2,214 is the one word 2214 (the
+  word 214 is not in it) and equals 2214 written without them."""
+  return re.findall(r"\w+", _THOUSANDS.sub("", text.lower()))
 
 
 def rouge_l(prediction: str, reference: str) -> float:

@@ -18,6 +18,10 @@ def test_contains_needs_the_reference_words_in_order_and_adjacent():
   assert qa.contains("He lives in Vellamoor, by the river.", "vellamoor")
   assert qa.contains("seven owls", "Seven owls")
   assert not qa.contains("owls, seven", "seven owls") and not qa.contains("anything", "")
+  # A number with thousands separators is one number: it holds neither of its comma-separated parts.
+  assert qa.contains("It cost 6,206 dollars.", "6206") and qa.contains("6206", "6,206")
+  assert not qa.contains("2,214", "214") and not qa.contains("28,871 dollars", "28")
+  assert qa.words("1,2,3 and 12,345,678") == ["1", "2", "3", "and", "12345678"]
 
 
 def test_answers_end_at_their_first_line():
