@@ -259,12 +259,13 @@ def train(
 
 
 def check_init_reshaped(value: Any) -> None:
+  """Refuses an `init_reshaped` that is none of its three settings (a typo would train from init)."""
   if value not in (False, True, WIDEN_RANK):
     raise ValueError(f"init_reshaped must be False, True or {WIDEN_RANK!r}, got {value!r}")
 
 
 def _saved_variables(loaded: saved.SavedHypernetwork, kind: kinds.Kind, hyper: Any, seed: int,
-                     reshaped: bool = False) -> Any:
+                     reshaped: bool | str = False) -> Any:
   """`init_from`'s variables, float32, after checking they fit this run's hypernetwork; variables it
   lacks (and, `reshaped`, those of another shape) come from this run's init (computed on the host CPU,
   the same on every process)."""
