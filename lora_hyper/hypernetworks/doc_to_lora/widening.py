@@ -39,7 +39,7 @@ def widen_rank(variables: Any, saved: DocToLoraConfig, rank: int, key: jax.Array
   out = {}
   for path, value in traverse_util.flatten_dict(variables).items():
     value = np.asarray(value, np.float32)
-    owner, name = path[-2] if len(path) > 1 else "", path[-1]
+    owner, name = path[-2:]  # every variable sits in a module: (collection, ..., module, name)
     if path == _QUERIES:
       rows = np.repeat(value.reshape(-1, saved.rank, value.shape[-1]), k, axis=-2)
       noise = query_noise * float(np.std(value)) * jax.random.normal(key, rows.shape)
