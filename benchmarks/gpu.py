@@ -135,7 +135,7 @@ def shipped_hypernetwork(cfg, dtype) -> dict:
   """The trained Doc-to-LoRA the package ships (early exit, 128-token chunks, trained on up to 64
   of them), on this run's base config and compute dtype; its chunk limit raised, since only its
   latency is measured here."""
-  loaded = saved.load_hypernetwork(saved.shipped("doc_to_lora"))
+  loaded = saved.load_hypernetwork(saved.shipped("doc_to_lora", "needle"))
   hyper = loaded.config.replace(base=cfg, max_chunks=1024, perceiver={"dtype": dtype})
   return {"config": hyper, "variables": loaded.variables}
 

@@ -193,7 +193,7 @@ def main() -> None:
   args = parser.parse_args()
 
   model = common.base()
-  shipped = saved.load_hypernetwork(saved.shipped("doc_to_lora"), model)
+  shipped = saved.load_hypernetwork(saved.shipped("doc_to_lora", "needle"), model)
   config = long_config(shipped, args.lengths)
   if args.compile_only:
     compiles = [measure_compiles(length, shipped, model, config) for length in args.lengths]

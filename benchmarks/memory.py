@@ -114,7 +114,7 @@ def update_memory(args, model) -> list[dict]:
   base = _abstract(model.params)
   hyper_variables = jax.eval_shape(lambda: doc_to_lora.init(hyper, jax.random.key(0)))
   resident = (base, hyper_variables)
-  shipped = saved.load_hypernetwork(saved.shipped("doc_to_lora"), model)  # early exit, 128-token chunks
+  shipped = saved.load_hypernetwork(saved.shipped("doc_to_lora", "needle"), model)  # early exit, 128-token chunks
   shipped_variables = _abstract(shipped.variables)
   settings = cd.DistillConfig(max_answer_tokens=ANSWER)
   # Context distillation's step does not see the document: one analysis serves every length.

@@ -165,7 +165,7 @@ def main() -> None:
   args = parser.parse_args()
 
   model = common.base()
-  shipped = saved.load_hypernetwork(saved.shipped("doc_to_lora"), model)
+  shipped = saved.load_hypernetwork(saved.shipped("doc_to_lora", "needle"), model)
   doc = doc_to_lora_vs_distillation(args, model, shipped)
   task = text_to_lora_vs_task_lora(args, model)
   common.write_result("update_latency", {

@@ -193,6 +193,22 @@ def test_help_explains_every_option(run):
       assert action.help, (name, action.dest)
   done = run("ask", "--help")
   assert done.returncode == 0 and "--no-adapter" in done.stdout and "exit codes: 0 done" in done.stdout
+  done = run("internalize", "--help")
+  help_text = " ".join(done.stdout.split())  # argparse wraps lines
+  assert done.returncode == 0 and "'general' (the default): a Doc-to-LoRA for short factual texts" in help_text
+  assert "'needle': a needle-in-a-haystack Doc-to-LoRA" in help_text
+
+
+def test_hypernetwork_names_a_folder_or_a_shipped_one(tmp_path, monkeypatch):
+  from lora_hyper.cli._common import hypernetwork_dir
+
+  monkeypatch.chdir(tmp_path)
+  assert hypernetwork_dir(None, "doc_to_lora") == str(saved.shipped("doc_to_lora"))
+  assert hypernetwork_dir("needle", "doc_to_lora") == str(saved.shipped("doc_to_lora", "needle"))
+  assert hypernetwork_dir("tasks", "doc_to_lora") == str(saved.shipped("text_to_lora"))  # eval takes either kind
+  (tmp_path / "needle").mkdir()
+  assert hypernetwork_dir("needle", "doc_to_lora") == "needle"  # a folder of that name comes first
+  assert hypernetwork_dir("runs/missing", "doc_to_lora") == "runs/missing"  # loading it says it is missing
 
 
 @pytest.mark.real_model
@@ -215,8 +231,12 @@ def test_shipped_hypernetworks_work_after_install(run, tmp_path):
   assert float(np.abs(np.asarray(lora.merged_delta(adapter, "v"))).max()) > 0  # trained: not the zero init
   done = run("ask", "--adapter", "upper", "garden")
   assert done.returncode == 0 and len(done.stdout.splitlines()) == 1, done.stderr
+  (tmp_path / "notes.txt").write_text("Vellamoor is a town on the river Quenn. It has 4,817 people.")
+  done = run("internalize", "notes.txt", "--out", "notes")
+  assert done.returncode == 0, done.stderr
+  assert io.load_adapter(tmp_path / "notes")[1].source["hypernetwork"]["path"].endswith("d2l_gemma3_270m_general")
   (tmp_path / "haystack.txt").write_text("The grass is green. The special magic number is 4817. The sky is blue.")
-  done = run("internalize", "haystack.txt", "--out", "hay")
+  done = run("internalize", "haystack.txt", "--out", "hay", "--hypernetwork", "needle")  # a shipped one by name
   assert done.returncode == 0, done.stderr
   assert io.load_adapter(tmp_path / "hay")[1].source["hypernetwork"]["path"].endswith("d2l_gemma3_270m")
 

@@ -32,7 +32,7 @@ def test_notebook_runs_headless_on_a_tiny_model(tmp_path, monkeypatch):
   assert "the tiny test model has no trained doc_to_lora hypernetwork" in outputs  # the stand-in is announced
   assert sorted(p.name for p in (tmp_path / "peft_task_adapter").iterdir()) == [
       "adapter_config.json", "adapter_model.safetensors"]
-  assert (tmp_path / "haystack_adapter" / "adapter.safetensors").is_file()
+  assert (tmp_path / "notes_adapter" / "adapter.safetensors").is_file()
 
 
 def test_install_cell_asks_for_a_source_outside_a_checkout(tmp_path, monkeypatch):

@@ -61,7 +61,7 @@ def main() -> None:
   args = parser.parse_args()
 
   base = base_model.load_base_model()
-  hyper = saved.load_hypernetwork(args.hypernetwork or saved.shipped("doc_to_lora"), base)
+  hyper = saved.load_hypernetwork(args.hypernetwork or saved.shipped("doc_to_lora", "needle"), base)
   count_tokens = lambda text: len(base.tokenizer.encode(text, add_bos=False))
   rows = []
   for length in args.lengths:

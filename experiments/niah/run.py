@@ -167,7 +167,7 @@ def main() -> None:
     common.training_curve(args.training_log, f"{args.name}_training")
 
   base = base_model.load_base_model()
-  hyper = saved.load_hypernetwork(args.hypernetwork or saved.shipped("doc_to_lora"), base)
+  hyper = saved.load_hypernetwork(args.hypernetwork or saved.shipped("doc_to_lora", "needle"), base)
   if args.chunk_gate_cut:
     cut = {"chunk_gate_cut": args.chunk_gate_cut == "on"}
     hyper = dataclasses.replace(hyper, config=hyper.config.replace(experimental=cut))

@@ -120,10 +120,19 @@ def load_base(source: str | None, dtype: str):
 
 
 def hypernetwork_dir(arg: str | None, kind: str) -> str:
-  """--hypernetwork, else the shipped one; checked before the (slow) base model loads."""
+  """--hypernetwork: a folder, else the name of a shipped hypernetwork (of `kind` first, then of the other
+  kind: eval takes either); none: `kind`'s default. Checked before the (slow) base model loads."""
+  from lora_hyper import pretrained
   from lora_hyper.hypernetworks import saved
 
-  return arg or str(saved.shipped(kind))
+  if arg is None:
+    return str(saved.shipped(kind))
+  if Path(arg).exists() or files.is_url(arg):
+    return arg
+  for shipped_kind in sorted(pretrained.SHIPPED, key=lambda k: k != kind):
+    if arg in pretrained.SHIPPED[shipped_kind]:
+      return str(saved.shipped(shipped_kind, arg))
+  return arg  # loading it says it is missing
 
 
 def load_hypernetwork(folder: str, kind: str | None, base):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
+from lora_hyper import pretrained
 from lora_hyper.cli import _commands
 from lora_hyper.cli._common import EXIT_CODES, add_out_arg, bounded_number, non_negative_int, positive_int
 
@@ -31,8 +31,8 @@ def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _shipped_document_limit() -> str:
-  """max_chunks x (chunk_len - 1) of the shipped Doc-to-LoRA, read from its manifest (no JAX import)."""
-  manifest = Path(__file__).parents[1] / "pretrained" / "d2l_gemma3_270m" / "hypernetwork.json"
+  """max_chunks x (chunk_len - 1) of the default shipped Doc-to-LoRA, read from its manifest (no JAX import)."""
+  manifest = pretrained.folder("doc_to_lora") / "hypernetwork.json"
   try:
     config = json.loads(manifest.read_text())["config"]
     return f"{config['max_chunks'] * (config['chunk_len'] - 1):,} tokens"
@@ -40,21 +40,13 @@ def _shipped_document_limit() -> str:
     return "none (no shipped hypernetwork)"
 
 
-# What each shipped hypernetwork is for (the --hypernetwork help of internalize and adapt).
-SHIPPED_USE = {
-    "doc_to_lora": "the shipped lora_hyper/pretrained/d2l_gemma3_270m, a needle-in-a-haystack Doc-to-LoRA: it "
-                   "recalls a 'special magic number' hidden in filler text up to 8K tokens and nothing else; for "
-                   "other documents give one trained for them (lora-hyper train, or Sakana's published one for "
-                   "gemma-2-2b through lora-hyper import-d2l)",
-    "text_to_lora": "the shipped lora_hyper/pretrained/t2l_gemma3_270m, trained on the library's 118 generated "
-                    "string/list/format/arithmetic/classify/extract tasks; tasks unlike them mostly fail",
-}
-
-
 def _add_hypernetwork_arg(parser: argparse.ArgumentParser, kind: str) -> None:
-  parser.add_argument("--hypernetwork", metavar="DIR", default=None,
-                      help=f"a saved {kind} hypernetwork folder (lora-hyper train --out DIR writes one); "
-                           f"default: {SHIPPED_USE[kind]}")
+  shipped = pretrained.SHIPPED[kind]
+  names = "; ".join(f"'{name}'{' (the default)' if i == 0 else ''}: {use}"
+                    for i, (name, (_, use)) in enumerate(shipped.items()))
+  parser.add_argument("--hypernetwork", metavar="DIR_OR_NAME", default=None,
+                      help=f"a saved {kind} hypernetwork folder (lora-hyper train --out DIR writes one) or the "
+                           f"name of a shipped one: {names}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
            "it, and score the answers against the references (ROUGE-L F1 and whether the answer contains "
            "the reference), beside the bare base model and, for documents, the base model with the document "
            "in its prompt. Prints a JSON report.")
-  ev.add_argument("--hypernetwork", metavar="DIR", default=None,
-                  help="a saved hypernetwork folder of either kind (default: the shipped Doc-to-LoRA one, if any)")
+  ev.add_argument("--hypernetwork", metavar="DIR_OR_NAME", default=None,
+                  help="a saved hypernetwork folder of either kind, or the name of a shipped one (default: the "
+                       f"shipped Doc-to-LoRA '{pretrained.default('doc_to_lora')}')")
   ev.add_argument("--data", default="builtin", metavar="SOURCE",
                   help="'builtin' (held-out fictional documents, or held-out tasks with held-out descriptions) "
                        "or a JSONL file of {document, query, answer} / {description, input, output} records")

@@ -5,9 +5,9 @@ variables, {"params": ...} (and Doc-to-LoRA's running statistics for some experi
   variables = doc_to_lora.init(cfg, key);  adapter = internalize(variables, base_params, text, config=cfg, tokenizer=tok)
   variables = text_to_lora.init(cfg, key); adapter = generate_adapter(variables, desc, config=cfg, encoder=enc)
 
-`kinds` holds one record per kind (presets, init, shipped folder, prompt format); `saved` reads and
-writes hypernetwork folders; `published` imports Sakana AI's published Doc-to-LoRA checkpoint into one
-(and exports back).
+`kinds` holds one record per kind (presets, init, prompt format; `lora_hyper.pretrained` names the
+shipped ones); `saved` reads and writes hypernetwork folders; `published` imports Sakana AI's published
+Doc-to-LoRA checkpoint into one (and exports back).
 """
 
 from lora_hyper.hypernetworks import doc_to_lora, kinds, perceiver, sentence_encoder, task_encoders, text_to_lora

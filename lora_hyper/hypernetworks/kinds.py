@@ -4,14 +4,10 @@ need to know about a kind, in one place."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from lora_hyper import prompts
 from lora_hyper.hypernetworks import doc_to_lora, text_to_lora
-
-# Where the trained hypernetworks shipped with the package live.
-SHIPPED_DIR = Path(__file__).parents[1] / "pretrained"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,27 +18,22 @@ class Kind:
   init: Callable[[Any, Any], Any]  # (config, key) -> variables
   abstract_variables: Callable[[Any], Any]  # config -> boxed ShapeDtypeStructs
   variable_shapes: Callable[[Any], Any]  # config -> the shapes a saved folder holds
-  shipped: str  # its trained hypernetwork's folder under lora_hyper/pretrained
   gin_file: str  # the config that trains one
   record_fields: tuple[str, str, str]  # (source, input, reference) of its evaluation records
   prompt: Callable[[str], str]  # how its adapters are asked: an input -> the prompt
   context_prompt: Callable[[str, str], str]  # (source, input) -> the base model's prompt with the source in it
 
-  @property
-  def shipped_dir(self) -> Path:
-    return SHIPPED_DIR / self.shipped
-
 
 DOC_TO_LORA = Kind(
     name="doc_to_lora", config_class=doc_to_lora.DocToLoraConfig, presets=doc_to_lora.PRESETS,
     init=doc_to_lora.init, abstract_variables=doc_to_lora.abstract_variables,
-    variable_shapes=doc_to_lora.variable_shapes, shipped="d2l_gemma3_270m", gin_file="gin_configs/d2l_270m.gin",
+    variable_shapes=doc_to_lora.variable_shapes, gin_file="gin_configs/d2l_270m.gin",
     record_fields=("document", "query", "answer"), prompt=prompts.query_prompt,
     context_prompt=prompts.context_prompt)
 TEXT_TO_LORA = Kind(
     name="text_to_lora", config_class=text_to_lora.TextToLoraConfig, presets=text_to_lora.PRESETS,
     init=text_to_lora.init, abstract_variables=text_to_lora.abstract_variables,
-    variable_shapes=text_to_lora.variable_shapes, shipped="t2l_gemma3_270m", gin_file="experiments/t2l/sft.gin",
+    variable_shapes=text_to_lora.variable_shapes, gin_file="experiments/t2l/sft.gin",
     record_fields=("description", "input", "output"), prompt=prompts.task_prompt,
     context_prompt=prompts.task_context_prompt)
 KINDS = {kind.name: kind for kind in (DOC_TO_LORA, TEXT_TO_LORA)}

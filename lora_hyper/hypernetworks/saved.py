@@ -30,7 +30,7 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-from lora_hyper import files
+from lora_hyper import files, pretrained
 from lora_hyper.adapters import io
 from lora_hyper.errors import CorruptFileError
 from lora_hyper.hypernetworks import _common, _format_1, kinds, task_encoders
@@ -228,9 +228,11 @@ def _check_shapes(variables: Any, want: Any, what: str) -> None:
     raise ValueError(f"{what!r} does not match its config: {mismatch}")
 
 
-def shipped(kind: str) -> Path:
-  """The trained hypernetwork of `kind` shipped with the package, or a FileNotFoundError saying how to make one."""
-  folder = kinds.get(kind).shipped_dir
+def shipped(kind: str, name: str | None = None) -> Path:
+  """The trained hypernetwork `name` of `kind` shipped with the package (None: the kind's default, e.g.
+  Doc-to-LoRA's 'general'; 'needle' is the needle-in-a-haystack one), or a FileNotFoundError saying how
+  to make one."""
+  folder = pretrained.folder(kinds.get(kind).name, name)
   if not (folder / MANIFEST).is_file():
     raise FileNotFoundError(
         f"no trained {kind} hypernetwork is shipped with lora-hyper yet (looked in {str(folder)!r}); pass a "

@@ -124,9 +124,9 @@ def test_the_eval_config_scores_the_set_by_answer_kind(clean_gin, tmp_path):
   summary = study.eval_sweep(out=str(tmp_path), plot_results=False, command="lora-hyper eval --gin_file x.gin",
                              score=_scorer(calls))
   (config,) = calls
-  assert isinstance(config.data, data.HandwrittenData) and config.hypernetwork is None  # the shipped one
+  assert isinstance(config.data, data.HandwrittenData) and config.hypernetwork is None  # the shipped default, general
   assert config.conditions == ("adapter", "base", "context") and config.metrics == ("contains", "rouge_l")
-  assert gin.query_parameter("lora_hyper.eval_sweep.out") == "experiments/results/qa_handwritten"
+  assert gin.query_parameter("lora_hyper.eval_sweep.out") == "experiments/results/doc_qa_handwritten_general"
   assert summary["table"] == "by_group" and [r["group"] for r in summary["rows"]] == ["name", "number", "word"]
   table = (tmp_path / "results.md").read_text().split("\n", 4)[4]
   assert table.splitlines()[:7] == [

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from lora_hyper.adapters import io
-from lora_hyper.hypernetworks import doc_to_lora, kinds, saved, text_to_lora
+from lora_hyper import pretrained
+from lora_hyper.hypernetworks import doc_to_lora, saved, text_to_lora
 from lora_hyper.hypernetworks.task_encoders import BaseModelEncoder
 from lora_hyper.model.base_model import BaseModel
 
@@ -107,9 +108,18 @@ def test_damaged_folders_fail_clearly(base, tmp_path):
 
 
 def test_no_shipped_hypernetwork_says_how_to_train_one(monkeypatch, tmp_path):
-  monkeypatch.setattr(kinds, "SHIPPED_DIR", tmp_path)
+  monkeypatch.setattr(pretrained, "DIR", tmp_path)
   with pytest.raises(FileNotFoundError, match=r"no trained doc_to_lora hypernetwork is shipped .* --out DIR"):
     saved.shipped("doc_to_lora")
+
+
+def test_shipped_hypernetworks_are_picked_by_name():
+  assert saved.shipped("doc_to_lora").name == "d2l_gemma3_270m_general"  # the default: the first
+  assert saved.shipped("doc_to_lora", "needle").name == "d2l_gemma3_270m"
+  assert saved.shipped("text_to_lora").name == "t2l_gemma3_270m"
+  with pytest.raises(ValueError, match="no shipped doc_to_lora hypernetwork is called 'haystack'; the shipped ones "
+                                       "are general, needle"):
+    saved.shipped("doc_to_lora", "haystack")
 
 
 EVERY_OPTION = {"normalize_features": True, "center_momentum": 0.9, "zero_b_init": "head", "generated_factors": "b",

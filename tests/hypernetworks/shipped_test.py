@@ -26,7 +26,7 @@ def test_shipped_hypernetworks_give_the_adapters_they_gave_before(embedded_base)
   haystack = HAYSTACK.read_text()
   documents = [" ".join([haystack] * 5), "Mira Vantel founded the Glasswick Observatory in 1887. It sits on Harrow Hill."]
   descriptions = ["Reverse the letters of the word.", "Add the two numbers."]
-  d2l = saved.load_hypernetwork(saved.shipped("doc_to_lora"), base)
+  d2l = saved.load_hypernetwork(saved.shipped("doc_to_lora", "needle"), base)
   t2l = saved.load_hypernetwork(saved.shipped("text_to_lora"), base)
   d = doc_to_lora.internalize(d2l.variables, base.params, documents, config=d2l.config, tokenizer=base.tokenizer)
   t = text_to_lora.generate_adapter(t2l.variables, descriptions, config=t2l.config, encoder=t2l.task_encoder(base))
