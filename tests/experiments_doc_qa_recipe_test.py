@@ -2,25 +2,14 @@
 the first widening the needle hypernetwork to rank 16, on documents of all six kinds of subject; on a
 tiny model both stages train a step, and recipe_eval.gin / recipe_test.gin score them through the CLI."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import jax
 import pytest
 
-from lora_hyper.adapters import io
 from lora_hyper.data import fictional
-from lora_hyper.hypernetworks import doc_to_lora, saved
-from lora_hyper.model import base_model
+from lora_hyper.hypernetworks import saved
 
-import xla_flags
+from doc_qa_tiny import ROOT, tiny_eval, tiny_needle_start
 from study_plan import study_plan, train_study
-from tiny_model import write_talking_tiny_model
 
-ROOT = Path(__file__).parents[1]
 RECIPE = ROOT / "experiments/doc_qa/recipe.gin"
 
 
@@ -39,13 +28,7 @@ def test_the_recipe_widens_the_needle_hypernetwork_then_goes_on_from_it():
 def tiny_recipe(tmp_path_factory):
   """recipe.gin on a tiny model, one step a stage, from a tiny stand-in of the needle hypernetwork."""
   folder = tmp_path_factory.mktemp("recipe")
-  model_dir = write_talking_tiny_model(folder / "model")
-  base = base_model.load_base_model(model_dir)
-  config = doc_to_lora.d2l_tiny(base.config, context_encoder="early_exit", exit_layer=1, chunk_len=512, max_chunks=2,
-                                experimental={"generated_factors": "b", "zero_b_init": "head", "chunk_gate": True,
-                                              "chunk_gate_cut": True})
-  start = saved.save_hypernetwork(folder / "start", config, doc_to_lora.init(config, jax.random.key(0)),
-                                  base=io.base_identity(base))
+  model_dir, base, start = tiny_needle_start(folder)
   bindings = [f"lora_hyper.train_study.root = '{folder / 'recipe'}'", f"first/lora_hyper.train.init_from = '{start}'",
               f"lora_hyper.train.base_model = '{model_dir}'", "lora_hyper.train.mesh_shape = (4, 1, 1)",
               "first/lora_hyper.train.steps = 1", "second/lora_hyper.train.steps = 1",
@@ -64,27 +47,16 @@ def test_both_stages_train_at_rank_16(tiny_recipe):
     assert hyper.config.rank == 16 and not hyper.config.experimental.chunk_gate_cut, stage
 
 
-def _tiny_eval(gin_file: Path, model_dir: Path, out: Path, *bindings: str) -> dict:
-  params = [f"lora_hyper.eval_sweep.out = '{out}'", f"lora_hyper.EvalConfig.base_model = '{model_dir}'",
-            "lora_hyper.FictionalData.docs = 6", "lora_hyper.EvalConfig.max_new_tokens = 2",
-            "lora_hyper.eval_sweep.plot_results = False", *bindings]
-  run = subprocess.run([sys.executable, "-m", "lora_hyper.cli", "eval", "--gin_file", str(gin_file),
-                        *(a for p in params for a in ("--gin_param", p))], capture_output=True, text=True, cwd=ROOT,
-                       timeout=600, env={**os.environ, "XLA_FLAGS": xla_flags.for_devices(1)})
-  assert run.returncode == 0, run.stderr
-  return json.loads((out / "results.json").read_text())
-
-
 def test_the_validation_eval_scores_both_stages_and_the_test_eval_the_picked_one(tiny_recipe):
   model_dir, folder, _ = tiny_recipe
   root = folder / "recipe"
   points = [{"lora_hyper.EvalConfig.hypernetwork": str(root / "first" / "hypernetwork"),
              "lora_hyper.EvalConfig.conditions": ["base", "context"]}] + [
       {"lora_hyper.EvalConfig.hypernetwork": str(root / s / "hypernetwork")} for s in ("first", "second")]
-  summary = _tiny_eval(ROOT / "experiments/doc_qa/recipe_eval.gin", model_dir, folder / "validation",
-                       f"lora_hyper.eval_sweep.points = {points}")
+  summary = tiny_eval(ROOT / "experiments/doc_qa/recipe_eval.gin", model_dir, folder / "validation",
+                      f"lora_hyper.eval_sweep.points = {points}", docs=6)
   assert len(summary["points"]) == 3 and all(p["report"]["records"] == 18 for p in summary["points"])
-  summary = _tiny_eval(ROOT / "experiments/doc_qa/recipe_test.gin", model_dir, folder / "test",
-                       f"lora_hyper.EvalConfig.hypernetwork = '{root / 'second' / 'hypernetwork'}'")
+  summary = tiny_eval(ROOT / "experiments/doc_qa/recipe_test.gin", model_dir, folder / "test",
+                      f"lora_hyper.EvalConfig.hypernetwork = '{root / 'second' / 'hypernetwork'}'", docs=6)
   [point] = summary["points"]
   assert point["report"]["records"] == 18 and set(point["report"]["scores"]) == {"adapter", "base", "context"}

@@ -2,27 +2,16 @@
 one thing each; on a tiny model every row trains a step (the re-shaped ones from the start's params
 where shapes allow), and levers_eval.gin, speed_eval.gin and stacking_eval.gin run through the CLI."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import jax
 import numpy as np
 import pytest
 from flax import traverse_util
 
-from lora_hyper.adapters import io
 from lora_hyper.evaluation import study
-from lora_hyper.hypernetworks import doc_to_lora, saved
-from lora_hyper.model import base_model
+from lora_hyper.hypernetworks import saved
 
-import xla_flags
+from doc_qa_tiny import ROOT, tiny_eval, tiny_needle_start
 from study_plan import study_plan, train_study
-from tiny_model import write_talking_tiny_model
 
-ROOT = Path(__file__).parents[1]
 LEVERS = ROOT / "experiments/doc_qa/levers.gin"
 EVAL = ROOT / "experiments/doc_qa/levers_eval.gin"
 ROWS = ["needle", "distill", "latents_32", "rank_16", "per_layer", "rank_16_widened"]
@@ -50,13 +39,7 @@ def test_every_row_starts_from_the_needle_hypernetwork_and_changes_one_thing():
 def tiny_levers(tmp_path_factory):
   """levers.gin on a tiny model, one step a row, from a tiny stand-in of the needle hypernetwork."""
   folder = tmp_path_factory.mktemp("levers")
-  model_dir = write_talking_tiny_model(folder / "model")
-  base = base_model.load_base_model(model_dir)
-  config = doc_to_lora.d2l_tiny(base.config, context_encoder="early_exit", exit_layer=1, chunk_len=512, max_chunks=2,
-                                experimental={"generated_factors": "b", "zero_b_init": "head", "chunk_gate": True,
-                                              "chunk_gate_cut": True})
-  start = saved.save_hypernetwork(folder / "start", config, doc_to_lora.init(config, jax.random.key(0)),
-                                  base=io.base_identity(base))
+  model_dir, base, start = tiny_needle_start(folder)
   bindings = [f"lora_hyper.train_study.root = '{folder / 'levers'}'", f"lora_hyper.train.init_from = '{start}'",
               f"lora_hyper.train.base_model = '{model_dir}'", "lora_hyper.train.mesh_shape = (4, 1, 1)",
               "lora_hyper.train.steps = 1", "lora_hyper.OptimizerConfig.warmup_steps = 0",
@@ -86,18 +69,6 @@ def test_every_row_trains_and_keeps_the_starts_params_where_their_shapes_allow(t
   assert saved.load_hypernetwork(folder / "levers" / "latents_32" / "hypernetwork").config.perceiver.num_latents == 32
 
 
-def _tiny_eval(gin_file: Path, model_dir: Path, out: Path, *bindings: str) -> dict:
-  """`lora-hyper eval --gin_file gin_file` on the tiny model, 2 documents and 2-token answers."""
-  params = [f"lora_hyper.eval_sweep.out = '{out}'", f"lora_hyper.EvalConfig.base_model = '{model_dir}'",
-            "lora_hyper.FictionalData.docs = 2", "lora_hyper.EvalConfig.max_new_tokens = 2",
-            "lora_hyper.eval_sweep.plot_results = False", *bindings]
-  run = subprocess.run([sys.executable, "-m", "lora_hyper.cli", "eval", "--gin_file", str(gin_file),
-                        *(a for p in params for a in ("--gin_param", p))], capture_output=True, text=True, cwd=ROOT,
-                       timeout=600, env={**os.environ, "XLA_FLAGS": xla_flags.for_devices(1)})
-  assert run.returncode == 0, run.stderr
-  return json.loads((out / "results.json").read_text())
-
-
 def test_the_levers_eval_scores_every_row_through_the_cli(tiny_levers):
   model_dir, folder, _, _ = tiny_levers
   out = folder / "eval"
@@ -106,7 +77,7 @@ def test_the_levers_eval_scores_every_row_through_the_cli(tiny_levers):
               "lora_hyper.EvalConfig.conditions": ["base", "context"]}]
             + [{"lora_hyper.EvalConfig.hypernetwork": str(root / r / "hypernetwork")}
                for r in ("per_layer", "rank_16")])
-  summary = _tiny_eval(EVAL, model_dir, out, f"lora_hyper.eval_sweep.points = {points}")
+  summary = tiny_eval(EVAL, model_dir, out, f"lora_hyper.eval_sweep.points = {points}")
   assert len(summary["points"]) == 3 and all(p["report"]["records"] == 6 for p in summary["points"])
   assert all("adapter" in p["report"]["update_seconds"] for p in summary["points"][1:])
   assert study.TIMES_HEADING in (out / "results.md").read_text()
@@ -115,10 +86,10 @@ def test_the_levers_eval_scores_every_row_through_the_cli(tiny_levers):
 def test_the_speed_eval_times_distillation_against_the_adapter(tiny_levers):
   model_dir, folder, _, _ = tiny_levers
   needle = folder / "levers" / "needle" / "hypernetwork"
-  summary = _tiny_eval(ROOT / "experiments/doc_qa/speed_eval.gin", model_dir, folder / "speed",
-                       f"lora_hyper.EvalConfig.hypernetwork = '{needle}'",
-                       "lora_hyper.EvalConfig.distill = @lora_hyper.DistillConfig()",
-                       "lora_hyper.DistillConfig.steps = 2", "lora_hyper.DistillConfig.max_answer_tokens = 2")
+  summary = tiny_eval(ROOT / "experiments/doc_qa/speed_eval.gin", model_dir, folder / "speed",
+                      f"lora_hyper.EvalConfig.hypernetwork = '{needle}'",
+                      "lora_hyper.EvalConfig.distill = @lora_hyper.DistillConfig()",
+                      "lora_hyper.DistillConfig.steps = 2", "lora_hyper.DistillConfig.max_answer_tokens = 2")
   timed = summary["points"][0]["report"]["update_seconds"]
   assert set(timed) == {"adapter", "cd_oracle"} and timed["cd_oracle"]["updates"] == 6  # a distillation per question
   times = (folder / "speed" / "results.md").read_text().split(study.TIMES_HEADING)[1]
@@ -130,9 +101,9 @@ def test_the_speed_eval_times_distillation_against_the_adapter(tiny_levers):
 def test_the_stacking_eval_asks_each_stack_of_its_documents(tiny_levers):
   model_dir, folder, _, _ = tiny_levers
   needle = folder / "levers" / "needle" / "hypernetwork"
-  summary = _tiny_eval(ROOT / "experiments/doc_qa/stacking_eval.gin", model_dir, folder / "stacking",
-                       f"lora_hyper.EvalConfig.hypernetwork = '{needle}'",
-                       "lora_hyper.eval_sweep.axes = {'lora_hyper.FictionalData.stack': [1, 2]}")
+  summary = tiny_eval(ROOT / "experiments/doc_qa/stacking_eval.gin", model_dir, folder / "stacking",
+                      f"lora_hyper.EvalConfig.hypernetwork = '{needle}'",
+                      "lora_hyper.eval_sweep.axes = {'lora_hyper.FictionalData.stack': [1, 2]}")
   points = summary["points"]
   assert [p["point"]["lora_hyper.FictionalData.stack"] for p in points] == [1, 2]
   assert all(p["report"]["records"] == 6 for p in points)  # every question of every document, at each size

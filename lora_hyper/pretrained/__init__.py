@@ -10,9 +10,8 @@ SHIPPED = {
     "doc_to_lora": {
         "general": ("d2l_gemma3_270m_general",
                     "a Doc-to-LoRA for short factual texts (a paragraph about a person, place, company, event, "
-                    "product or organisation; experiments/doc_qa/recipe.gin): its adapters recall about a third "
-                    "of the numbers the model answers with the text in its prompt, few of its words and none of "
-                    "its made-up names"),
+                    "product or organisation; experiments/doc_qa/recipe.gin): its adapters recall about two "
+                    "thirds of a text's numbers, few of its other words and none of its made-up names"),
         "needle": ("d2l_gemma3_270m",
                    "a needle-in-a-haystack Doc-to-LoRA: it recalls a 'special magic number' hidden in filler "
                    "text up to 8K tokens and nothing else"),

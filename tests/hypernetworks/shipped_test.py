@@ -1,7 +1,8 @@
-"""The two shipped hypernetworks give the adapters they gave before the hypernetwork package was
-reorganised (and their folders converted to format 2): the reference is a fingerprint of each
-adapter written by the code of commit eb54505 on the format-1 folders (every factor projected onto
-4 fixed random directions of its feature axis, tests/hypernetworks/data/shipped_adapters.npz)."""
+"""The two hypernetworks shipped then (the needle Doc-to-LoRA, the Text-to-LoRA) give the adapters
+they gave before the hypernetwork package was reorganised (and their folders converted to format 2):
+the reference is a fingerprint of each adapter written by the code of commit eb54505 on the format-1
+folders (every factor projected onto 4 fixed random directions of its feature axis,
+tests/hypernetworks/data/shipped_adapters.npz)."""
 
 from pathlib import Path
 
