@@ -12,8 +12,8 @@ os.environ.setdefault("XLA_FLAGS", xla_flags.for_devices(8))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tests rebuild the same tiny programs many times (each resumed run recompiles its step): a
 # session-wide compilation cache makes the repeats cheap. Set in the environment, so the trainer
-# processes that tests start share it. XLA has segfaulted while serializing an executable for it (rarely;
-# pyproject.toml's addopts rerun a test whose worker died).
+# processes that tests start share it. XLA has segfaulted while serializing an executable for it
+# (rarely; pyproject.toml's addopts rerun a test whose worker died).
 os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="lora_hyper_jax_cache_")
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 

@@ -32,6 +32,14 @@ def tiny_needle_start(folder: Path):
   return model_dir, base, start
 
 
+def tiny_study_bindings(model_dir: Path, root: Path) -> list[str]:
+  """The bindings every doc_qa study needs on the tiny model: its root, the model, four devices and
+  documents, questions and answers short enough for it."""
+  return [f"lora_hyper.train_study.root = '{root}'", f"lora_hyper.train.base_model = '{model_dir}'",
+          "lora_hyper.train.mesh_shape = (4, 1, 1)", "lora_hyper.FictionalQA.num_docs = 50",
+          "lora_hyper.DocExampleShapes.student_len = 128", "lora_hyper.DocExampleShapes.answer_len = 32"]
+
+
 def tiny_eval(gin_file: Path, model_dir: Path, out: Path, *bindings: str, docs: int = 2) -> dict:
   """`lora-hyper eval --gin_file gin_file` on the tiny model, `docs` documents and 2-token answers."""
   params = [f"lora_hyper.eval_sweep.out = '{out}'", f"lora_hyper.EvalConfig.base_model = '{model_dir}'",

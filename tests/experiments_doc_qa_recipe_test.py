@@ -7,7 +7,7 @@ import pytest
 from lora_hyper.data import fictional
 from lora_hyper.hypernetworks import saved
 
-from doc_qa_tiny import ROOT, tiny_eval, tiny_needle_start
+from doc_qa_tiny import ROOT, tiny_eval, tiny_needle_start, tiny_study_bindings
 from study_plan import study_plan, train_study
 
 RECIPE = ROOT / "experiments/doc_qa/recipe.gin"
@@ -29,12 +29,9 @@ def tiny_recipe(tmp_path_factory):
   """recipe.gin on a tiny model, one step a stage, from a tiny stand-in of the needle hypernetwork."""
   folder = tmp_path_factory.mktemp("recipe")
   model_dir, base, start = tiny_needle_start(folder)
-  bindings = [f"lora_hyper.train_study.root = '{folder / 'recipe'}'", f"first/lora_hyper.train.init_from = '{start}'",
-              f"lora_hyper.train.base_model = '{model_dir}'", "lora_hyper.train.mesh_shape = (4, 1, 1)",
+  bindings = [*tiny_study_bindings(model_dir, folder / "recipe"), f"first/lora_hyper.train.init_from = '{start}'",
               "first/lora_hyper.train.steps = 1", "second/lora_hyper.train.steps = 1",
-              "first/lora_hyper.OptimizerConfig.warmup_steps = 0", "second/lora_hyper.OptimizerConfig.warmup_steps = 0",
-              "lora_hyper.FictionalQA.num_docs = 50", "lora_hyper.DocExampleShapes.student_len = 128",
-              "lora_hyper.DocExampleShapes.answer_len = 32"]
+              "first/lora_hyper.OptimizerConfig.warmup_steps = 0", "second/lora_hyper.OptimizerConfig.warmup_steps = 0"]
   result = train_study(RECIPE, bindings, base)
   return model_dir, folder, result
 

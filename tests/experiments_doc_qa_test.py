@@ -9,7 +9,7 @@ from flax import traverse_util
 from lora_hyper.evaluation import study
 from lora_hyper.hypernetworks import saved
 
-from doc_qa_tiny import ROOT, tiny_eval, tiny_needle_start
+from doc_qa_tiny import ROOT, tiny_eval, tiny_needle_start, tiny_study_bindings
 from study_plan import study_plan, train_study
 
 LEVERS = ROOT / "experiments/doc_qa/levers.gin"
@@ -40,11 +40,9 @@ def tiny_levers(tmp_path_factory):
   """levers.gin on a tiny model, one step a row, from a tiny stand-in of the needle hypernetwork."""
   folder = tmp_path_factory.mktemp("levers")
   model_dir, base, start = tiny_needle_start(folder)
-  bindings = [f"lora_hyper.train_study.root = '{folder / 'levers'}'", f"lora_hyper.train.init_from = '{start}'",
-              f"lora_hyper.train.base_model = '{model_dir}'", "lora_hyper.train.mesh_shape = (4, 1, 1)",
+  bindings = [*tiny_study_bindings(model_dir, folder / "levers"), f"lora_hyper.train.init_from = '{start}'",
               "lora_hyper.train.steps = 1", "lora_hyper.OptimizerConfig.warmup_steps = 0",
-              "lora_hyper.FictionalQA.num_docs = 50", "lora_hyper.DocExampleShapes.student_len = 128",
-              "lora_hyper.DocExampleShapes.answer_len = 32", "distill/lora_hyper.DocExampleShapes.teacher_len = 512"]
+              "distill/lora_hyper.DocExampleShapes.teacher_len = 512"]
   result = train_study(LEVERS, bindings, base)
   return model_dir, folder, start, result
 
