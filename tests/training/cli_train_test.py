@@ -39,12 +39,12 @@ def test_every_shipped_config_parses():
   binds = lambda p, name: any(line.startswith(name) for line in p.read_text().splitlines())
   studies = [p for p in every if binds(p, "lora_hyper.train_study.")]  # stages: tests/training/stages_test.py
   paths = [p for p in every if binds(p, "lora_hyper.train.") and p not in studies]  # training configs
-  assert {p.name for p in studies} == {"study.gin", "levers.gin", "recipe.gin"}
+  assert {p.name for p in studies} == {"study.gin", "levers.gin", "recipe.gin", "followups.gin"}
   assert {"d2l_270m.gin", "t2l_270m.gin", "train.gin", "sft.gin", "recon.gin"} <= {p.name for p in paths}
   # The others (prepare-data, evaluation sweeps) parse too, with their one required binding given.
   others = {"prepare_data.gin": ["lora_hyper.prepare_data.out = '/tmp/x'"], "niah_chunk_sweep.gin": [],
             "eval.gin": [], "chunk_sweep.gin": [], "handwritten_eval.gin": [], "levers_eval.gin": [], "stacking_eval.gin": [],
-            "speed_eval.gin": [], "recipe_eval.gin": [], "recipe_test.gin": [],
+            "speed_eval.gin": [], "recipe_eval.gin": [], "recipe_test.gin": [], "followups_eval.gin": [],
             "eval_train.gin": ["lora_hyper.EvalConfig.lora = '/tmp/x'", "lora_hyper.EvalConfig.task_loras = '/tmp/y'"]}
   assert {p.name for p in every if p not in paths + studies} == set(others)
   try:

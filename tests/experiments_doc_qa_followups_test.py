@@ -1,0 +1,52 @@
+"""experiments/doc_qa/followups.gin, issue 65's levers tried after the recipe: rows that go on from the
+shipped general hypernetwork; on a tiny model each row trains a step and followups_eval.gin scores
+them through the CLI, on three-fact and one-fact documents."""
+
+import pytest
+
+from lora_hyper.data import fictional
+from lora_hyper.hypernetworks import saved
+from lora_hyper.pretrained import folder as shipped_folder
+
+from doc_qa_tiny import ROOT, tiny_eval, tiny_needle_start, tiny_study_bindings
+from study_plan import study_plan, train_study
+
+FOLLOWUPS = ROOT / "experiments/doc_qa/followups.gin"
+
+
+def test_the_name_drill_goes_on_from_the_shipped_general_hypernetwork_on_one_name_a_document():
+  plan, settings = study_plan(FOLLOWUPS)
+  assert [(s.name, s.start_from) for s in plan] == [("name_drill", None), ("drill_then_mixed", "name_drill")]
+  drill, mixed = settings["name_drill"], settings["drill_then_mixed"]
+  assert drill["init_from"] == "lora_hyper/pretrained/d2l_gemma3_270m_general"
+  assert (ROOT / drill["init_from"]).resolve() == shipped_folder("doc_to_lora", "general").resolve()
+  assert drill["data"].facts_per_doc == 1 and drill["data"].answer_kinds == ("made-up name",)
+  assert drill["steps"] == 300 and drill["optimizer"].learning_rate == 2e-4
+  # then back to the recipe's documents: three facts, every kind of answer, every kind of subject
+  assert mixed["data"].facts_per_doc == 3 and mixed["data"].answer_kinds is None
+  assert mixed["data"].subject_kinds == tuple(fictional.SUBJECT_KINDS) and mixed["optimizer"].learning_rate == 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiny_followups(tmp_path_factory):
+  """followups.gin on a tiny model, one step a row, from a tiny stand-in of the shipped hypernetwork."""
+  folder = tmp_path_factory.mktemp("followups")
+  model_dir, base, start = tiny_needle_start(folder)
+  bindings = [*tiny_study_bindings(model_dir, folder / "followups"), f"lora_hyper.train.init_from = '{start}'",
+              "lora_hyper.train.steps = 1", "lora_hyper.OptimizerConfig.warmup_steps = 0"]
+  result = train_study(FOLLOWUPS, bindings, base)
+  return model_dir, folder, result
+
+
+def test_both_rows_train_and_the_eval_scores_them_on_three_fact_and_one_fact_documents(tiny_followups):
+  model_dir, folder, result = tiny_followups
+  assert len(result.trained) == 2 and result.preempted is None
+  drill, mixed = (str(folder / "followups" / row / "hypernetwork") for row in ("name_drill", "drill_then_mixed"))
+  assert saved.load_hypernetwork(mixed).config == saved.load_hypernetwork(drill).config
+  one_fact = {"lora_hyper.FictionalData.facts_per_doc": 1, "lora_hyper.FictionalData.first_doc": 20006}
+  points = [{"lora_hyper.EvalConfig.hypernetwork": drill, "lora_hyper.EvalConfig.conditions": ["context"]},
+            {"lora_hyper.EvalConfig.hypernetwork": drill}, {"lora_hyper.EvalConfig.hypernetwork": mixed},
+            {"lora_hyper.EvalConfig.hypernetwork": mixed, **one_fact}]
+  summary = tiny_eval(ROOT / "experiments/doc_qa/followups_eval.gin", model_dir, folder / "validation",
+                      f"lora_hyper.eval_sweep.points = {points}", docs=6)
+  assert [p["report"]["records"] for p in summary["points"]] == [18, 18, 18, 6]
