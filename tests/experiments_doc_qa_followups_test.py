@@ -16,8 +16,9 @@ FOLLOWUPS = ROOT / "experiments/doc_qa/followups.gin"
 
 def test_the_name_drill_goes_on_from_the_shipped_general_hypernetwork_on_one_name_a_document():
   plan, settings = study_plan(FOLLOWUPS)
-  assert [(s.name, s.start_from) for s in plan] == [("name_drill", None), ("drill_then_mixed", "name_drill")]
-  drill, mixed = settings["name_drill"], settings["drill_then_mixed"]
+  assert [(s.name, s.start_from) for s in plan] == [("name_drill", None), ("drill_then_mixed", "name_drill"),
+                                                    ("drill_600", "name_drill")]
+  drill, mixed, longer = settings["name_drill"], settings["drill_then_mixed"], settings["drill_600"]
   assert drill["init_from"] == "lora_hyper/pretrained/d2l_gemma3_270m_general"
   assert (ROOT / drill["init_from"]).resolve() == shipped_folder("doc_to_lora", "general").resolve()
   assert drill["data"].facts_per_doc == 1 and drill["data"].answer_kinds == ("made-up name",)
@@ -25,6 +26,9 @@ def test_the_name_drill_goes_on_from_the_shipped_general_hypernetwork_on_one_nam
   # then back to the recipe's documents: three facts, every kind of answer, every kind of subject
   assert mixed["data"].facts_per_doc == 3 and mixed["data"].answer_kinds is None
   assert mixed["data"].subject_kinds == tuple(fictional.SUBJECT_KINDS) and mixed["optimizer"].learning_rate == 1e-4
+  # or on with the drill, another shuffle of its documents
+  assert longer["data"] == drill["data"] and longer["optimizer"] == drill["optimizer"]
+  assert longer["seed"] not in (drill["seed"], mixed["seed"])
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +42,9 @@ def tiny_followups(tmp_path_factory):
   return model_dir, folder, result
 
 
-def test_both_rows_train_and_the_eval_scores_them_on_three_fact_and_one_fact_documents(tiny_followups):
+def test_the_rows_train_and_the_eval_scores_them_on_three_fact_and_one_fact_documents(tiny_followups):
   model_dir, folder, result = tiny_followups
-  assert len(result.trained) == 2 and result.preempted is None
+  assert len(result.trained) == 3 and result.preempted is None
   drill, mixed = (str(folder / "followups" / row / "hypernetwork") for row in ("name_drill", "drill_then_mixed"))
   assert saved.load_hypernetwork(mixed).config == saved.load_hypernetwork(drill).config
   one_fact = {"lora_hyper.FictionalData.facts_per_doc": 1, "lora_hyper.FictionalData.first_doc": 20006}
