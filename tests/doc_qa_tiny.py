@@ -1,5 +1,5 @@
-"""What the experiments/doc_qa tests share: a tiny model with a tiny stand-in of the shipped needle
-hypernetwork to start studies from, and `lora-hyper eval --gin_file` run on that model."""
+"""What the experiments/doc_qa tests share: a study trained on a tiny model from a tiny stand-in of the
+shipped needle hypernetwork, and `lora-hyper eval --gin_file` run on that model."""
 
 import json
 import os
@@ -14,6 +14,7 @@ from lora_hyper.hypernetworks import doc_to_lora, saved
 from lora_hyper.model import base_model
 
 import xla_flags
+from study_plan import train_study
 from tiny_model import write_talking_tiny_model
 
 ROOT = Path(__file__).parents[1]
@@ -32,12 +33,20 @@ def tiny_needle_start(folder: Path):
   return model_dir, base, start
 
 
-def tiny_study_bindings(model_dir: Path, root: Path) -> list[str]:
-  """The bindings every doc_qa study needs on the tiny model: its root, the model, four devices and
-  documents, questions and answers short enough for it."""
-  return [f"lora_hyper.train_study.root = '{root}'", f"lora_hyper.train.base_model = '{model_dir}'",
-          "lora_hyper.train.mesh_shape = (4, 1, 1)", "lora_hyper.FictionalQA.num_docs = 50",
-          "lora_hyper.DocExampleShapes.student_len = 128", "lora_hyper.DocExampleShapes.answer_len = 32"]
+def train_tiny_study(tmp_path_factory, gin_file: Path, name: str, *bindings: str, scopes: tuple[str, ...] = ("",)):
+  """(model folder, folder, start, result): the study `gin_file` trained on a tiny model, from a tiny
+  stand-in of the needle hypernetwork, in folder/name. Each of `scopes` (the gin scopes that bind
+  steps, "" for all) trains one step without warm-up, and the first starts from the stand-in; the
+  documents, questions and answers are short enough for the tiny model, on four devices."""
+  folder = tmp_path_factory.mktemp(name)
+  model_dir, base, start = tiny_needle_start(folder)
+  one_step = [b for scope in scopes for b in (f"{scope}lora_hyper.train.steps = 1",
+                                               f"{scope}lora_hyper.OptimizerConfig.warmup_steps = 0")]
+  tiny = [f"lora_hyper.train_study.root = '{folder / name}'", f"lora_hyper.train.base_model = '{model_dir}'",
+          f"{scopes[0]}lora_hyper.train.init_from = '{start}'", "lora_hyper.train.mesh_shape = (4, 1, 1)",
+          "lora_hyper.FictionalQA.num_docs = 50", "lora_hyper.DocExampleShapes.student_len = 128",
+          "lora_hyper.DocExampleShapes.answer_len = 32"]
+  return model_dir, folder, start, train_study(gin_file, [*tiny, *one_step, *bindings], base)
 
 
 def tiny_eval(gin_file: Path, model_dir: Path, out: Path, *bindings: str, docs: int = 2) -> dict:

@@ -8,8 +8,8 @@ from lora_hyper.data import fictional
 from lora_hyper.hypernetworks import saved
 from lora_hyper.pretrained import folder as shipped_folder
 
-from doc_qa_tiny import ROOT, tiny_eval, tiny_needle_start, tiny_study_bindings
-from study_plan import study_plan, train_study
+from doc_qa_tiny import ROOT, tiny_eval, train_tiny_study
+from study_plan import study_plan
 
 FOLLOWUPS = ROOT / "experiments/doc_qa/followups.gin"
 
@@ -34,11 +34,7 @@ def test_the_name_drill_goes_on_from_the_shipped_general_hypernetwork_on_one_nam
 @pytest.fixture(scope="module")
 def tiny_followups(tmp_path_factory):
   """followups.gin on a tiny model, one step a row, from a tiny stand-in of the shipped hypernetwork."""
-  folder = tmp_path_factory.mktemp("followups")
-  model_dir, base, start = tiny_needle_start(folder)
-  bindings = [*tiny_study_bindings(model_dir, folder / "followups"), f"lora_hyper.train.init_from = '{start}'",
-              "lora_hyper.train.steps = 1", "lora_hyper.OptimizerConfig.warmup_steps = 0"]
-  result = train_study(FOLLOWUPS, bindings, base)
+  model_dir, folder, _, result = train_tiny_study(tmp_path_factory, FOLLOWUPS, "followups")
   return model_dir, folder, result
 
 

@@ -7,8 +7,8 @@ import pytest
 from lora_hyper.data import fictional
 from lora_hyper.hypernetworks import saved
 
-from doc_qa_tiny import ROOT, tiny_eval, tiny_needle_start, tiny_study_bindings
-from study_plan import study_plan, train_study
+from doc_qa_tiny import ROOT, tiny_eval, train_tiny_study
+from study_plan import study_plan
 
 RECIPE = ROOT / "experiments/doc_qa/recipe.gin"
 
@@ -27,12 +27,7 @@ def test_the_recipe_widens_the_needle_hypernetwork_then_goes_on_from_it():
 @pytest.fixture(scope="module")
 def tiny_recipe(tmp_path_factory):
   """recipe.gin on a tiny model, one step a stage, from a tiny stand-in of the needle hypernetwork."""
-  folder = tmp_path_factory.mktemp("recipe")
-  model_dir, base, start = tiny_needle_start(folder)
-  bindings = [*tiny_study_bindings(model_dir, folder / "recipe"), f"first/lora_hyper.train.init_from = '{start}'",
-              "first/lora_hyper.train.steps = 1", "second/lora_hyper.train.steps = 1",
-              "first/lora_hyper.OptimizerConfig.warmup_steps = 0", "second/lora_hyper.OptimizerConfig.warmup_steps = 0"]
-  result = train_study(RECIPE, bindings, base)
+  model_dir, folder, _, result = train_tiny_study(tmp_path_factory, RECIPE, "recipe", scopes=("first/", "second/"))
   return model_dir, folder, result
 
 

@@ -9,8 +9,8 @@ from flax import traverse_util
 from lora_hyper.evaluation import study
 from lora_hyper.hypernetworks import saved
 
-from doc_qa_tiny import ROOT, tiny_eval, tiny_needle_start, tiny_study_bindings
-from study_plan import study_plan, train_study
+from doc_qa_tiny import ROOT, tiny_eval, train_tiny_study
+from study_plan import study_plan
 
 LEVERS = ROOT / "experiments/doc_qa/levers.gin"
 EVAL = ROOT / "experiments/doc_qa/levers_eval.gin"
@@ -38,13 +38,7 @@ def test_every_row_starts_from_the_needle_hypernetwork_and_changes_one_thing():
 @pytest.fixture(scope="module")
 def tiny_levers(tmp_path_factory):
   """levers.gin on a tiny model, one step a row, from a tiny stand-in of the needle hypernetwork."""
-  folder = tmp_path_factory.mktemp("levers")
-  model_dir, base, start = tiny_needle_start(folder)
-  bindings = [*tiny_study_bindings(model_dir, folder / "levers"), f"lora_hyper.train.init_from = '{start}'",
-              "lora_hyper.train.steps = 1", "lora_hyper.OptimizerConfig.warmup_steps = 0",
-              "distill/lora_hyper.DocExampleShapes.teacher_len = 512"]
-  result = train_study(LEVERS, bindings, base)
-  return model_dir, folder, start, result
+  return train_tiny_study(tmp_path_factory, LEVERS, "levers", "distill/lora_hyper.DocExampleShapes.teacher_len = 512")
 
 
 def test_every_row_trains_and_keeps_the_starts_params_where_their_shapes_allow(tiny_levers):
