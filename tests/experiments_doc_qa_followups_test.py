@@ -17,8 +17,10 @@ FOLLOWUPS = ROOT / "experiments/doc_qa/followups.gin"
 def test_the_name_drill_goes_on_from_the_shipped_general_hypernetwork_on_one_name_a_document():
   plan, settings = study_plan(FOLLOWUPS)
   assert [(s.name, s.start_from) for s in plan] == [("name_drill", None), ("drill_then_mixed", "name_drill"),
-                                                    ("drill_600", "name_drill")]
+                                                    ("drill_600", "name_drill"), ("drill_1200", "drill_600"),
+                                                    ("drill_1200_then_mixed", "drill_1200")]
   drill, mixed, longer = settings["name_drill"], settings["drill_then_mixed"], settings["drill_600"]
+  longest, longest_mixed = settings["drill_1200"], settings["drill_1200_then_mixed"]
   assert drill["init_from"] == "lora_hyper/pretrained/d2l_gemma3_270m_general"
   assert (ROOT / drill["init_from"]).resolve() == shipped_folder("doc_to_lora", "general").resolve()
   assert drill["data"].facts_per_doc == 1 and drill["data"].answer_kinds == ("made-up name",)
@@ -29,18 +31,25 @@ def test_the_name_drill_goes_on_from_the_shipped_general_hypernetwork_on_one_nam
   # or on with the drill, another shuffle of its documents
   assert longer["data"] == drill["data"] and longer["optimizer"] == drill["optimizer"]
   assert longer["seed"] not in (drill["seed"], mixed["seed"])
+  # and on again, twice as long, then back to the recipe's documents as drill_then_mixed went
+  assert longest["data"] == drill["data"] and longest["steps"] == 600
+  assert longest["optimizer"].learning_rate == drill["optimizer"].learning_rate
+  assert longest_mixed["data"] == mixed["data"] and longest_mixed["optimizer"] == mixed["optimizer"]
+  seeds = [settings[s.name]["seed"] for s in plan]
+  assert len(set(seeds)) == len(seeds)
 
 
 @pytest.fixture(scope="module")
 def tiny_followups(tmp_path_factory):
   """followups.gin on a tiny model, one step a row, from a tiny stand-in of the shipped hypernetwork."""
-  model_dir, folder, _, result = train_tiny_study(tmp_path_factory, FOLLOWUPS, "followups")
+  model_dir, folder, _, result = train_tiny_study(tmp_path_factory, FOLLOWUPS, "followups",
+                                                 scopes=("", "drill_1200/"))
   return model_dir, folder, result
 
 
 def test_the_rows_train_and_the_eval_scores_them_on_three_fact_and_one_fact_documents(tiny_followups):
   model_dir, folder, result = tiny_followups
-  assert len(result.trained) == 3 and result.preempted is None
+  assert len(result.trained) == 5 and result.preempted is None
   drill, mixed = (str(folder / "followups" / row / "hypernetwork") for row in ("name_drill", "drill_then_mixed"))
   assert saved.load_hypernetwork(mixed).config == saved.load_hypernetwork(drill).config
   one_fact = {"lora_hyper.FictionalData.facts_per_doc": 1, "lora_hyper.FictionalData.first_doc": 20006}
