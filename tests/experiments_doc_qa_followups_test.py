@@ -2,6 +2,8 @@
 shipped general hypernetwork; on a tiny model each row trains a step and followups_eval.gin scores
 them through the CLI, on three-fact and one-fact documents."""
 
+import dataclasses
+
 import pytest
 
 from lora_hyper.data import fictional
@@ -18,7 +20,7 @@ def test_the_name_drill_goes_on_from_the_shipped_general_hypernetwork_on_one_nam
   plan, settings = study_plan(FOLLOWUPS)
   assert [(s.name, s.start_from) for s in plan] == [("name_drill", None), ("drill_then_mixed", "name_drill"),
                                                     ("drill_600", "name_drill"), ("drill_1200", "drill_600"),
-                                                    ("drill_1200_then_mixed", "drill_1200")]
+                                                    ("drill_1200_then_mixed", "drill_1200"), ("no_names", None)]
   drill, mixed, longer = settings["name_drill"], settings["drill_then_mixed"], settings["drill_600"]
   longest, longest_mixed = settings["drill_1200"], settings["drill_1200_then_mixed"]
   assert drill["init_from"] == "lora_hyper/pretrained/d2l_gemma3_270m_general"
@@ -35,6 +37,10 @@ def test_the_name_drill_goes_on_from_the_shipped_general_hypernetwork_on_one_nam
   assert longest["data"] == drill["data"] and longest["steps"] == 600
   assert longest["optimizer"].learning_rate == drill["optimizer"].learning_rate
   assert longest_mixed["data"] == mixed["data"] and longest_mixed["optimizer"] == mixed["optimizer"]
+  # or, from the shipped one, the recipe's documents without their name questions
+  no_names = settings["no_names"]
+  assert no_names["init_from"] == drill["init_from"] and no_names["optimizer"] == mixed["optimizer"]
+  assert no_names["data"] == dataclasses.replace(mixed["data"], answer_kinds=("number", "listed word"))
   seeds = [settings[s.name]["seed"] for s in plan]
   assert len(set(seeds)) == len(seeds)
 
@@ -49,7 +55,7 @@ def tiny_followups(tmp_path_factory):
 
 def test_the_rows_train_and_the_eval_scores_them_on_three_fact_and_one_fact_documents(tiny_followups):
   model_dir, folder, result = tiny_followups
-  assert len(result.trained) == 5 and result.preempted is None
+  assert len(result.trained) == 6 and result.preempted is None
   drill, mixed = (str(folder / "followups" / row / "hypernetwork") for row in ("name_drill", "drill_then_mixed"))
   assert saved.load_hypernetwork(mixed).config == saved.load_hypernetwork(drill).config
   one_fact = {"lora_hyper.FictionalData.facts_per_doc": 1, "lora_hyper.FictionalData.first_doc": 20006}
