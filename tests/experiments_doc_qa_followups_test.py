@@ -20,7 +20,8 @@ def test_the_name_drill_goes_on_from_the_shipped_general_hypernetwork_on_one_nam
   plan, settings = study_plan(FOLLOWUPS)
   assert [(s.name, s.start_from) for s in plan] == [("name_drill", None), ("drill_then_mixed", "name_drill"),
                                                     ("drill_600", "name_drill"), ("drill_1200", "drill_600"),
-                                                    ("drill_1200_then_mixed", "drill_1200"), ("no_names", None)]
+                                                    ("drill_1200_then_mixed", "drill_1200"), ("no_names", None),
+                                                    ("word_drill", None)]
   drill, mixed, longer = settings["name_drill"], settings["drill_then_mixed"], settings["drill_600"]
   longest, longest_mixed = settings["drill_1200"], settings["drill_1200_then_mixed"]
   assert drill["init_from"] == "lora_hyper/pretrained/d2l_gemma3_270m_general"
@@ -41,6 +42,10 @@ def test_the_name_drill_goes_on_from_the_shipped_general_hypernetwork_on_one_nam
   no_names = settings["no_names"]
   assert no_names["init_from"] == drill["init_from"] and no_names["optimizer"] == mixed["optimizer"]
   assert no_names["data"] == dataclasses.replace(mixed["data"], answer_kinds=("number", "listed word"))
+  # or a drill on one-fact documents whose answer is a number or a listed word
+  word_drill = settings["word_drill"]
+  assert word_drill["init_from"] == drill["init_from"] and word_drill["optimizer"] == drill["optimizer"]
+  assert word_drill["data"] == dataclasses.replace(drill["data"], answer_kinds=("number", "listed word"))
   seeds = [settings[s.name]["seed"] for s in plan]
   assert len(set(seeds)) == len(seeds)
 
@@ -55,7 +60,7 @@ def tiny_followups(tmp_path_factory):
 
 def test_the_rows_train_and_the_eval_scores_them_on_three_fact_and_one_fact_documents(tiny_followups):
   model_dir, folder, result = tiny_followups
-  assert len(result.trained) == 6 and result.preempted is None
+  assert len(result.trained) == 7 and result.preempted is None
   drill, mixed = (str(folder / "followups" / row / "hypernetwork") for row in ("name_drill", "drill_then_mixed"))
   assert saved.load_hypernetwork(mixed).config == saved.load_hypernetwork(drill).config
   one_fact = {"lora_hyper.FictionalData.facts_per_doc": 1, "lora_hyper.FictionalData.first_doc": 20006}
