@@ -16,7 +16,7 @@ from study_plan import study_plan
 FOLLOWUPS = ROOT / "experiments/doc_qa/followups.gin"
 
 
-def test_the_name_drill_goes_on_from_the_shipped_general_hypernetwork_on_one_name_a_document():
+def test_the_rows_go_on_from_the_shipped_general_hypernetwork_or_from_each_other():
   plan, settings = study_plan(FOLLOWUPS)
   assert [(s.name, s.start_from) for s in plan] == [("name_drill", None), ("drill_then_mixed", "name_drill"),
                                                     ("drill_600", "name_drill"), ("drill_1200", "drill_600"),
