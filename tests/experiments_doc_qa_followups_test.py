@@ -17,11 +17,12 @@ FOLLOWUPS = ROOT / "experiments/doc_qa/followups.gin"
 
 
 def test_the_rows_go_on_from_the_shipped_general_hypernetwork_or_from_each_other():
+  """Each row's start and settings, as its comment in followups.gin says."""
   plan, settings = study_plan(FOLLOWUPS)
   assert [(s.name, s.start_from) for s in plan] == [("name_drill", None), ("drill_then_mixed", "name_drill"),
                                                     ("drill_600", "name_drill"), ("drill_1200", "drill_600"),
                                                     ("drill_1200_then_mixed", "drill_1200"), ("no_names", None),
-                                                    ("word_drill", None)]
+                                                    ("word_drill", None), ("continued", None), ("wide", None)]
   drill, mixed, longer = settings["name_drill"], settings["drill_then_mixed"], settings["drill_600"]
   longest, longest_mixed = settings["drill_1200"], settings["drill_1200_then_mixed"]
   assert drill["init_from"] == "lora_hyper/pretrained/d2l_gemma3_270m_general"
@@ -46,8 +47,19 @@ def test_the_rows_go_on_from_the_shipped_general_hypernetwork_or_from_each_other
   word_drill = settings["word_drill"]
   assert word_drill["init_from"] == drill["init_from"] and word_drill["optimizer"] == drill["optimizer"]
   assert word_drill["data"] == dataclasses.replace(drill["data"], answer_kinds=("number", "listed word"))
-  seeds = [settings[s.name]["seed"] for s in plan]
-  assert len(set(seeds)) == len(seeds)
+  # the control: the shipped one trained on as the recipe trains it; and the wider Perceiver, on its batches
+  continued, wide = settings["continued"], settings["wide"]
+  assert continued["init_from"] == drill["init_from"] and continued["init_reshaped"] is False
+  assert (continued["data"], continued["optimizer"], continued["steps"]) == (mixed["data"], mixed["optimizer"], 300)
+  assert continued["hyper_overrides"] is None  # the shipped architecture
+  assert {k: v for k, v in wide.items() if k not in ("hyper_overrides", "init_reshaped")} == \
+      {k: v for k, v in continued.items() if k not in ("hyper_overrides", "init_reshaped")}
+  assert wide["init_reshaped"] == "widen_width"
+  assert wide["hyper_overrides"] == {"perceiver": {"num_heads": 16, "num_kv_heads": 8, "mlp_dim": 2048,
+                                                   "input_mlp_factor": 4}, "pre_head_mlp_dim": 1024}
+  # rows on the same documents read them in different shuffles (but `wide`, on `continued`'s batches)
+  shuffles = [(repr(settings[s.name]["data"]), settings[s.name]["seed"]) for s in plan if s.name != "wide"]
+  assert len(set(shuffles)) == len(shuffles)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +72,11 @@ def tiny_followups(tmp_path_factory):
 
 def test_the_rows_train_and_the_eval_scores_them_on_three_fact_and_one_fact_documents(tiny_followups):
   model_dir, folder, result = tiny_followups
-  assert len(result.trained) == 7 and result.preempted is None
+  assert len(result.trained) == 9 and result.preempted is None
+  wide = saved.load_hypernetwork(folder / "followups" / "wide" / "hypernetwork").config
+  assert (wide.perceiver.num_heads, wide.perceiver.mlp_dim, wide.pre_head_mlp_dim) == (16, 2048, 1024)
+  assert wide.perceiver.latent_dim == saved.load_hypernetwork(folder / "followups" / "continued" / "hypernetwork"
+                                                              ).config.perceiver.latent_dim
   drill, mixed = (str(folder / "followups" / row / "hypernetwork") for row in ("name_drill", "drill_then_mixed"))
   assert saved.load_hypernetwork(mixed).config == saved.load_hypernetwork(drill).config
   one_fact = {"lora_hyper.FictionalData.facts_per_doc": 1, "lora_hyper.FictionalData.first_doc": 20006}

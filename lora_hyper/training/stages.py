@@ -163,7 +163,8 @@ def check_stage(stage: Stage, settings: dict[str, Any], base: base_model_lib.Bas
       raise StudyError(f"{where}: its hypernetwork does not fit the one it starts from ({mismatch}); bind no "
                        "lora_hyper.train.hypernetwork preset in this stage and it takes the saved architecture "
                        "(or lora_hyper.train.init_reshaped = True: params of another shape start from their init; "
-                       f"{trainer.WIDEN_RANK!r}: a multiple of the rank starts from the saved function)")
+                       f"{trainer.WIDEN_RANK!r}: a multiple of the rank starts from the saved function; "
+                       f"{trainer.WIDEN_WIDTH!r}: more heads and wider MLPs do)")
   return config
 
 

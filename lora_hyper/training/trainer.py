@@ -31,6 +31,7 @@ from lora_hyper.training.metrics import MetricsLogger
 from lora_hyper.training.optimizer import OptimizerConfig
 
 WIDEN_RANK = "widen_rank"  # init_reshaped: a wider Doc-to-LoRA rank starts from the saved function
+WIDEN_WIDTH = "widen_width"  # init_reshaped: more heads, wider MLPs, from the saved function
 
 PyTree = Any
 
@@ -148,7 +149,8 @@ def train(
   the log; without it such a change is refused as a mistake. `init_reshaped='widen_rank'` does the
   same, except that a Doc-to-LoRA rank k times the saved one starts from the saved hypernetwork's
   function (`doc_to_lora.widening`: each rank row copied k times, the copies' queries told apart by
-  noise) rather than from init.
+  noise) rather than from init; `init_reshaped='widen_width'` starts one with more attention heads or
+  wider MLPs from it (`widening.widen_width`: new units read at random and write through zeros).
 
   `stop_after` ends this run after that many steps (a checkpoint is saved), as a preemption would.
   `loaded_base` lets callers (tests, notebooks) pass an already loaded base model.
@@ -259,9 +261,9 @@ def train(
 
 
 def check_init_reshaped(value: Any) -> None:
-  """Refuses an `init_reshaped` that is none of its three settings (a typo would train from init)."""
-  if value not in (False, True, WIDEN_RANK):
-    raise ValueError(f"init_reshaped must be False, True or {WIDEN_RANK!r}, got {value!r}")
+  """Refuses an `init_reshaped` that is none of its settings (a typo would train from init)."""
+  if value not in (False, True, WIDEN_RANK, WIDEN_WIDTH):
+    raise ValueError(f"init_reshaped must be False, True, {WIDEN_RANK!r} or {WIDEN_WIDTH!r}, got {value!r}")
 
 
 def _saved_variables(loaded: saved.SavedHypernetwork, kind: kinds.Kind, hyper: Any, seed: int,
@@ -275,6 +277,11 @@ def _saved_variables(loaded: saved.SavedHypernetwork, kind: kinds.Kind, hyper: A
       and hyper.rank != loaded.config.rank:
     variables = widening.widen_rank(variables, loaded.config, hyper.rank, jax.random.key(seed))
     print(f"init_from: rank {loaded.config.rank} -> {hyper.rank} from the saved hypernetwork's function", flush=True)
+  if reshaped == WIDEN_WIDTH and isinstance(hyper, DocToLoraConfig) and type(loaded.config) is type(hyper):
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):
+      variables = widening.widen_width(variables, loaded.config, hyper.replace(base=loaded.config.base),
+                                       jax.random.key(seed))
+    print("init_from: wider heads and MLPs from the saved hypernetwork's function", flush=True)
   got = traverse_util.flatten_dict(variables)
   want = traverse_util.flatten_dict(nn.unbox(kind.abstract_variables(hyper)))
   if reshaped and type(loaded.config) is type(hyper):

@@ -1,5 +1,6 @@
-"""widen_rank: a Doc-to-LoRA at k times its rank generates the same adapters (checked as merged
-deltas, scaling * A^T B, which do not depend on how the rank rows are ordered or split)."""
+"""widen_rank and widen_width: a Doc-to-LoRA at k times its rank, or with more heads and wider MLPs,
+generates the same adapters (checked as merged deltas, scaling * A^T B, which do not depend on how
+the rank rows are ordered or split)."""
 
 import jax
 import numpy as np
@@ -68,3 +69,50 @@ def test_only_a_multiple_of_the_rank_is_taken(base_cfg):
   narrow = _config(base_cfg, "early_exit", 2)
   with pytest.raises(ValueError, match="multiple of its rank, got 2 -> 3"):
     widening.widen_rank(doc_to_lora.init(narrow, jax.random.key(0)), narrow, 3, jax.random.key(1))
+
+
+WIDER = {"perceiver": {"num_heads": 8, "num_kv_heads": 4, "mlp_dim": 64, "input_mlp_factor": 4},
+         "pre_head_mlp_dim": 48}
+
+
+@pytest.mark.parametrize("encoder", doc_to_lora.CONTEXT_ENCODERS)
+@pytest.mark.parametrize("options", [OPTIONS, {}], ids=["needle_options", "published"])
+def test_more_heads_and_wider_mlps_generate_the_same_adapters(base_cfg, base_params, tokenizer, encoder, options):
+  narrow = _config(base_cfg, encoder, 2, **options)
+  wide = narrow.replace(**WIDER)
+  variables = _trained_like(doc_to_lora.init(narrow, jax.random.key(0)))
+  widened = widening.widen_width(variables, narrow, wide, jax.random.key(1))
+  want = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(doc_to_lora.variable_shapes(wide)).items()}
+  assert {k: np.shape(v) for k, v in traverse_util.flatten_dict(widened).items()} == want
+  expected = _deltas(variables, narrow, base_params, tokenizer)
+  assert np.abs(expected).max() > 1e-3
+  np.testing.assert_allclose(_deltas(widened, wide, base_params, tokenizer), expected, rtol=1e-4,
+                             atol=1e-5 * np.abs(expected).max())
+
+
+def test_new_units_read_at_random_and_write_through_zeros(base_cfg):
+  narrow = _config(base_cfg, "early_exit", 2, **OPTIONS)
+  variables = doc_to_lora.init(narrow, jax.random.key(0))
+  widened = widening.widen_width(variables, narrow, narrow.replace(**WIDER), jax.random.key(1))
+  block = widened["params"]["perceiver"]["encoder"]["block_0"]
+  old_block = variables["params"]["perceiver"]["encoder"]["block_0"]
+  np.testing.assert_array_equal(block["attn"]["q"]["kernel"][:, :4], old_block["attn"]["q"]["kernel"])
+  assert np.all(block["attn"]["q"]["kernel"][:, 4:] != 0)  # new heads' queries: fresh
+  assert np.all(block["attn"]["k"]["kernel"][:, 2:] != 0)  # and their keys and values
+  assert not np.any(block["attn"]["o"][4:])  # their output rows: zero
+  assert np.all(block["mlp"]["up"]["kernel"][:, 32:] != 0) and not np.any(block["mlp"]["down"]["kernel"][32:])
+  pre_head = widened["params"]["pre_head_0"]
+  assert np.all(pre_head["w1"][:, :, 32:] != 0) and not np.any(pre_head["w2"][:, 32:])
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"perceiver": {"latent_dim": 32}}, "changes only the perceiver's num_heads"),
+    ({"rank": 4}, "the two configs differ elsewhere"),
+    ({"perceiver": {"mlp_dim": 16}}, "only widens, got mlp_dim 32 -> 16"),
+    ({"perceiver": {"num_heads": 8}}, r"query heads per key-value head \(2\), got 4"),
+])
+def test_only_heads_and_mlps_grow(base_cfg, change, error):
+  narrow = _config(base_cfg, "early_exit", 2)
+  with pytest.raises(ValueError, match=error):
+    widening.widen_width(doc_to_lora.init(narrow, jax.random.key(0)), narrow, narrow.replace(**change),
+                         jax.random.key(1))

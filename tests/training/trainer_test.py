@@ -359,7 +359,14 @@ def test_a_second_stage_starts_from_a_saved_hypernetwork_and_still_resumes(tmp_p
   expected = widening.widen_rank(first.variables, first.config, 4, jax.random.key(0))
   _assert_same(widened.variables, expected)
   assert "rank 2 -> 4 from the saved hypernetwork's function" in capsys.readouterr().out
-  with pytest.raises(ValueError, match="init_reshaped must be False, True or 'widen_rank', got 'widen'"):
+  # 'widen_width': more heads and wider MLPs from the saved function, as widening.widen_width makes them.
+  wider = {**OVERRIDES, "perceiver": {"num_heads": 8, "num_kv_heads": 4}, "pre_head_mlp_dim": 64}
+  broadened = _train(tmp_path / "broadened", init_from=folder, steps=0, init_reshaped="widen_width",
+                     hyper_overrides=wider)
+  expected = widening.widen_width(first.variables, first.config, first.config.replace(**wider), jax.random.key(0))
+  _assert_same(broadened.variables, expected)
+  assert "wider heads and MLPs from the saved hypernetwork's function" in capsys.readouterr().out
+  with pytest.raises(ValueError, match="init_reshaped must be False, True, 'widen_rank' or 'widen_width', got 'widen'"):
     _train(tmp_path / "typo", init_from=folder, init_reshaped="widen")
 
 
