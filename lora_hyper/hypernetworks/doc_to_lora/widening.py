@@ -4,9 +4,9 @@ lever that does not throw away what the smaller hypernetwork learned.
 `widen_rank`: k times the rank. Every variable with a rank axis repeats each rank row k times. Each
 adapter then holds every rank-1 term k times, under the wider scaling (2 r^1.5 grows by k^1.5 when
 alpha is unset), so B (its scale and the bias block's B) is divided by k times that growth; the
-chunk gates sum over rank rows, so their weights are divided by k. Copies of one row would get the same gradients for ever: noise on
-the copied decoder queries tells them apart, at the price of a change to the function of the order
-of `query_noise`.
+chunk gates sum over rank rows, so their weights are divided by k. Copies of one row would get the
+same gradients for ever: noise on the copied decoder queries tells them apart, at the price of a
+change to the function of the order of `query_noise`.
 
 `widen_width`: more attention heads and wider MLPs (the Perceiver's, its input projection's and the
 per-layer MLPs before the heads). New heads and hidden units read with fresh random weights and write
